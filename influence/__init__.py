@@ -1,0 +1,23 @@
+"""influence-debugger: which training data caused this prediction?
+
+    import influence as inf
+    attr = inf.Attributor(model, train, method="cg").fit()
+    attr.top_k(test, k=10).harmful.indices
+
+Sign convention: `score[j, i] = ∇m(test_j)ᵀ (H + λI)⁻¹ ∇ℓ(train_i)`; removing train_i
+changes test_j's loss by about `+score / n_train`. Positive = helpful, negative = harmful.
+"""
+
+from influence.attributor import Attributor
+from influence.errors import InfluenceError, InfluenceWarning, InvalidArgumentError, NotFittedError
+from influence.methods import METHODS, Method, register
+from influence.results import GroupScores, Ranking, TopK
+from influence.task import ClassificationTask, RegressionTask, Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attributor", "ClassificationTask", "GroupScores", "InfluenceError", "InfluenceWarning",
+    "InvalidArgumentError", "METHODS", "Method", "NotFittedError", "Ranking", "RegressionTask", "Task",
+    "TopK", "register",
+]

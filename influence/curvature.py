@@ -1,0 +1,115 @@
+"""Curvature of the mean training objective, as matrix-vector products.
+
+`Curvature.matvec(V)` returns `(C + weight_decay·I) V` for a block of directions
+V: Tensor[k, p], where C is either
+
+- the Hessian `(1/n) Σ_i ∇²_θ loss_i`, or
+- the Gauss-Newton matrix (GGN) `(1/n) Σ_i J_iᵀ H_out,i J_i`, with J_i the Jacobian of the
+  outputs and H_out,i the Hessian of the loss w.r.t. the outputs.
+
+The GGN is positive semi-definite for convex losses and is the safe default off convex
+models (a trained network's Hessian has negative eigenvalues). For a model whose outputs
+are affine in θ the two are equal. All products use `torch.func` and work for any
+`nn.Module`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from influence.data import ExampleData
+from influence.errors import InvalidArgumentError
+from influence.model import FunctionalModel
+from influence.task import Task
+
+CURVATURES = ("ggn", "hessian")
+
+
+class Curvature:
+    """Matrix-free curvature of the mean training loss plus its L2 regulariser.
+
+    Args:
+        fm: the model as a function of the flat attributed parameters (p of them).
+        task: defines the loss, its output Hessian and `weight_decay`.
+        data: the training examples (all of them, or a subsample for large sets).
+        kind: "ggn" or "hessian".
+        batch_size: examples per product chunk (bounds memory; results do not depend on it
+            beyond floating-point summation order). The inputs are held in memory, so pass
+            a subsample when the training inputs do not fit.
+    """
+
+    def __init__(self, fm: FunctionalModel, task: Task, data: ExampleData, kind: str = "ggn",
+                 batch_size: int = 512):
+        if kind not in CURVATURES:
+            raise InvalidArgumentError(f"curvature must be one of {list(CURVATURES)}, got {kind!r}")
+        self.fm, self.task, self.kind = fm, task, kind
+        self.n = len(data)
+        self.batch_size = batch_size
+        chunks = [(x, y) for _, x, y in data.batches(batch_size)]
+        x = torch.cat([c[0] for c in chunks]).to(fm.device)
+        self._inputs = x.to(fm.dtype) if x.is_floating_point() else x
+        self._targets = torch.cat([c[1] for c in chunks]).to(fm.device)
+        self.num_products = 0
+
+    @property
+    def p(self) -> int:
+        return self.fm.p
+
+    def matvec(self, V: Tensor) -> Tensor:
+        """(C + weight_decay·I) V for V: Tensor[k, p] (or Tensor[p]); same shape out."""
+        single = V.ndim == 1
+        V = V.reshape(-1, self.p).to(self.fm.dtype)
+        out = torch.zeros_like(V)
+        product = self._ggn_block if self.kind == "ggn" else self._hessian_block
+        for lo in range(0, self.n, self.batch_size):
+            out += product(self._inputs[lo:lo + self.batch_size], self._targets[lo:lo + self.batch_size], V)
+        out = out / self.n + self.task.weight_decay * V
+        self.num_products += V.shape[0]
+        return out[0] if single else out
+
+    def minibatch_matvec(self, V: Tensor, batch_size: int, seed: int) -> Tensor:
+        """Unbiased estimate of `(C + weight_decay·I) V` from `batch_size` random examples."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        rows = torch.randperm(self.n, generator=gen)[:batch_size].to(self._inputs.device)
+        product = self._ggn_block if self.kind == "ggn" else self._hessian_block
+        self.num_products += V.shape[0]
+        return product(self._inputs[rows], self._targets[rows], V) / len(rows) + self.task.weight_decay * V
+
+    def _ggn_block(self, x: Tensor, y: Tensor, V: Tensor) -> Tensor:
+        f = lambda th: self.fm(th, x)
+        outputs, vjp_fn = torch.func.vjp(f, self.fm.theta)
+        jv = torch.func.vmap(lambda v: torch.func.jvp(f, (self.fm.theta,), (v,))[1])(V)
+        hjv = torch.func.vmap(lambda u: self.task.output_hessian_vp(outputs.detach(), y, u))(jv)
+        return torch.func.vmap(lambda u: vjp_fn(u)[0])(hjv)
+
+    def _hessian_block(self, x: Tensor, y: Tensor, V: Tensor) -> Tensor:
+        grad_fn = torch.func.grad(lambda th: self.task.loss(self.fm(th, x), y).sum())
+        return torch.func.vmap(lambda v: torch.func.jvp(grad_fn, (self.fm.theta,), (v,))[1])(V)
+
+    def dense(self, chunk: int = 256) -> Tensor:
+        """The full p×p matrix `C + weight_decay·I`, built from p products (small p only)."""
+        eye = torch.eye(self.p, dtype=self.fm.dtype, device=self.fm.device)
+        cols = [self.matvec(eye[i:i + chunk]) for i in range(0, self.p, chunk)]
+        H = torch.cat(cols)
+        return 0.5 * (H + H.T)
+
+    def mean_eigenvalue(self, probes: int = 32, seed: int = 0) -> float:
+        """Hutchinson estimate of trace(C + weight_decay·I) / p with Rademacher probes."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        Z = (torch.randint(0, 2, (probes, self.p), generator=gen) * 2 - 1).to(self.fm.dtype).to(self.fm.device)
+        return float((Z * self.matvec(Z)).sum() / (probes * self.p))
+
+    def largest_eigenvalue(self, iterations: int = 30, seed: int = 0) -> float:
+        """Power-iteration estimate of the largest |eigenvalue| of C + weight_decay·I."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        v = torch.randn(self.p, generator=gen, dtype=self.fm.dtype).to(self.fm.device)
+        v = v / v.norm()
+        estimate = 0.0
+        for _ in range(iterations):
+            w = self.matvec(v)
+            estimate = float(w.norm())
+            if estimate == 0.0:
+                break
+            v = w / estimate
+        return estimate

@@ -1,0 +1,21 @@
+"""Exception and warning types raised by `influence`.
+
+Every error names the argument at fault and what was expected, so that a user can fix the
+call without reading our source.
+"""
+
+
+class InfluenceError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidArgumentError(InfluenceError, ValueError):
+    """An argument has the wrong type, shape, range or value."""
+
+
+class NotFittedError(InfluenceError, RuntimeError):
+    """A query was made before `Attributor.fit()`."""
+
+
+class InfluenceWarning(UserWarning):
+    """A result was computed but may be unreliable (e.g. a solver did not converge)."""

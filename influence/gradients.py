@@ -1,0 +1,47 @@
+"""Per-example gradients of the training loss and of the test measurement.
+
+Both are flat vectors over the attributed parameters: `Tensor[b, p]` for a batch of b
+examples. They are computed with `torch.func.vmap(torch.func.grad(...))`, one backward
+pass per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from influence.model import FunctionalModel
+from influence.task import Task
+
+
+def check_targets(fm: FunctionalModel, task: Task, inputs: Tensor, targets: Tensor, argument: str) -> None:
+    """Raise a clear error if the task cannot use `targets` with this model's outputs."""
+    with torch.no_grad():
+        outputs = fm(fm.theta, inputs)
+    task.check_batch(outputs, targets, argument)
+
+
+def per_example_grads(fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor,
+                      targets: Tensor, theta: Tensor | None = None) -> Tensor:
+    """∇_θ fn(f(x_i; θ), y_i) for every example i of the batch.
+
+    Args:
+        fm: the model as a function of the flat attributed parameters.
+        fn: per-example scalar function of (outputs [b, ...], targets [b, ...]) -> [b],
+            e.g. `task.loss` or `task.measurement`.
+        inputs: Tensor[b, ...]; targets: Tensor[b, ...].
+        theta: parameters to differentiate at (default: the model's current values).
+    Returns:
+        Tensor[b, p].
+    """
+    theta = fm.theta if theta is None else theta
+
+    def single(th: Tensor, x: Tensor, y: Tensor) -> Tensor:
+        return fn(fm(th, x.unsqueeze(0)), y.unsqueeze(0)).sum()
+
+    inputs = inputs.to(fm.device)
+    if inputs.is_floating_point():
+        inputs = inputs.to(fm.dtype)
+    return torch.func.vmap(torch.func.grad(single), in_dims=(None, 0, 0))(theta, inputs, targets.to(fm.device))

@@ -1,0 +1,46 @@
+"""`method="exact"`: the explicit p×p curvature, eigendecomposed once (small models only)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from influence.curvature import Curvature
+from influence.errors import InvalidArgumentError
+from influence.methods.base import Method, register
+
+
+@register
+class Exact(Method):
+    """Builds `H + λI` from p curvature products and inverts it through `eigh`.
+
+    Exact up to floating point, costs O(p²) memory and O(p³) time: for p up to about
+    10⁴ (`max_params`). Diagnostics include the eigen-spectrum extremes and the number of
+    negative eigenvalues of H (non-convex curvature).
+    """
+
+    name = "exact"
+    options = {"max_params": 10_000}
+
+    def fit(self, curvature: Curvature | None, damping: float) -> None:
+        super().fit(curvature, damping)
+        if curvature.p > self.config["max_params"]:
+            raise InvalidArgumentError(
+                f"method='exact' builds a {curvature.p}×{curvature.p} matrix, above max_params="
+                f"{self.config['max_params']}; use method='cg' (or raise max_params)"
+            )
+        eigenvalues, self.eigenvectors = torch.linalg.eigh(curvature.dense())
+        self.eigenvalues = eigenvalues
+        shifted = eigenvalues + damping
+        self.diagnostics = {
+            "eigenvalue_min": float(eigenvalues[0]),
+            "eigenvalue_max": float(eigenvalues[-1]),
+            "negative_eigenvalues": int((eigenvalues < 0).sum()),
+            "negative_curvature": bool((shifted <= 0).any()),
+            "condition_number": float(shifted.abs().max() / shifted.abs().min().clamp_min(1e-300)),
+        }
+        self.inverse_eigenvalues = 1.0 / shifted
+
+    def precondition(self, G: Tensor) -> Tensor:
+        Q = self.eigenvectors
+        return ((G.to(Q.dtype) @ Q) * self.inverse_eigenvalues) @ Q.T

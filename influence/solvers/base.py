@@ -1,0 +1,41 @@
+"""Diagnostics shared by the solvers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class SolveInfo:
+    """What happened in one solve of `(A + λI) X = B` for a block of right-hand sides.
+
+    Attributes:
+        solver: "cg" or "lissa".
+        iterations: iterations run (products with A per right-hand side).
+        residual: max over right-hand sides of ‖(A + λI)x − b‖ / ‖b‖, recomputed at the end.
+        converged: residual ≤ tol for every right-hand side.
+        negative_curvature: a direction with xᵀ(A + λI)x ≤ 0 was met (CG) — A + λI is not
+            positive definite, so the "solution" is not a minimiser.
+        diverged: the iterates grew without bound (LiSSA scale too small, or CG breakdown).
+    """
+
+    solver: str
+    iterations: int
+    residual: float
+    converged: bool
+    negative_curvature: bool = False
+    diverged: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def relative_residual(matvec, X: Tensor, B: Tensor, damping: float) -> float:
+    """max_j ‖(A + λI) x_j − b_j‖ / ‖b_j‖ over the rows of X and B (zero rows count as 0)."""
+    R = B - (matvec(X) + damping * X)
+    bnorm = B.norm(dim=1)
+    ratio = R.norm(dim=1) / bnorm.clamp_min(1e-300)
+    ratio[bnorm == 0] = R.norm(dim=1)[bnorm == 0]
+    return float(ratio.max()) if ratio.numel() else 0.0

@@ -1,0 +1,54 @@
+"""Conjugate gradient on a block of right-hand sides, each column with its own step sizes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from influence.solvers.base import SolveInfo, relative_residual
+
+
+def conjugate_gradient(matvec: Callable[[Tensor], Tensor], B: Tensor, damping: float, tol: float = 1e-6,
+                       max_iter: int = 1000) -> tuple[Tensor, SolveInfo]:
+    """Solve `(A + λI) X = B` row-wise by conjugate gradient.
+
+    Args:
+        matvec: V: Tensor[k, p] -> A V: Tensor[k, p], A symmetric.
+        B: right-hand sides, Tensor[k, p] (one per row).
+        damping: λ ≥ 0.
+        tol: stop a row when its relative residual ‖r‖/‖b‖ ≤ tol.
+        max_iter: iteration cap.
+    Returns:
+        X: Tensor[k, p], and the `SolveInfo`. A row that meets negative curvature
+        (pᵀ(A + λI)p ≤ 0) is frozen at its last iterate and flagged.
+    """
+    X = torch.zeros_like(B)
+    R = B.clone()
+    P = R.clone()
+    rs = (R * R).sum(dim=1)
+    bnorm2 = (B * B).sum(dim=1)
+    active = rs > (tol**2) * bnorm2
+    negative = torch.zeros_like(active)
+    iterations = 0
+    while bool(active.any()) and iterations < max_iter:
+        iterations += 1
+        AP = matvec(P) + damping * P
+        pAp = (P * AP).sum(dim=1)
+        bad = active & (pAp <= 0)
+        negative |= bad
+        active &= ~bad
+        alpha = torch.where(active, rs / torch.where(active, pAp, torch.ones_like(pAp)), torch.zeros_like(rs))
+        X += alpha[:, None] * P
+        R -= alpha[:, None] * AP
+        rs_new = (R * R).sum(dim=1)
+        beta = torch.where(active, rs_new / torch.where(active, rs, torch.ones_like(rs)), torch.zeros_like(rs))
+        P = R + beta[:, None] * P
+        rs = torch.where(active, rs_new, rs)
+        active &= rs_new > (tol**2) * bnorm2
+    residual = relative_residual(matvec, X, B, damping)
+    finite = bool(torch.isfinite(X).all())
+    info = SolveInfo("cg", iterations, residual, converged=finite and residual <= max(tol, 1e-12) * 10,
+                     negative_curvature=bool(negative.any()), diverged=not finite)
+    return X, info

@@ -1,0 +1,131 @@
+"""What is attributed: the training loss, the test measurement and the parameters.
+
+A `Task` turns model outputs into per-example quantities. The training objective whose
+curvature the influence methods invert is
+
+    L(θ) = mean_i loss(f(x_i; θ), y_i) + (weight_decay / 2) · ‖θ_attr‖²,
+
+where θ_attr are the attributed parameters (`Task.parameters`). Scores follow the sign
+convention of the package (see `influence.Attributor`): the test side uses
+`measurement(...)`, which defaults to the loss, so a positive score means "helpful".
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from influence.errors import InvalidArgumentError
+
+
+class Task(ABC):
+    """Defines the per-example training loss, the test measurement and what is attributed.
+
+    Args:
+        weight_decay: coefficient of the L2 regulariser `(weight_decay / 2)·‖θ‖²` that was
+            part of the training objective (not AdamW's decoupled decay). It is added to
+            the curvature as `weight_decay · I`.
+        parameters: which parameters are attributed. `None` means every parameter with
+            `requires_grad`; otherwise a sequence of names or name prefixes, e.g.
+            `["fc2"]` for the last layer of `fc1 → relu → fc2`. Other parameters are held
+            fixed.
+    """
+
+    def __init__(self, weight_decay: float = 0.0, parameters: Sequence[str] | None = None):
+        if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+            raise InvalidArgumentError(f"weight_decay must be a float >= 0, got {weight_decay!r}")
+        if isinstance(parameters, str):
+            parameters = [parameters]
+        self.weight_decay = float(weight_decay)
+        self.parameters = None if parameters is None else list(parameters)
+
+    @abstractmethod
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Per-example training loss.
+
+        Args:
+            outputs: model outputs for a batch, shape [b, ...].
+            targets: targets for the batch, shape [b, ...].
+        Returns:
+            Tensor[b], the loss of each example (not reduced).
+        """
+
+    def measurement(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Per-example test quantity whose change is attributed; defaults to the loss.
+
+        Returns Tensor[b]. With the default, `score > 0` means the training example helped
+        (removing it raises the test loss). For a custom "higher is better" measurement
+        (e.g. a margin) the same formula holds: removing train_i changes the measurement
+        by about `+score / n_train`.
+        """
+        return self.loss(outputs, targets)
+
+    def output_hessian_vp(self, outputs: Tensor, targets: Tensor, u: Tensor) -> Tensor:
+        """Product of the Hessian of `loss` w.r.t. the outputs with `u` (same shape as outputs).
+
+        Used by the Gauss-Newton curvature `Jᵀ H_out J`. The default uses double
+        differentiation; subclasses with a closed form override it.
+        """
+        _, hvp = torch.func.jvp(
+            lambda o: torch.func.grad(lambda o2: self.loss(o2, targets).sum())(o), (outputs,), (u,)
+        )
+        return hvp
+
+    def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
+        """Raise `InvalidArgumentError` if `targets` cannot go with `outputs` (hook)."""
+
+
+class ClassificationTask(Task):
+    """Cross-entropy on logits of shape [b, C] with integer labels of shape [b].
+
+    Its Gauss-Newton output Hessian is the softmax Jacobian `diag(p) − p pᵀ`, which is
+    applied in closed form (no double differentiation).
+    """
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(outputs, targets, reduction="none")
+
+    def output_hessian_vp(self, outputs: Tensor, targets: Tensor, u: Tensor) -> Tensor:
+        p = torch.softmax(outputs, dim=-1)
+        pu = p * u
+        return pu - p * pu.sum(dim=-1, keepdim=True)
+
+    def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
+        if outputs.ndim != 2:
+            raise InvalidArgumentError(
+                f"ClassificationTask expects the model to return logits of shape [batch, classes]; "
+                f"got outputs of shape {tuple(outputs.shape)} for `{argument}`"
+            )
+        if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise InvalidArgumentError(
+                f"labels of `{argument}` must be integers for ClassificationTask, got dtype {targets.dtype}"
+            )
+        n_classes = outputs.shape[-1]
+        if targets.numel() and (targets.min() < 0 or targets.max() >= n_classes):
+            bad = targets[(targets < 0) | (targets >= n_classes)][0].item()
+            raise InvalidArgumentError(
+                f"labels of `{argument}` must lie in [0, {n_classes - 1}] (the model has {n_classes} "
+                f"outputs); found label {bad}"
+            )
+
+
+class RegressionTask(Task):
+    """Half squared error `0.5·‖f(x) − y‖²` per example (outputs and targets of equal shape)."""
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        diff = (outputs - targets.reshape(outputs.shape).to(outputs.dtype)).reshape(outputs.shape[0], -1)
+        return 0.5 * (diff**2).sum(dim=1)
+
+    def output_hessian_vp(self, outputs: Tensor, targets: Tensor, u: Tensor) -> Tensor:
+        return u
+
+    def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
+        if outputs.numel() != targets.numel():
+            raise InvalidArgumentError(
+                f"targets of `{argument}` have shape {tuple(targets.shape)}, which does not match "
+                f"the model outputs of shape {tuple(outputs.shape)}"
+            )
