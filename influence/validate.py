@@ -52,7 +52,7 @@ def correlations(predicted: Tensor, actual: Tensor) -> tuple[float, float]:
 
 
 def leave_one_out(attr: Attributor, test: Any, train_indices: Tensor | list, tol: float = 1e-10,
-                  max_iter: int = 2000, progress: bool = True) -> LOOResult:
+                  max_iter: int = 2000, progress: bool = True, retrain_cache: dict | None = None) -> LOOResult:
     """Retrain without each of `train_indices` and compare with the attributor's prediction.
 
     Args:
@@ -61,6 +61,9 @@ def leave_one_out(attr: Attributor, test: Any, train_indices: Tensor | list, tol
         train_indices: LongTensor[n_test, r] (examples to remove for each test row) or a
             flat list of r indices used for every test row.
         tol, max_iter: L-BFGS convergence settings for each retrain.
+        retrain_cache: optional dict reused across calls with the same model, task, data
+            and test set (e.g. to compare methods): maps a removed index to the actual
+            change of every test measurement, Tensor[n_test].
     """
     n = len(attr.train)
     idx = torch.as_tensor(train_indices, dtype=torch.long)
@@ -89,8 +92,9 @@ def leave_one_out(attr: Attributor, test: Any, train_indices: Tensor | list, tol
 
     base = measure(theta_full)
     actual = torch.zeros(m, idx.shape[1], dtype=torch.float64)
-    cache: dict[int, Tensor] = {}
-    for i in tqdm(sorted(set(idx.reshape(-1).tolist())), desc="leave-one-out retrains", disable=not progress):
+    cache = {} if retrain_cache is None else retrain_cache
+    todo = sorted(set(idx.reshape(-1).tolist()) - set(cache))
+    for i in tqdm(todo, desc="leave-one-out retrains", disable=not progress):
         weights = torch.ones(n, dtype=torch.float64)
         weights[i] = 0.0
         cache[i] = measure(minimize(fm, attr.task, X, y, theta_full, weights, tol=tol, max_iter=max_iter)) - base
