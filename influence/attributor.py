@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from influence.curvature import CURVATURES, Curvature
 from influence.data import ExampleData, as_data
 from influence.errors import InfluenceError, InfluenceWarning, InvalidArgumentError, NotFittedError
-from influence.gradients import check_targets, per_example_grads
+from influence.gradients import check_targets
 from influence.methods import method_class
 from influence.model import FunctionalModel, is_affine_in_parameters
 from influence.results import GroupScores, Ranking, TopK, merge_top
@@ -112,8 +112,10 @@ class Attributor:
                                       batch_size=self.batch_size)
                 self.damping, source = self._resolve_damping(curvature)
             else:
-                source = f"unused by method {self.method.name!r}"
-            self.method.fit(curvature, self.damping if self.damping is not None else 0.0)
+                source = "chosen by the method" if self.damping is None else "given"
+            G = self.train_grads
+            self.method.fit(curvature, self.damping, lambda: (G[lo:lo + 8192] for lo in range(0, len(G), 8192)))
+            self.damping = self.method.damping
         self.diagnostics = {"method": self.method.name, "curvature": self.curvature_kind if curvature else None,
                             "damping": self.damping, "damping_source": source, "n_train": len(self.train),
                             "n_params": self.fm.p, **self.method.diagnostics}
@@ -147,15 +149,15 @@ class Attributor:
         return ratio * mean_eig, f"auto: {ratio:g} × mean eigenvalue {mean_eig:.4g} (Hutchinson, 32 probes)"
 
     def _gradients(self, data: ExampleData, fn: Callable, desc: str) -> Tensor:
-        """Per-example gradients of `fn` over `data`: Tensor[len(data), p]."""
-        out = torch.empty(len(data), self.fm.p, dtype=self.fm.dtype, device=self.fm.device)
+        """Per-example gradient features of `fn` over `data`: Tensor[len(data), feature_dim]."""
+        out = torch.empty(len(data), self.method.feature_dim(self.fm), dtype=self.fm.dtype, device=self.fm.device)
         with tqdm(total=len(data), desc=desc, unit="ex", disable=not self.progress or len(data) < 5000,
                   leave=False) as bar:
             for rows, inputs, targets in data.batches(self.batch_size):
                 check_targets(self.fm, self.task, inputs.to(self.fm.device, self.fm.dtype)
                               if inputs.is_floating_point() else inputs.to(self.fm.device), targets.to(self.fm.device),
                               data.argument)
-                out[rows.start:rows.stop] = per_example_grads(self.fm, fn, inputs, targets)
+                out[rows.start:rows.stop] = self.method.features(self.fm, fn, inputs, targets)
                 bar.update(len(rows))
         _check_finite(out, f"{desc} (check the model outputs and loss on `{data.argument}`)")
         return out

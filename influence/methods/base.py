@@ -12,12 +12,17 @@ A new method is a new module with a `Method` subclass decorated by `@register`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from torch import Tensor
 
 from influence.curvature import Curvature
 from influence.errors import InvalidArgumentError
+from influence.gradients import per_example_grads
+from influence.model import FunctionalModel
+
+TrainFeatures = Callable[[], Iterator[Tensor]]
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -57,10 +62,39 @@ class Method(ABC):
         self.config = {**self.options, **options}
         self.diagnostics: dict[str, Any] = {}
 
-    def fit(self, curvature: Curvature | None, damping: float) -> None:
-        """Prepare the preconditioner (e.g. factorise the curvature). Default: nothing."""
+    def feature_dim(self, fm: FunctionalModel) -> int:
+        """Length of the per-example feature vector φ(∇) that `features` returns."""
+        return fm.p
+
+    def features(self, fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor,
+                 targets: Tensor) -> Tensor:
+        """φ(∇_θ fn) for each example of a batch: Tensor[b, feature_dim].
+
+        The default is the flat per-example gradient. Methods that project gradients, or
+        use several checkpoints, override this; the same φ is applied to the training
+        side (stored in the index) and the test side.
+        """
+        return per_example_grads(fm, fn, inputs, targets)
+
+    def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
+        """Prepare the preconditioner; default: nothing to factorise.
+
+        Args:
+            curvature: products with H + weight_decay·I (None when `uses_curvature` is False).
+            damping: λ, already resolved for curvature methods; for the others the user's
+                value or None, and the method sets `self.damping` to what it uses.
+            train_features: callable returning an iterator over blocks of the training
+                features, Tensor[b, feature_dim], in training-set order.
+        """
         self.curvature, self.damping = curvature, damping
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors that `precondition` needs, for saving with an index (default: none)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore what `state_dict` returned."""
 
     @abstractmethod
     def precondition(self, G: Tensor) -> Tensor:
-        """(H + λI)⁻¹ applied to each row of G: Tensor[m, p] -> Tensor[m, p]."""
+        """(H + λI)⁻¹ applied to each row of G: Tensor[m, dim] -> Tensor[m, dim] (feature space)."""

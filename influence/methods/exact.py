@@ -7,7 +7,7 @@ from torch import Tensor
 
 from influence.curvature import Curvature
 from influence.errors import InvalidArgumentError
-from influence.methods.base import Method, register
+from influence.methods.base import Method, TrainFeatures, register
 
 
 @register
@@ -22,15 +22,15 @@ class Exact(Method):
     name = "exact"
     options = {"max_params": 10_000}
 
-    def fit(self, curvature: Curvature | None, damping: float) -> None:
-        super().fit(curvature, damping)
+    def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
+        super().fit(curvature, damping, train_features)
         if curvature.p > self.config["max_params"]:
             raise InvalidArgumentError(
                 f"method='exact' builds a {curvature.p}×{curvature.p} matrix, above max_params="
                 f"{self.config['max_params']}; use method='cg' (or raise max_params)"
             )
-        eigenvalues, self.eigenvectors = torch.linalg.eigh(curvature.dense())
-        self.eigenvalues = eigenvalues
+        eigenvalues, eigenvectors = torch.linalg.eigh(curvature.dense())
+        self.load_state_dict({"eigenvalues": eigenvalues, "eigenvectors": eigenvectors, "damping": torch.tensor(damping)})
         shifted = eigenvalues + damping
         self.diagnostics = {
             "eigenvalue_min": float(eigenvalues[0]),
@@ -39,7 +39,15 @@ class Exact(Method):
             "negative_curvature": bool((shifted <= 0).any()),
             "condition_number": float(shifted.abs().max() / shifted.abs().min().clamp_min(1e-300)),
         }
-        self.inverse_eigenvalues = 1.0 / shifted
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"eigenvalues": self.eigenvalues, "eigenvectors": self.eigenvectors,
+                "damping": torch.tensor(self.damping)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.eigenvalues, self.eigenvectors = state["eigenvalues"], state["eigenvectors"]
+        self.damping = float(state["damping"])
+        self.inverse_eigenvalues = 1.0 / (self.eigenvalues + self.damping)
 
     def precondition(self, G: Tensor) -> Tensor:
         Q = self.eigenvectors

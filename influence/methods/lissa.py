@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from influence.curvature import Curvature
-from influence.methods.base import Method, register
+from influence.methods.base import Method, TrainFeatures, register
 from influence.solvers import lissa
 
 
@@ -23,8 +23,8 @@ class LiSSA(Method):
     name = "lissa"
     options = {"tol": 1e-5, "max_iter": 20_000, "scale": None, "hvp_batch_size": None, "repeats": 1, "seed": 0}
 
-    def fit(self, curvature: Curvature | None, damping: float) -> None:
-        super().fit(curvature, damping)
+    def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
+        super().fit(curvature, damping, train_features)
         scale = self.config["scale"]
         if scale is None:
             scale = 1.1 * (curvature.largest_eigenvalue(seed=self.config["seed"]) + damping)
