@@ -9,7 +9,13 @@ changes test_j's loss by about `+score / n_train`. Positive = helpful, negative 
 """
 
 from influence.attributor import Attributor
-from influence.errors import InfluenceError, InfluenceWarning, InvalidArgumentError, NotFittedError
+from influence.errors import (
+    IndexFolderError,
+    InfluenceError,
+    InfluenceWarning,
+    InvalidArgumentError,
+    NotFittedError,
+)
 from influence.methods import METHODS, Method, register
 from influence.results import GroupScores, Ranking, TopK
 from influence.task import ClassificationTask, RegressionTask, Task
@@ -17,7 +23,7 @@ from influence.task import ClassificationTask, RegressionTask, Task
 __version__ = "0.1.0"
 
 __all__ = [
-    "Attributor", "ClassificationTask", "GroupScores", "InfluenceError", "InfluenceWarning",
+    "Attributor", "ClassificationTask", "GroupScores", "IndexFolderError", "InfluenceError", "InfluenceWarning",
     "InvalidArgumentError", "METHODS", "Method", "NotFittedError", "Ranking", "RegressionTask", "Task",
     "TopK", "register",
 ]

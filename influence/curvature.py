@@ -52,6 +52,18 @@ class Curvature:
         self._targets = torch.cat([c[1] for c in chunks]).to(fm.device)
         self.num_products = 0
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The curvature data (inputs and targets), so an index can answer queries without
+        going back to the training set."""
+        return {"curvature_inputs": self._inputs, "curvature_targets": self._targets}
+
+    @classmethod
+    def from_state(cls, fm: FunctionalModel, task: Task, state: dict[str, Tensor], kind: str,
+                   batch_size: int = 512) -> Curvature:
+        inputs, targets = state["curvature_inputs"], state["curvature_targets"]
+        data = ExampleData(None, len(targets), lambda idx: (inputs[idx], targets[idx]), "curvature data")
+        return cls(fm, task, data, kind, batch_size)
+
     @property
     def p(self) -> int:
         return self.fm.p

@@ -17,5 +17,9 @@ class NotFittedError(InfluenceError, RuntimeError):
     """A query was made before `Attributor.fit()`."""
 
 
+class IndexFolderError(InfluenceError):
+    """An index folder is incomplete, corrupted, or was built for another model or settings."""
+
+
 class InfluenceWarning(UserWarning):
     """A result was computed but may be unreliable (e.g. a solver did not converge)."""

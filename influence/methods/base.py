@@ -45,11 +45,14 @@ class Method(ABC):
     Class attributes:
         name: the `method=` string.
         uses_curvature: whether `fit` needs a `Curvature` and a damping value.
+        queries_use_curvature: whether `precondition` needs curvature products (iterative
+            solvers); the index then stores the curvature data.
         options: option names with their defaults, accepted as `Attributor(**options)`.
     """
 
     name: ClassVar[str]
     uses_curvature: ClassVar[bool] = True
+    queries_use_curvature: ClassVar[bool] = False
     options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **options: Any):

@@ -18,6 +18,7 @@ class ConjugateGradient(Method):
     """
 
     name = "cg"
+    queries_use_curvature = True
     options = {"tol": 1e-6, "max_iter": 1000}
 
     def precondition(self, G: Tensor) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from influence.curvature import Curvature
@@ -21,6 +22,7 @@ class LiSSA(Method):
     """
 
     name = "lissa"
+    queries_use_curvature = True
     options = {"tol": 1e-5, "max_iter": 20_000, "scale": None, "hvp_batch_size": None, "repeats": 1, "seed": 0}
 
     def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
@@ -29,6 +31,12 @@ class LiSSA(Method):
         if scale is None:
             scale = 1.1 * (curvature.largest_eigenvalue(seed=self.config["seed"]) + damping)
         self.scale = float(scale)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"scale": torch.tensor(self.scale)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.scale = float(state["scale"])
 
     def precondition(self, G: Tensor) -> Tensor:
         c = self.curvature

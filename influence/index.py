@@ -1,0 +1,193 @@
+"""The training-side index: per-example gradient features, in memory or in shards on disk.
+
+On disk (`Attributor(..., cache_dir=...)`) an index folder holds
+
+    manifest.json          format version, compatibility key (model fingerprint, method,
+                           options, task, storage dtype...), shapes, shard list with
+                           SHA-256 checksums, `complete` flag
+    shards/features-00000.npy   Tensor[rows, dim] rows start..stop of the training set
+    shards/features-00000.json  its sidecar: rows, checksum of the file and of the data
+    method.safetensors     what the method needs at query time (factorisation, curvature data)
+
+Every file is written atomically (temp file, fsync, rename). A shard counts only when its
+sidecar exists and both checksums match, so a fit killed at any point resumes from the
+last complete shard and a reader never uses a half-written index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from influence.errors import IndexFolderError, InfluenceError, InvalidArgumentError
+from influence.storage import remove_stale_temporaries, sha256_file, write_array, write_json
+
+FORMAT_VERSION = 1
+STORAGE_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
+                  "bfloat16": torch.bfloat16}
+
+
+class MemoryIndex:
+    """Training features held in memory: Tensor[n, dim]."""
+
+    def __init__(self, features: Tensor):
+        self.features = features
+        self.n, self.dim = features.shape
+
+    def blocks(self, rows: int = 8192) -> Iterator[tuple[int, Tensor]]:
+        """Yield `(start, Tensor[b, dim])` over the training examples in order."""
+        for lo in range(0, self.n, rows):
+            yield lo, self.features[lo:lo + rows]
+
+
+class ShardedIndex:
+    """Training features in memory-mapped shards on disk (read-only)."""
+
+    def __init__(self, folder: Path, manifest: dict):
+        self.folder = Path(folder)
+        self.manifest = manifest
+        self.n, self.dim = manifest["n_train"], manifest["dim"]
+        self.dtype = STORAGE_DTYPES[manifest["storage_dtype"]]
+
+    def shard(self, entry: dict) -> Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only memmap: we never write to it
+            array = np.load(self.folder / "shards" / entry["file"], mmap_mode="r", allow_pickle=False)
+            t = torch.from_numpy(array)
+        return t.view(torch.bfloat16) if self.dtype == torch.bfloat16 else t
+
+    def blocks(self, rows: int = 8192) -> Iterator[tuple[int, Tensor]]:
+        for entry in self.manifest["shards"]:
+            t = self.shard(entry)
+            for lo in range(0, t.shape[0], rows):
+                yield entry["start"] + lo, t[lo:lo + rows]
+
+    def verify(self) -> None:
+        """Check every shard against its manifest checksum; name the first bad file."""
+        for entry in self.manifest["shards"]:
+            path = self.folder / "shards" / entry["file"]
+            if not path.exists():
+                raise IndexFolderError(f"index shard {path} is missing")
+            if sha256_file(path) != entry["sha256"]:
+                raise IndexFolderError(f"index shard {path} is corrupted (checksum mismatch: truncated or modified); "
+                                  "delete the folder and fit again")
+
+
+def to_storage(features: Tensor, storage_dtype: str, where: str) -> np.ndarray:
+    """Cast features for storage; float16 overflow is an error, not a silent inf."""
+    target = STORAGE_DTYPES[storage_dtype]
+    if target == torch.float16 and features.abs().max() > torch.finfo(torch.float16).max:
+        raise InfluenceError(f"{where}: gradient values up to {float(features.abs().max()):.3g} overflow float16 "
+                             "(max 65504); use storage_dtype='bfloat16' or 'float32'")
+    cast = features.detach().to("cpu", target).contiguous()
+    return (cast.view(torch.uint16) if target == torch.bfloat16 else cast).numpy()
+
+
+def data_digest(inputs: Tensor, targets: Tensor) -> str:
+    """SHA-256 of a batch's inputs and targets (detects changed training data on resume)."""
+    h = hashlib.sha256()
+    for t in (inputs, targets):
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_manifest(folder: Path) -> dict | None:
+    path = Path(folder) / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise IndexFolderError(f"{path} is not valid JSON ({error}); delete the folder and fit again")
+
+
+def check_key(manifest: dict, key: dict, folder: Path) -> None:
+    """Refuse an index built for another model or other settings, naming what differs."""
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexFolderError(f"index at {folder} has format version {manifest.get('format_version')}, "
+                          f"this version reads {FORMAT_VERSION}; fit again into a new folder")
+    differ = sorted(k for k in set(key) | set(manifest["key"]) if manifest["key"].get(k) != key.get(k))
+    if differ:
+        details = "; ".join(f"{k}: index has {manifest['key'].get(k)!r}, now {key.get(k)!r}" for k in differ)
+        raise IndexFolderError(f"index at {folder} was built with different settings ({details}). "
+                          "Use a new cache_dir, or delete this one to rebuild it.")
+
+
+def build_shards(folder: Path, n: int, shard_size: int, storage_dtype: str,
+                 read: Callable[[range], tuple[Tensor, Tensor]],
+                 compute: Callable[[Tensor, Tensor], Tensor], rank: int = 0, world: int = 1,
+                 progress: bool = True) -> None:
+    """Write (or resume) the shards owned by this rank: shard s belongs to rank s % world.
+
+    Args:
+        read: rows -> (inputs, targets) of those training examples.
+        compute: (inputs, targets) -> features Tensor[len(rows), dim].
+    """
+    shard_dir = Path(folder) / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(shard_dir)
+    starts = list(range(0, n, shard_size))[rank::world]
+    with tqdm(total=sum(min(s + shard_size, n) - s for s in starts), desc=f"indexing (rank {rank})" if world > 1
+              else "indexing", unit="ex", disable=not progress, leave=False) as bar:
+        for start in starts:
+            rows = range(start, min(start + shard_size, n))
+            name = f"features-{start // shard_size:05d}"
+            inputs, targets = read(rows)
+            digest = data_digest(inputs, targets)
+            sidecar = shard_dir / f"{name}.json"
+            if sidecar.exists() and _shard_is_valid(shard_dir, json.loads(sidecar.read_text()), digest):
+                bar.update(len(rows))
+                continue
+            array = to_storage(compute(inputs, targets), storage_dtype, f"shard {name}")
+            write_array(shard_dir / f"{name}.npy", array)
+            write_json(sidecar, {"file": f"{name}.npy", "start": rows.start, "stop": rows.stop,
+                                 "sha256": sha256_file(shard_dir / f"{name}.npy"), "data_sha256": digest})
+            bar.update(len(rows))
+
+
+def _shard_is_valid(shard_dir: Path, entry: dict, digest: str) -> bool:
+    path = shard_dir / entry["file"]
+    if entry["data_sha256"] != digest:
+        raise IndexFolderError(f"the training data of rows {entry['start']}..{entry['stop'] - 1} differs from the data "
+                          f"that {path} was built from; use a new cache_dir for new data")
+    return path.exists() and sha256_file(path) == entry["sha256"]
+
+
+def collect_shards(folder: Path, n: int, shard_size: int) -> list[dict]:
+    """The sidecars of all shards, in order; raises if one is missing."""
+    entries = []
+    for start in range(0, n, shard_size):
+        sidecar = Path(folder) / "shards" / f"features-{start // shard_size:05d}.json"
+        if not sidecar.exists():
+            raise IndexFolderError(f"index shard {sidecar.with_suffix('.npy')} was not written; run fit() again to resume")
+        entries.append(json.loads(sidecar.read_text()))
+    return entries
+
+
+def jsonable(value):
+    """A JSON-serialisable, comparable description of an option value (tensors by digest)."""
+    if isinstance(value, Tensor):
+        return "tensor:" + data_digest(value, torch.empty(0))[:16]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if callable(value):
+        return f"callable:{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+    return repr(value)
+
+
+def validate_storage_dtype(name: str) -> None:
+    if name not in STORAGE_DTYPES:
+        raise InvalidArgumentError(f"`storage_dtype` must be one of {list(STORAGE_DTYPES)}, got {name!r}")
