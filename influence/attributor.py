@@ -151,6 +151,7 @@ class Attributor:
                         lambda: (b.to(self.fm.dtype) for _, b in index.blocks(BLOCK_ROWS)))
         self.damping = self.method.damping
         self.diagnostics = {"method": self.method.name, "curvature": self.curvature_kind if curvature else None,
+                            "curvature_backend": curvature.backend if curvature else None,
                             "damping": self.damping, "damping_source": source, "n_train": index.n,
                             "n_params": self.fm.p, "feature_dim": index.dim, **self.method.diagnostics}
         self._self_influence = None

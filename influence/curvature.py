@@ -20,6 +20,7 @@ from torch import Tensor
 
 from influence.data import ExampleData
 from influence.errors import InvalidArgumentError
+from influence.head import LinearHeadProducts, find_linear_head
 from influence.model import FunctionalModel
 from influence.task import Task
 
@@ -37,10 +38,12 @@ class Curvature:
         batch_size: examples per product chunk (bounds memory; results do not depend on it
             beyond floating-point summation order). The inputs are held in memory, so pass
             a subsample when the training inputs do not fit.
+        fused_head: when only a linear softmax head is attributed, use the fused
+            `kernels.ce_head_hvp` products (see `influence.head`); same result, faster.
     """
 
     def __init__(self, fm: FunctionalModel, task: Task, data: ExampleData, kind: str = "ggn",
-                 batch_size: int = 512):
+                 batch_size: int = 512, fused_head: bool = True):
         if kind not in CURVATURES:
             raise InvalidArgumentError(f"curvature must be one of {list(CURVATURES)}, got {kind!r}")
         self.fm, self.task, self.kind = fm, task, kind
@@ -51,6 +54,15 @@ class Curvature:
         self._inputs = x.to(fm.dtype) if x.is_floating_point() else x
         self._targets = torch.cat([c[1] for c in chunks]).to(fm.device)
         self.num_products = 0
+        self.head = None
+        if fused_head:  # for a linear head the GGN equals the Hessian, so either kind applies
+            name = find_linear_head(fm, task)
+            if name is not None:
+                try:
+                    self.head = LinearHeadProducts(fm, name, self._inputs, task.weight_decay)
+                except LookupError:
+                    self.head = None
+        self.backend = "fused linear head (kernels.ce_head_hvp)" if self.head else f"torch.func {kind}"
 
     def state_dict(self) -> dict[str, Tensor]:
         """The curvature data (inputs and targets), so an index can answer queries without
@@ -72,12 +84,15 @@ class Curvature:
         """(C + weight_decay·I) V for V: Tensor[k, p] (or Tensor[p]); same shape out."""
         single = V.ndim == 1
         V = V.reshape(-1, self.p).to(self.fm.dtype)
+        self.num_products += V.shape[0]
+        if self.head is not None:
+            out = self.head.matvec(V)
+            return out[0] if single else out
         out = torch.zeros_like(V)
         product = self._ggn_block if self.kind == "ggn" else self._hessian_block
         for lo in range(0, self.n, self.batch_size):
             out += product(self._inputs[lo:lo + self.batch_size], self._targets[lo:lo + self.batch_size], V)
         out = out / self.n + self.task.weight_decay * V
-        self.num_products += V.shape[0]
         return out[0] if single else out
 
     def minibatch_matvec(self, V: Tensor, batch_size: int, seed: int) -> Tensor:
@@ -92,7 +107,7 @@ class Curvature:
         f = lambda th: self.fm(th, x)
         outputs, vjp_fn = torch.func.vjp(f, self.fm.theta)
         jv = torch.func.vmap(lambda v: torch.func.jvp(f, (self.fm.theta,), (v,))[1])(V)
-        hjv = torch.func.vmap(lambda u: self.task.output_hessian_vp(outputs.detach(), y, u))(jv)
+        hjv = self.task.output_hessian_vp(outputs.detach(), y, jv)
         return torch.func.vmap(lambda u: vjp_fn(u)[0])(hjv)
 
     def _hessian_block(self, x: Tensor, y: Tensor, V: Tensor) -> Tensor:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from influence.errors import InvalidArgumentError
+from kernels import softmax_jacobian_vp
 
 
 class Task(ABC):
@@ -64,16 +65,18 @@ class Task(ABC):
         """
         return self.loss(outputs, targets)
 
-    def output_hessian_vp(self, outputs: Tensor, targets: Tensor, u: Tensor) -> Tensor:
-        """Product of the Hessian of `loss` w.r.t. the outputs with `u` (same shape as outputs).
+    def output_hessian_vp(self, outputs: Tensor, targets: Tensor, U: Tensor) -> Tensor:
+        """Products of the per-example Hessian of `loss` w.r.t. the outputs with k directions.
 
-        Used by the Gauss-Newton curvature `Jᵀ H_out J`. The default uses double
-        differentiation; subclasses with a closed form override it.
+        Args:
+            outputs: Tensor[b, ...]; targets: Tensor[b, ...].
+            U: Tensor[k, b, ...], k output-space directions.
+        Returns:
+            Tensor[k, b, ...]. Used by the Gauss-Newton curvature `Jᵀ H_out J`. The default
+            uses double differentiation; subclasses with a closed form override it.
         """
-        _, hvp = torch.func.jvp(
-            lambda o: torch.func.grad(lambda o2: self.loss(o2, targets).sum())(o), (outputs,), (u,)
-        )
-        return hvp
+        grad = torch.func.grad(lambda o: self.loss(o, targets).sum())
+        return torch.func.vmap(lambda u: torch.func.jvp(grad, (outputs,), (u,))[1])(U)
 
     def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
         """Raise `InvalidArgumentError` if `targets` cannot go with `outputs` (hook)."""
@@ -82,17 +85,15 @@ class Task(ABC):
 class ClassificationTask(Task):
     """Cross-entropy on logits of shape [b, C] with integer labels of shape [b].
 
-    Its Gauss-Newton output Hessian is the softmax Jacobian `diag(p) − p pᵀ`, which is
-    applied in closed form (no double differentiation).
+    Its Gauss-Newton output Hessian is the softmax Jacobian `diag(p) − p pᵀ`, applied in
+    closed form by the fused `kernels.softmax_jacobian_vp` (no double differentiation).
     """
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(outputs, targets, reduction="none")
 
-    def output_hessian_vp(self, outputs: Tensor, targets: Tensor, u: Tensor) -> Tensor:
-        p = torch.softmax(outputs, dim=-1)
-        pu = p * u
-        return pu - p * pu.sum(dim=-1, keepdim=True)
+    def output_hessian_vp(self, outputs: Tensor, targets: Tensor, U: Tensor) -> Tensor:
+        return softmax_jacobian_vp(torch.softmax(outputs, dim=-1), U)
 
     def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
         if outputs.ndim != 2:
@@ -120,8 +121,8 @@ class RegressionTask(Task):
         diff = (outputs - targets.reshape(outputs.shape).to(outputs.dtype)).reshape(outputs.shape[0], -1)
         return 0.5 * (diff**2).sum(dim=1)
 
-    def output_hessian_vp(self, outputs: Tensor, targets: Tensor, u: Tensor) -> Tensor:
-        return u
+    def output_hessian_vp(self, outputs: Tensor, targets: Tensor, U: Tensor) -> Tensor:
+        return U
 
     def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
         if outputs.numel() != targets.numel():

@@ -58,8 +58,9 @@ def test_empty_dataset(small):
 
 def test_unknown_method_lists_valid_ones(small):
     model, X, y = small
-    with pytest.raises(ValueError, match=r"method must be one of \['cg', 'exact', 'identity', 'lissa'.*got 'newton'"):
+    with pytest.raises(ValueError, match=r"method must be one of \[.*\], got 'newton'") as info:
         inf.Attributor(model, (X, y), method="newton")
+    assert all(f"'{name}'" in str(info.value) for name in ("cg", "exact", "identity", "lissa"))
 
 
 def test_unknown_option(small):
