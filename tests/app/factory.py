@@ -1,0 +1,13 @@
+"""Model factory of the small digits index the app tests open (`--factory tests.app.factory:small_digits`)."""
+
+from torch import nn
+
+import influence as inf
+
+HIDDEN = 8
+
+
+def small_digits() -> dict:
+    return {"model": nn.Sequential(nn.Linear(64, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, 10)),
+            "task": inf.ClassificationTask(weight_decay=1e-3), "image_shape": (8, 8),
+            "class_names": [str(c) for c in range(10)], "group_columns": ["source"], "name": "digits (test index)"}
