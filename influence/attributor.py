@@ -102,7 +102,10 @@ class Attributor:
         idx.validate_storage_dtype(storage_dtype)
         self.model = model
         self.task = task if task is not None else ClassificationTask()
-        self.method = method_class(method)(**options)
+        cls = method_class(method)
+        if damping_ratio is not None and not cls.uses_curvature and "damping_ratio" in cls.options:
+            options = {**options, "damping_ratio": damping_ratio}  # methods with their own curvature
+        self.method = cls(**options)
         self.options = options
         self.read = dict(input_column=input_column, label_column=label_column, transform=transform)
         self.train = None if train is None else as_data(train, "train", **self.read)

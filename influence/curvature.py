@@ -64,6 +64,11 @@ class Curvature:
                     self.head = None
         self.backend = "fused linear head (kernels.ce_head_hvp)" if self.head else f"torch.func {kind}"
 
+    def batches(self):
+        """Yield `(inputs, targets)` of the curvature data in chunks of `batch_size`."""
+        for lo in range(0, self.n, self.batch_size):
+            yield self._inputs[lo:lo + self.batch_size], self._targets[lo:lo + self.batch_size]
+
     def state_dict(self) -> dict[str, Tensor]:
         """The curvature data (inputs and targets), so an index can answer queries without
         going back to the training set."""
@@ -90,8 +95,8 @@ class Curvature:
             return out[0] if single else out
         out = torch.zeros_like(V)
         product = self._ggn_block if self.kind == "ggn" else self._hessian_block
-        for lo in range(0, self.n, self.batch_size):
-            out += product(self._inputs[lo:lo + self.batch_size], self._targets[lo:lo + self.batch_size], V)
+        for x, y in self.batches():
+            out += product(x, y, V)
         out = out / self.n + self.task.weight_decay * V
         return out[0] if single else out
 

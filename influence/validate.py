@@ -24,6 +24,7 @@ from influence.attributor import Attributor
 from influence.data import as_data
 from influence.errors import InvalidArgumentError
 from influence.model import FunctionalModel
+from influence.lds import lds  # noqa: F401  (re-export: influence.validate.lds)
 from influence.training import minimize
 
 

@@ -30,7 +30,7 @@ class Exact(Method):
                 f"{self.config['max_params']}; use method='cg' (or raise max_params)"
             )
         eigenvalues, eigenvectors = torch.linalg.eigh(curvature.dense())
-        self.load_state_dict({"eigenvalues": eigenvalues, "eigenvectors": eigenvectors, "damping": torch.tensor(damping)})
+        self.load_state_dict({"eigenvalues": eigenvalues, "eigenvectors": eigenvectors, "damping": torch.tensor(damping, dtype=torch.float64)})
         shifted = eigenvalues + damping
         self.diagnostics = {
             "eigenvalue_min": float(eigenvalues[0]),
@@ -42,7 +42,7 @@ class Exact(Method):
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"eigenvalues": self.eigenvalues, "eigenvectors": self.eigenvectors,
-                "damping": torch.tensor(self.damping)}
+                "damping": torch.tensor(self.damping, dtype=torch.float64)}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.eigenvalues, self.eigenvectors = state["eigenvalues"], state["eigenvectors"]

@@ -23,17 +23,17 @@ class LiSSA(Method):
 
     name = "lissa"
     queries_use_curvature = True
-    options = {"tol": 1e-5, "max_iter": 20_000, "scale": None, "hvp_batch_size": None, "repeats": 1, "seed": 0}
+    options = {"tol": 1e-5, "max_iter": 20_000, "scale": None, "hvp_batch_size": None, "repeats": 1, "sample_seed": 0}
 
     def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
         super().fit(curvature, damping, train_features)
         scale = self.config["scale"]
         if scale is None:
-            scale = 1.1 * (curvature.largest_eigenvalue(seed=self.config["seed"]) + damping)
+            scale = 1.1 * (curvature.largest_eigenvalue(seed=self.config["sample_seed"]) + damping)
         self.scale = float(scale)
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"scale": torch.tensor(self.scale)}
+        return {"scale": torch.tensor(self.scale, dtype=torch.float64)}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.scale = float(state["scale"])
@@ -42,7 +42,7 @@ class LiSSA(Method):
         c = self.curvature
         sample = None
         if self.config["hvp_batch_size"] is not None:
-            sample = lambda V, step: c.minibatch_matvec(V, self.config["hvp_batch_size"], self.config["seed"] + step)
+            sample = lambda V, step: c.minibatch_matvec(V, self.config["hvp_batch_size"], self.config["sample_seed"] + step)
         X, info = lissa(c.matvec, G.to(c.fm.dtype), self.damping, self.scale, tol=self.config["tol"],
                         max_iter=self.config["max_iter"], sample_matvec=sample, repeats=self.config["repeats"])
         self.diagnostics = {**info.as_dict(), "scale": self.scale}

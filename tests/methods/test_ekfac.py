@@ -1,0 +1,153 @@
+"""`method="ekfac"` against Kronecker factors and GGNs built independently, per example.
+
+Within one layer EK-FAC is not K-FAC: with `correct_eigenvalues=False` the block must equal
+the exact Kronecker product S ⊗ A; with the correction it must equal
+Q diag(diag(Qᵀ F Q)) Qᵀ, Q = Q_S ⊗ Q_A, F the exact GGN block of the layer.
+"""
+
+import pytest
+import torch
+from torch import nn
+from torch.autograd.functional import jacobian
+
+import influence as inf
+
+from _reference import ggn, per_example_grads
+
+DAMPING = 0.02
+
+
+def tilde_order(out_features, in_features, w_offset, b_offset):
+    """Flat-θ positions of W̃ = [W | b] (row-major, bias last column)."""
+    W = w_offset + torch.arange(out_features * in_features).view(out_features, in_features)
+    b = b_offset + torch.arange(out_features).view(out_features, 1)
+    return torch.cat([W, b], dim=1).reshape(-1)
+
+
+def softmax_hessians(logits):
+    P = torch.softmax(logits, dim=1)
+    return torch.diag_embed(P) - P[:, :, None] * P[:, None, :]
+
+
+def block_matrix(A, S, F_block, correct, shift):
+    """K-FAC (S ⊗ A) or its eigenvalue-corrected version, plus shift·I."""
+    if correct:
+        Q = torch.kron(torch.linalg.eigh(S)[1], torch.linalg.eigh(A)[1])
+        M = Q @ torch.diag(torch.diagonal(Q.T @ F_block @ Q)) @ Q.T
+    else:
+        M = torch.kron(S, A)
+    return M + shift * torch.eye(len(M), dtype=M.dtype)
+
+
+def block_scores(blocks, Gt, Gtr):
+    """Σ over blocks (positions, matrix) of Gt[:, pos] M⁻¹ Gtr[:, pos]ᵀ."""
+    return sum(Gt[:, pos] @ torch.linalg.solve(M, Gtr[:, pos].T) for pos, M in blocks)
+
+
+def ekfac_scores(model, task, train, test, **options):
+    return inf.Attributor(model, train, task=task, method="ekfac", damping=DAMPING, progress=False,
+                          **options).fit().scores(test)
+
+
+@pytest.mark.parametrize("correct", [False, True])
+def test_one_linear_layer(logreg, correct):
+    model, task, (X, y), test = logreg
+    pos = tilde_order(3, 5, 0, 15)
+    Xt = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)
+    A = Xt.T @ Xt / len(X)
+    S = softmax_hessians(model(X).detach()).mean(0)
+    F = ggn(model, X)[pos][:, pos]
+    M = block_matrix(A, S, F, correct, task.weight_decay + DAMPING)
+    expected = block_scores([(pos, M)], per_example_grads(model, task.loss, *test),
+                            per_example_grads(model, task.loss, X, y))
+    got = ekfac_scores(model, task, (X, y), test, correct_eigenvalues=correct)
+    assert torch.allclose(got, expected, rtol=1e-8, atol=1e-10 * expected.abs().max())
+    other = ekfac_scores(model, task, (X, y), test, correct_eigenvalues=not correct)
+    assert (other - expected).norm() > 1e-3 * expected.norm(), "K-FAC and EK-FAC should differ here"
+
+
+@pytest.mark.parametrize("correct", [False, True])
+def test_two_layer_mlp_is_block_diagonal_over_layers(mlp, correct):
+    model, task, (X, y), test = mlp
+    l1, l2 = model[0], model[2]
+    with torch.no_grad():
+        h = torch.tanh(l1(X))
+        H_out = softmax_hessians(model(X))
+        J1 = l2.weight[None] * (1 - h * h)[:, None, :]  # ∂logits/∂z1, [n, 3, 6]
+    ones = torch.ones(len(X), 1, dtype=X.dtype)
+    A1, A2 = (torch.cat([a, ones], 1).T @ torch.cat([a, ones], 1) / len(X) for a in (X, h))
+    S1 = torch.einsum("nco,ncd,ndp->op", J1, H_out, J1) / len(X)
+    S2 = H_out.mean(0)
+    F = ggn(model, X)
+    shift = task.weight_decay + DAMPING
+    blocks = []
+    for pos, A, S in ((tilde_order(6, 4, 0, 24), A1, S1), (tilde_order(3, 6, 30, 48), A2, S2)):
+        blocks.append((pos, block_matrix(A, S, F[pos][:, pos], correct, shift)))
+    expected = block_scores(blocks, per_example_grads(model, task.loss, *test),
+                            per_example_grads(model, task.loss, X, y))
+    got = ekfac_scores(model, task, (X, y), test, correct_eigenvalues=correct)
+    assert torch.allclose(got, expected, rtol=1e-8, atol=1e-10 * expected.abs().max())
+
+
+@pytest.mark.parametrize("correct", [False, True])
+def test_conv2d_layer(correct):
+    torch.manual_seed(0)
+    X = torch.randn(30, 1, 4, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,))
+    model = nn.Sequential(nn.Conv2d(1, 2, 2), nn.Tanh(), nn.Flatten(), nn.Linear(18, 3)).double()
+    task = inf.ClassificationTask(weight_decay=0.01, parameters=["0"])  # the conv layer only
+    conv, head = model[0], lambda z: model[3](torch.tanh(z).flatten(1))
+    patches, S = [], torch.zeros(2, 2, dtype=torch.float64)
+    with torch.no_grad():
+        z = conv(X)
+        H_out = softmax_hessians(model(X))
+    for n in range(len(X)):
+        Jz = jacobian(lambda zz: head(zz[None])[0], z[n])  # [3, 2, 3, 3]
+        for i in range(3):
+            for j in range(3):
+                patches.append(torch.cat([X[n, :, i:i + 2, j:j + 2].reshape(-1), torch.ones(1, dtype=X.dtype)]))
+                S += Jz[:, :, i, j].T @ H_out[n] @ Jz[:, :, i, j]
+    P = torch.stack(patches)
+    A, S = P.T @ P / len(P), S / len(X)  # A averages over positions, S sums them
+    pos = tilde_order(2, 4, 0, 8)
+    F = ggn(model, X)[pos][:, pos]  # conv parameters come first in θ
+    M = block_matrix(A, S, F, correct, task.weight_decay + DAMPING)
+    G = lambda data: per_example_grads(model, task.loss, *data)[:, :10]
+    test = (X[:7] + 0.1, y[:7])
+    expected = block_scores([(pos, M)], G(test), G((X, y)))
+    got = ekfac_scores(model, task, (X, y), test, correct_eigenvalues=correct)
+    assert torch.allclose(got, expected, rtol=1e-8, atol=1e-10 * expected.abs().max())
+
+
+class Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.norm = nn.LayerNorm(3)
+
+    def forward(self, x):
+        return self.norm(self.fc(x))
+
+
+def test_unsupported_parameters_are_named_or_skipped(mlp):
+    _, _, train, test = mlp
+    torch.manual_seed(0)
+    model = Scaled().double()
+    task = inf.ClassificationTask(weight_decay=0.01)
+    with pytest.raises(inf.InvalidArgumentError, match=r"norm\.weight.*norm\.bias.*skip_unsupported"):
+        inf.Attributor(model, train, task=task, method="ekfac", progress=False).fit()
+    attr = inf.Attributor(model, train, task=task, method="ekfac", damping=DAMPING, skip_unsupported=True,
+                          progress=False).fit()
+    assert attr.diagnostics["skipped_parameters"] == ["norm.weight", "norm.bias"]
+    only_fc = inf.ClassificationTask(weight_decay=0.01, parameters=["fc"])
+    expected = ekfac_scores(model, only_fc, train, test)
+    assert torch.allclose(attr.scores(test), expected, rtol=1e-10)
+
+
+def test_state_dict_round_trip(mlp):
+    model, task, train, test = mlp
+    attr = inf.Attributor(model, train, task=task, method="ekfac", damping=DAMPING, progress=False).fit()
+    fresh = inf.METHODS["ekfac"]()
+    fresh.load_state_dict(attr.method.state_dict())
+    G = attr.test_gradients(test)
+    assert torch.equal(fresh.precondition(G), attr.method.precondition(G))
