@@ -344,7 +344,7 @@ class Attributor:
                           f"{info['iterations']} iterations. Raise max_iter or damping.",
                           InfluenceWarning, stacklevel=3)
         _check_finite(Q, f"the {self.method.name} solve (diagnostics: {info})")
-        return Q
+        return Q.to(self.fm.dtype)  # methods may solve in float64; scoring runs in the model's dtype
 
     def test_gradients(self, test: Any) -> Tensor:
         """Features of the test measurement's gradients, Tensor[n_test, feature_dim]."""

@@ -56,8 +56,15 @@ class ShardedIndex:
         self.manifest = manifest
         self.n, self.dim = manifest["n_train"], manifest["dim"]
         self.dtype = STORAGE_DTYPES[manifest["storage_dtype"]]
+        self._open: dict[str, Tensor] = {}
 
     def shard(self, entry: dict) -> Tensor:
+        """The shard as a read-only memory-mapped tensor (mapped once, then reused)."""
+        if entry["file"] not in self._open:
+            self._open[entry["file"]] = self._map(entry)
+        return self._open[entry["file"]]
+
+    def _map(self, entry: dict) -> Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # read-only memmap: we never write to it
             array = np.load(self.folder / "shards" / entry["file"], mmap_mode="r", allow_pickle=False)
