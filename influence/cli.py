@@ -300,15 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _app(args: argparse.Namespace) -> int:
+def _app(app_args: list[str]) -> int:
     """Run `python -m app ...` in this process's place: `influence` never imports the app."""
-    os.execv(sys.executable, [sys.executable, "-m", "app", *args.app_args])
+    os.execv(sys.executable, [sys.executable, "-m", "app", *app_args])
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["app"]:  # every option, --help included, belongs to the app
+        return _app(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        return {"demo": _demo, "report": _report, "app": _app}[args.command](args)
+        return {"demo": _demo, "report": _report}[args.command](args)
     except Exception as error:  # noqa: BLE001 — a CLI turns errors into one clear line and an exit code
         from influence.errors import InfluenceError, InvalidArgumentError
 
