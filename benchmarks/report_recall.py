@@ -12,16 +12,20 @@ then `influence.report.regression_report(v1, v2, ...)` runs with `group_by="sour
 Counts how often the corrupted source ranks first in `report.groups` and whether the first
 finding of its explanation names the corrupted column(s) (the label column for flips).
 Bars: ≥ 9/10 per corruption; a report over 30,000 training rows in under 2 minutes.
+Finished runs are kept in benchmarks/.cache/report_recall.jsonl, so an interrupted run
+resumes (`--fresh` starts over).
 
-    python benchmarks/report_recall.py [--seeds 10] [--digits-model mlp] [--no-record]
+    python benchmarks/report_recall.py [--seeds 10] [--digits-model mlp] [--no-record] [--fresh]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -52,7 +56,8 @@ def scenario_for(case: str, seed: int, digits_model: str):
     if case == "adult labels":
         return adult_scenario(("labels",), corrupt_source=source, seed=seed)
     if case == "adult swap":
-        pairs = [(a, b) for i, a in enumerate(SWAP_COLUMNS) for b in SWAP_COLUMNS[i + 1:] if {a, b} not in HARMLESS_PAIRS]
+        pairs = [(a, b) for i, a in enumerate(SWAP_COLUMNS) for b in SWAP_COLUMNS[i + 1:]
+                 if {a, b} not in HARMLESS_PAIRS]
         return adult_scenario(("swap",), corrupt_source=source, swap=pairs[rng.integers(len(pairs))], seed=seed)
     return adult_scenario(("nulls",), corrupt_source=source, nulls=(NULL_COLUMNS[rng.integers(len(NULL_COLUMNS))],),
                           seed=seed)
@@ -75,10 +80,27 @@ def run(case: str, seed: int, digits_model: str) -> dict:
     mine = next(g for g in report.groups if g.column == "source" and g.value == scenario.corrupted_source)
     named = bool(mine.findings) and set(scenario.corrupted_columns) <= set(mine.findings[0].columns)
     return {"case": case, "seed": seed, "what": scenario.describe(), "first": f"{first.column}={first.value}",
-            "top1": first is mine, "named": named, "share": mine.share, "confidence": mine.confidence,
+            "top1": bool(first is mine), "named": bool(named), "share": mine.share, "confidence": mine.confidence,
             "rank": report.groups.index(mine) + 1, "flipped": report.summary["n_flipped"],
             "finding": mine.findings[0].text if mine.findings else "-", "seconds": seconds,
             "n_train": report.summary["n_train"]}
+
+
+CACHE = Path(__file__).with_name(".cache") / "report_recall.jsonl"  # finished runs: an interrupted run resumes
+
+
+def _load_done(digits_model: str) -> dict:
+    if not CACHE.exists():
+        return {}
+    lines = [json.loads(line) for line in CACHE.read_text().splitlines() if line.strip()]
+    return {(r["case"], r["seed"]): r for r in lines if r.get("digits_model") == digits_model}
+
+
+def _remember(result: dict, digits_model: str) -> dict:
+    CACHE.parent.mkdir(exist_ok=True)
+    with CACHE.open("a") as f:
+        f.write(json.dumps({**result, "digits_model": digits_model}) + "\n")
+    return result
 
 
 def main() -> None:
@@ -87,13 +109,15 @@ def main() -> None:
     parser.add_argument("--cases", default="adult labels,adult swap,adult nulls,digits labels")
     parser.add_argument("--digits-model", default="mlp", choices=["mlp", "logreg"])
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
+    parser.add_argument("--fresh", action="store_true", help=f"ignore finished runs in {CACHE.name}")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    done = {} if args.fresh else _load_done(args.digits_model)
     rows, summary = [], []
     for case in args.cases.split(","):
         results = []
         for seed in range(args.seeds):
-            r = run(case, seed, args.digits_model)
+            r = done.get((case, seed)) or _remember(run(case, seed, args.digits_model), args.digits_model)
             results.append(r)
             print(f"{case:14s} seed {seed}: {r['what']:45s} first={r['first']:13s} rank={r['rank']} "
                   f"share={r['share']:.2f} conf={r['confidence']:.3f} named={r['named']} flipped={r['flipped']} "

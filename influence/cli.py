@@ -135,8 +135,12 @@ def _print_trace(report, scenario, args: argparse.Namespace) -> None:
             print(f"  most {kind}: " + ", ".join(f"#{h['train_index']} (label {labels[h['train_index']]}, "
                                                 f"{sources[h['train_index']]}, {h['score']:+.3g})"
                                                 for h in items[: args.k]))
-    ranking = lambda kind: Ranking(torch.tensor([[h["train_index"] for h in getattr(r, kind)[: args.k]] for r in worst]),
-                                   torch.tensor([[h["score"] for h in getattr(r, kind)[: args.k]] for r in worst]))
+
+    def ranking(kind: str) -> Ranking:
+        items = [getattr(r, kind)[: args.k] for r in worst]
+        return Ranking(torch.tensor([[h["train_index"] for h in row] for row in items]),
+                       torch.tensor([[h["score"] for h in row] for row in items]))
+
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "trace_grid.png")
     save_trace_grid(path, scenario.eval.select([r.eval_index for r in worst]), train,
@@ -250,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--new-batch", action="store_true",
                       help="train v1 without the newest source, so v2 also learns from new clean data")
     demo.add_argument("--model", default=None, choices=["logreg", "mlp"],
-                      help="adult default: logreg; digits default: mlp")
+                      help="adult: logreg (the only choice); digits: mlp (default) or logreg")
     demo.add_argument("--method", default=None, choices=methods,
                       help="attribution method (default: auto for the report, cg for the trace demo)")
     demo.add_argument("--worst", type=int, default=4, help="digits: how many of the worst predictions to trace")

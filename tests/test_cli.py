@@ -11,20 +11,20 @@ import torch
 from safetensors.torch import save_file
 
 from influence.cli import main
-from tests.report.conftest import WEIGHT_DECAY, build
+from tests.report.scenarios import WEIGHT_DECAY, build
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args, env=None, timeout=300):
+def run_cli(*args, env=None, timeout=600):
     return subprocess.run([sys.executable, "-m", "influence.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=env)
 
 
 def test_digits_demo_reports_the_mislabeled_batch_and_traces_it(tmp_path):
     out = tmp_path / "demo"
-    proc = run_cli("demo", "--dataset", "digits", "--epochs", "60", "--worst", "2", "--k", "3", "--out", str(out),
-                   "--no-save-data")
+    proc = run_cli("demo", "--dataset", "digits", "--model", "logreg", "--worst", "2", "--k", "3", "--out", str(out),
+                   "--no-save-data", timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "most harmful" in proc.stdout and "most helpful" in proc.stdout and "damping" in proc.stdout
     assert (out / "trace_grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

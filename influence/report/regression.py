@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -31,7 +30,7 @@ from influence.data import ExampleData, as_data
 from influence.errors import InfluenceWarning, InvalidArgumentError
 from influence.gradients import per_example_grads
 from influence.model import FunctionalModel
-from influence.report import ranking
+from influence.report import evaluation, ranking
 from influence.report.document import ExampleEntry, Figure, GroupEntry, RegressionEntry, Report
 from influence.report.explain import explain_group, headline
 from influence.report.group_influence import newton_group_scores
@@ -100,10 +99,10 @@ def regression_report(old_model: nn.Module, new_model: nn.Module, train: Any, ev
     train_labels = _labels(train_data)
     frame = _metadata_frame(train, input_column, groups, {label_column: train_labels})
 
-    old = _evaluate(old_model, eval_data, task, "old_model", batch_size)
-    new = _evaluate(new_model, eval_data, task, "new_model", batch_size)
-    _check_same_outputs(old, new)
-    chosen, kinds = _select_regressions(old, new, max_regressions, loss_rise)
+    old = evaluation.evaluate(old_model, eval_data, task, "old_model", batch_size)
+    new = evaluation.evaluate(new_model, eval_data, task, "new_model", batch_size)
+    evaluation.check_same_outputs(old, new)
+    chosen, kinds = evaluation.select_regressions(old, new, max_regressions, loss_rise)
     clock.lap("evaluate")
 
     n_train = len(train_data)
@@ -128,7 +127,7 @@ def regression_report(old_model: nn.Module, new_model: nn.Module, train: Any, ev
     clock.lap("rank")
     explained = [g for g in entries if g.harm > 0][:explain]
     _explain(explained, entries, frame, groups, example_harm, label_column,
-             _label_agreement(old_model, train_data, task, batch_size))
+             evaluation.label_agreement(old_model, train_data, task, batch_size))
     clock.lap("explain")
     figures = _figures(entries, explained, frame, groups)
     clock.lap("figures")
@@ -295,85 +294,6 @@ def _labels(data: ExampleData) -> list:
     return [_scalar(t) for _, _, y in data.batches(4096) for t in y]
 
 
-# ------------------------------------------------------------------ evaluation
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
-
-
-def _outputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    param = next(model.parameters(), None)
-    if param is not None:
-        inputs = inputs.to(param.device)
-        if inputs.is_floating_point():
-            inputs = inputs.to(param.dtype)
-    return model(inputs)
-
-
-def _evaluate(model: nn.Module, data: ExampleData, task: Task, name: str, batch_size: int) -> dict:
-    """Losses, predictions and correctness of `model` on every example of `data`."""
-    losses, predictions, correct, targets, shapes = [], [], [], [], set()
-    classify = isinstance(task, ClassificationTask)
-    with torch.no_grad(), _eval_mode(model):
-        for _, x, y in data.batches(batch_size):
-            try:
-                out = _outputs(model, x)
-            except Exception as error:  # noqa: BLE001 — name the model and the data that did not fit
-                raise InvalidArgumentError(f"`{name}` failed on the inputs of `{data.argument}`: {error}") from error
-            shapes.add(tuple(out.shape[1:]))
-            task.check_batch(out, y.to(out.device), data.argument)
-            losses.append(task.loss(out, y.to(out.device)).double().cpu())
-            targets.append(y.cpu())
-            if classify:
-                pred = out.argmax(dim=-1).cpu()
-                predictions.append(pred)
-                correct.append(pred == y.cpu())
-    losses_t = torch.cat(losses)
-    if not torch.isfinite(losses_t).all():
-        raise InvalidArgumentError(f"`{name}` gives non-finite losses on `{data.argument}`")
-    return {"name": name, "shape": shapes.pop(), "losses": losses_t.numpy(), "targets": torch.cat(targets).numpy(),
-            "predictions": torch.cat(predictions).numpy() if classify else [None] * len(losses_t),
-            "correct": torch.cat(correct).numpy() if classify else None}
-
-
-def _check_same_outputs(old: dict, new: dict) -> None:
-    if old["shape"] != new["shape"]:
-        raise InvalidArgumentError(
-            f"`new_model` returns outputs of shape [batch, {', '.join(map(str, new['shape']))}] but `old_model` "
-            f"returns [batch, {', '.join(map(str, old['shape']))}]; the two versions must have the same outputs "
-            "(same classes) to be compared")
-
-
-def _select_regressions(old: dict, new: dict, max_regressions: int, loss_rise: int) -> tuple[np.ndarray, list[str]]:
-    """Eval indices: flipped right → wrong (largest loss rise first, at most `max_regressions`),
-    then the `loss_rise` other examples whose loss rose most."""
-    rise = new["losses"] - old["losses"]
-    order = np.argsort(-rise, kind="stable")
-    if old["correct"] is not None:
-        flipped_mask = old["correct"] & ~new["correct"]
-    else:
-        flipped_mask = np.zeros(len(rise), bool)
-    flipped = [j for j in order if flipped_mask[j]][:max_regressions]
-    others = [j for j in order if not flipped_mask[j] and rise[j] > 0][:max(0, loss_rise)]
-    return np.array(flipped + others, dtype=np.int64), ["flipped"] * len(flipped) + ["loss_rise"] * len(others)
-
-
-def _label_agreement(old_model: nn.Module, train: ExampleData, task: Task, batch_size: int):
-    """bool[n_train]: does each training label equal the old model's prediction? (classification only)"""
-    if not isinstance(task, ClassificationTask):
-        return None
-    out = []
-    with torch.no_grad(), _eval_mode(old_model):
-        for _, x, y in train.batches(batch_size):
-            out.append((_outputs(old_model, x).argmax(dim=-1).cpu() == y.cpu()).numpy())
-    return np.concatenate(out)
-
-
 # ------------------------------------------------------------------ attribution
 def _resolve_method(method: str, model: nn.Module, task: Task) -> str:
     if method != "auto":
@@ -409,7 +329,7 @@ def _stationarity(model: nn.Module, train: ExampleData, task: Task, batch_size: 
     fm = FunctionalModel(model, task.parameters)
     theta = fm.theta.clone().requires_grad_(True)
     total = torch.zeros_like(theta)
-    with _eval_mode(model):
+    with evaluation.eval_mode(model):
         for _, x, y in train.batches(batch_size):
             x = x.to(fm.device)
             x = x.to(fm.dtype) if x.is_floating_point() else x

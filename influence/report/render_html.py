@@ -54,7 +54,8 @@ def render_html(doc: dict, figures=()) -> str:
         table(["", "old model", "new model"], summary_rows),
         f"<p>{html.escape(regressions_sentence(s))}</p>",
         f'<p class="note">{html.escape(SIGN_NOTE)}</p></section>',
-        '<section id="groups"><h2>Most harmful groups</h2>', table(GROUP_HEADER, group_rows(doc), "groups", text_column=len(GROUP_HEADER) - 1),
+        '<section id="groups"><h2>Most harmful groups</h2>',
+        table(GROUP_HEADER, group_rows(doc), "groups", text_column=len(GROUP_HEADER) - 1),
     ]
     parts += [f'<figure><img alt="{html.escape(f.title)}" src="data:image/png;base64,'
               f'{base64.b64encode(f.png).decode("ascii")}"><figcaption>{html.escape(f.title)}</figcaption></figure>'

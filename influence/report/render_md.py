@@ -14,7 +14,7 @@ ROWS = 15
 
 def cell(value) -> str:
     """Escape a value for a Markdown table cell (HTML special characters, pipes, newlines)."""
-    return html.escape(fmt(value)).replace("|", "\\|").replace("\n", " ").replace("`", "'")
+    return html.escape(fmt(value), quote=False).replace("|", "\\|").replace("\n", " ").replace("`", "'")
 
 
 def fmt(value) -> str:
@@ -27,7 +27,7 @@ def fmt(value) -> str:
 
 def text(value) -> str:
     """Escape running text (findings keep their `code` spans, column names are escaped inside)."""
-    return html.escape(str(value))
+    return html.escape(str(value), quote=False)
 
 
 def table(header: list[str], rows: list[list]) -> list[str]:

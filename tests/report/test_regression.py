@@ -7,7 +7,7 @@ import torch
 import influence as inf
 from influence.report import regression_report
 
-from tests.report.conftest import WEIGHT_DECAY, build
+from tests.report.scenarios import WEIGHT_DECAY, build
 
 TASK = inf.ClassificationTask(weight_decay=WEIGHT_DECAY)
 
@@ -80,7 +80,8 @@ def test_missing_group_column_names_group_by(flipped):
 def test_models_with_different_outputs_name_new_model(flipped):
     old, _, train, eval_set, encoder = flipped
     three = torch.nn.Linear(encoder.dim, 3).double()
-    with pytest.raises(inf.InvalidArgumentError, match=r"`new_model` returns outputs of shape \[batch, 3\].*\[batch, 2\]"):
+    expected = r"`new_model` returns outputs of shape \[batch, 3\].*\[batch, 2\]"
+    with pytest.raises(inf.InvalidArgumentError, match=expected):
         regression_report(old, three, train, eval_set, "source", task=TASK)
 
 
