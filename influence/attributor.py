@@ -150,9 +150,17 @@ class Attributor:
         else:
             source = "chosen by the method" if self.damping is None else "given"
         index = self.index
-        self.method.fit(curvature, self.damping,
-                        lambda: (b.to(self.fm.dtype) for _, b in index.blocks(BLOCK_ROWS)))
+        try:
+            self.method.fit(curvature, self.damping,
+                            lambda: (b.to(self.fm.dtype) for _, b in index.blocks(BLOCK_ROWS)))
+        except torch.linalg.LinAlgError as error:
+            raise InfluenceError(f"the {self.method.name} factorisation failed ({error}); the curvature is "
+                                 "non-finite or too ill-conditioned: check the scale of the inputs, or pass a "
+                                 "larger `damping`") from error
         self.damping = self.method.damping
+        raised = self.method.diagnostics.get("damping_raised")
+        if raised:
+            source += f"; raised from {raised['from']:.4g} to make the curvature positive definite"
         self.diagnostics = {"method": self.method.name, "curvature": self.curvature_kind if curvature else None,
                             "curvature_backend": curvature.backend if curvature else None,
                             "damping": self.damping, "damping_source": source, "n_train": index.n,
@@ -335,6 +343,13 @@ class Attributor:
         Q = self.method.precondition(G)
         info = self.method.diagnostics
         self.diagnostics.update(info)
+        if info.get("diverged"):
+            hint = (" or a larger `scale` (scale=None picks one above the largest eigenvalue)"
+                    if self.method.name == "lissa" else "")
+            raise InfluenceError(f"{self.method.name} diverged: relative residual {info['residual']:.3g} after "
+                                 f"{info['iterations']} iterations (the damped curvature is not positive definite, "
+                                 f"or the products overflow). Raise `damping`, use curvature='ggn'{hint}. "
+                                 f"Diagnostics: {info}")
         if info.get("negative_curvature"):
             warnings.warn(f"{self.method.name}: the damped curvature has negative eigenvalues "
                           f"(damping={self.damping:.4g}); scores may be meaningless. Use curvature='ggn' "
@@ -357,7 +372,10 @@ class Attributor:
         index = self._require_fit()
         Q = self._precondition(self.test_gradients(test))
         for lo, features in index.blocks(block):
-            yield lo, Q @ features.to(Q.dtype).T
+            s = Q @ features.to(Q.dtype).T
+            _check_finite(s, f"the scores of training examples {lo}..{lo + s.shape[1] - 1} (they overflow "
+                             f"{Q.dtype}; use a float64 model or rescale the inputs)")
+            yield lo, s
 
     def scores(self, test: Any) -> Tensor:
         """Influence of every training example on every test example.
@@ -396,7 +414,9 @@ class Attributor:
                                     disable=not self.progress or index.n <= 1024):
                 features = features.to(self.fm.dtype)
                 parts.append((self._precondition(features) * features).sum(dim=1))
-            self._self_influence = torch.cat(parts)
+            values = torch.cat(parts)
+            _check_finite(values, f"the self-influence scores (they overflow {values.dtype})")
+            self._self_influence = values
         return self._self_influence
 
     def group_scores(self, test: Any, groups: str | Sequence) -> GroupScores:
@@ -417,11 +437,17 @@ class Attributor:
                 raise InvalidArgumentError(f"`groups` names the column {groups!r}, but this Attributor was loaded "
                                            "without `train`; pass train= to load() or a sequence of labels")
             labels = self.train.column(groups)
+        elif hasattr(groups, "tolist") and not isinstance(groups, (list, tuple)):
+            labels = groups.tolist()  # a tensor, array or Series: plain values, not 0-d tensors
         else:
             labels = list(groups)
         if len(labels) != n:
             raise InvalidArgumentError(f"`groups` has {len(labels)} entries but the training set has {n} examples")
-        values = list(dict.fromkeys(labels))
+        try:
+            values = list(dict.fromkeys(labels))
+        except TypeError:
+            raise InvalidArgumentError("`groups` must hold one hashable label (a string or a number) per training "
+                                       f"example; got {type(labels[0]).__name__} values") from None
         position = {v: c for c, v in enumerate(values)}
         codes = torch.tensor([position[v] for v in labels], device=self.fm.device)
         total = None

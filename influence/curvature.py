@@ -85,6 +85,41 @@ class Curvature:
     def p(self) -> int:
         return self.fm.p
 
+    @property
+    def positive_semidefinite(self) -> bool:
+        """True when no eigenvalue can be negative: the GGN (or, for a linear head, the equal
+        Hessian) of a loss convex in the outputs. The Hessian of a network can be indefinite."""
+        return (self.kind == "ggn" or self.head is not None) and bool(getattr(self.task, "convex_loss", False))
+
+    def extreme_eigenvalues(self, steps: int = 30, seed: int = 0) -> tuple[float, float]:
+        """Lanczos estimates `(smallest, largest)` of the eigenvalues of C + weight_decay·I.
+
+        `steps` products (full re-orthogonalisation); exact when steps >= p. Ritz values lie
+        inside the spectrum, so the smallest estimate is never below the true smallest.
+        """
+        steps = min(steps, self.p)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        q = torch.randn(self.p, generator=gen, dtype=torch.float64).to(self.fm.device, self.fm.dtype)
+        basis, alphas, betas = [q / q.norm()], [], []
+        for _ in range(steps):
+            w = self.matvec(basis[-1])
+            alphas.append(float(w @ basis[-1]))
+            Q = torch.stack(basis)
+            for _ in range(2):  # full re-orthogonalisation, twice for precision
+                w = w - (Q @ w) @ Q
+            beta = float(w.norm())
+            scale = max([abs(a) for a in alphas] + betas + [1e-300])
+            if len(basis) == steps or beta <= 1e-10 * scale:
+                break
+            betas.append(beta)
+            basis.append(w / beta)
+        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if betas:
+            off = torch.tensor(betas[:len(alphas) - 1], dtype=torch.float64)
+            T += torch.diag(off, 1) + torch.diag(off, -1)
+        values = torch.linalg.eigvalsh(T)
+        return float(values[0]), float(values[-1])
+
     def matvec(self, V: Tensor) -> Tensor:
         """(C + weight_decay·I) V for V: Tensor[k, p] (or Tensor[p]); same shape out."""
         single = V.ndim == 1

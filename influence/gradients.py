@@ -12,14 +12,23 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from influence.errors import InvalidArgumentError
 from influence.model import FunctionalModel
 from influence.task import Task
 
 
 def check_targets(fm: FunctionalModel, task: Task, inputs: Tensor, targets: Tensor, argument: str) -> None:
-    """Raise a clear error if the task cannot use `targets` with this model's outputs."""
-    with torch.no_grad():
-        outputs = fm(fm.theta, inputs)
+    """Raise a clear error if the model cannot run on `inputs` or the task cannot use
+    `targets` with its outputs."""
+    try:
+        with torch.no_grad():
+            outputs = fm(fm.theta, inputs)
+    except (RuntimeError, TypeError, ValueError, IndexError) as error:  # wrong width, dtype, rank...
+        detail = " ".join(str(error).split())
+        raise InvalidArgumentError(
+            f"the model cannot run on the inputs of `{argument}` (shape {tuple(inputs.shape)}, dtype "
+            f"{inputs.dtype}): {type(error).__name__}: {detail}"
+        ) from error
     task.check_batch(outputs, targets, argument)
 
 

@@ -36,6 +36,11 @@ class Task(ABC):
             fixed.
     """
 
+    # True when `loss` is convex in the model outputs, so that the Gauss-Newton curvature is
+    # positive semi-definite (solvers then skip their indefiniteness check). A custom task
+    # keeps False unless it knows better.
+    convex_loss: bool = False
+
     def __init__(self, weight_decay: float = 0.0, parameters: Sequence[str] | None = None):
         if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
             raise InvalidArgumentError(f"weight_decay must be a float >= 0, got {weight_decay!r}")
@@ -89,6 +94,8 @@ class ClassificationTask(Task):
     closed form by the fused `kernels.softmax_jacobian_vp` (no double differentiation).
     """
 
+    convex_loss = True
+
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         return F.cross_entropy(outputs, targets, reduction="none")
 
@@ -105,6 +112,11 @@ class ClassificationTask(Task):
             raise InvalidArgumentError(
                 f"labels of `{argument}` must be integers for ClassificationTask, got dtype {targets.dtype}"
             )
+        if targets.shape != outputs.shape[:1]:
+            raise InvalidArgumentError(
+                f"labels of `{argument}` must be one class index per example, shape [{outputs.shape[0]}]; "
+                f"got shape {tuple(targets.shape)}"
+            )
         n_classes = outputs.shape[-1]
         if targets.numel() and (targets.min() < 0 or targets.max() >= n_classes):
             bad = targets[(targets < 0) | (targets >= n_classes)][0].item()
@@ -116,6 +128,8 @@ class ClassificationTask(Task):
 
 class RegressionTask(Task):
     """Half squared error `0.5·‖f(x) − y‖²` per example (outputs and targets of equal shape)."""
+
+    convex_loss = True
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         diff = (outputs - targets.reshape(outputs.shape).to(outputs.dtype)).reshape(outputs.shape[0], -1)

@@ -44,13 +44,16 @@ class Arnoldi(Method):
     among them (curvature="hessian"), `negative_curvature` (some e + λ <= 0: the attributor
     warns), and `ritz_residual`, max ‖A u − e u‖ / max|e| over the kept pairs (small when
     the Krylov space was large enough).
+        indefinite: when a kept e + λ <= 0 (curvature="hessian"): "raise_damping" (default;
+            `diagnostics["damping_raised"]`, warned about), "abs" (invert |e| + λ) or "warn".
     """
 
     name = "arnoldi"
-    options = {"rank": 200, "krylov_dim": None, "block_size": 16}
+    options = {"rank": 200, "krylov_dim": None, "block_size": 16, "indefinite": "raise_damping"}
 
     def __init__(self, **options):
         super().__init__(**options)
+        self._check_indefinite_option()
         for key in ("rank", "block_size"):
             _check_positive_int(self.config[key], key)
         if self.config["krylov_dim"] is not None:
@@ -71,8 +74,9 @@ class Arnoldi(Method):
         super().fit(curvature, damping, train_features)
         if not self.project_features:
             self._eigendecompose(curvature)
+        self.handle_indefinite(float(self.eigenvalues.min()), float(self.eigenvalues.max()))
         self.load_state_dict(self.state_dict())  # λ is the one given here, even after `prepare`
-        self.diagnostics["negative_curvature"] = bool((self.eigenvalues + self.damping <= 0).any())
+        self.diagnostics["negative_curvature"] = bool((1.0 / self.inverse_eigenvalues <= 0).any())
 
     def _eigendecompose(self, curvature: Curvature) -> None:
         p = curvature.p
@@ -112,7 +116,8 @@ class Arnoldi(Method):
         self.eigenvalues, self.eigenvectors = state["eigenvalues"], state["eigenvectors"]
         self.damping = float(state["damping"])
         self.project_features = bool(state["project_features"])
-        self.inverse_eigenvalues = 1.0 / (self.eigenvalues + self.damping)
+        spectrum = self.eigenvalues.abs() if self.config["indefinite"] == "abs" else self.eigenvalues
+        self.inverse_eigenvalues = 1.0 / (spectrum + self.damping)
 
 
 def top_eigenpairs(matvec: Callable[[Tensor], Tensor], p: int, rank: int, krylov_dim: int, block_size: int,
@@ -152,7 +157,7 @@ def top_eigenpairs(matvec: Callable[[Tensor], Tensor], p: int, rank: int, krylov
     values, Y = values[order], Y[:, order]
     vectors = Y.T @ basis
     AV = Y.T @ torch.cat(products)
-    scale = float(values.abs().max().clamp_min(1e-300))
+    scale = max(float(values.abs().max()), 1e-300)  # (a clamp in float32 would round 1e-300 to 0)
     residual = float((AV - values[:, None] * vectors).norm(dim=1).max()) / scale
     return values, vectors, residual
 

@@ -11,6 +11,7 @@ A new method is a new module with a `Method` subclass decorated by `@register`.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -18,11 +19,15 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from influence.curvature import Curvature
-from influence.errors import InvalidArgumentError
+from influence.errors import InfluenceError, InfluenceWarning, InvalidArgumentError
 from influence.gradients import per_example_grads
 from influence.model import FunctionalModel
 
 TrainFeatures = Callable[[], Iterator[Tensor]]
+
+# What a method does when the damped curvature H + λI is not positive definite (an indefinite
+# Hessian off a convex model, or a singular curvature with λ = 0): see `Method.handle_indefinite`.
+INDEFINITE = ("raise_damping", "abs", "warn")
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -64,6 +69,45 @@ class Method(ABC):
             )
         self.config = {**self.options, **options}
         self.diagnostics: dict[str, Any] = {}
+
+    def _check_indefinite_option(self, allowed: tuple[str, ...] = INDEFINITE) -> None:
+        if self.config.get("indefinite") not in allowed:
+            raise InvalidArgumentError(f"`indefinite` must be one of {list(allowed)} for method {self.name!r}, "
+                                       f"got {self.config.get('indefinite')!r}")
+
+    def handle_indefinite(self, smallest: float, largest: float, estimated: bool = False) -> None:
+        """Make `H + λI` positive definite when it is not, as `config["indefinite"]` says.
+
+        Args:
+            smallest, largest: the extreme eigenvalues of H (exact, or Lanczos estimates when
+                `estimated`; a Ritz value never lies below the true smallest eigenvalue, hence
+                the factor 2 below).
+        With "raise_damping", a curvature with `smallest + λ <= 0` gets
+        `λ ← max(λ + 2·max(−smallest, 0), 1e-6·max|eigenvalue|)`; the change is recorded in
+        `diagnostics["damping_raised"]` and warned about. "abs" (exact, arnoldi) inverts
+        `|e| + λ` instead; "warn" keeps λ (queries then warn about negative curvature).
+        A zero curvature with λ = 0 cannot be inverted at all: `InfluenceError`.
+        """
+        mode = self.config.get("indefinite", "warn")
+        self.diagnostics["smallest_eigenvalue"] = float(smallest)
+        scale = max(abs(smallest), abs(largest))
+        if scale == 0 and self.damping == 0:
+            raise InfluenceError(f"{self.name}: the curvature is zero and damping is 0, so H + λI cannot be "
+                                 "inverted; pass damping > 0 (is the loss constant in the attributed parameters?)")
+        if smallest + self.damping > 0 or mode != "raise_damping":
+            return
+        old = self.damping
+        self.damping = max(old + 2 * max(-smallest, 0.0), 1e-6 * scale)
+        how = "a Lanczos estimate" if estimated else "exact"
+        self.diagnostics["damping_raised"] = {"from": old, "to": self.damping, "smallest_eigenvalue": float(smallest)}
+        if smallest < -1e-8 * scale:
+            what = f"is indefinite (smallest eigenvalue {smallest:.4g}, {how})"
+            hint = "Use curvature='ggn' for a positive semi-definite curvature, or indefinite='abs' / 'warn'."
+        else:
+            what = f"is singular (smallest eigenvalue {smallest:.3g}, {how})"
+            hint = "Pass damping > 0 to choose it yourself."
+        warnings.warn(f"{self.name}: the curvature {what} and damping {old:.4g} does not make it positive definite; "
+                      f"damping raised to {self.damping:.4g}. {hint}", InfluenceWarning, stacklevel=4)
 
     def feature_dim(self, fm: FunctionalModel) -> int:
         """Length of the per-example feature vector φ(∇) that `features` returns."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from influence.curvature import Curvature
+from influence.errors import InfluenceError
 from influence.methods.base import Method, TrainFeatures, register
 from influence.solvers import lissa
 
@@ -18,18 +21,30 @@ class LiSSA(Method):
     series converges; a hand-set scale below that diverges (detected and reported).
     `hvp_batch_size=None` uses full-batch products (deterministic, stops at `tol`);
     an integer uses minibatch products (classic stochastic LiSSA) for `max_iter` steps,
-    averaged over `repeats` runs. Needs O(κ) iterations, against O(√κ) for CG.
+    averaged over `repeats` runs. Needs O(κ) iterations, against O(√κ) for CG. A diverging
+    series is detected and raised as an `InfluenceError` with its residual. An indefinite
+    curvature is handled as by `cg` (option `indefinite`).
     """
 
     name = "lissa"
     queries_use_curvature = True
-    options = {"tol": 1e-5, "max_iter": 20_000, "scale": None, "hvp_batch_size": None, "repeats": 1, "sample_seed": 0}
+    options = {"tol": 1e-5, "max_iter": 20_000, "scale": None, "hvp_batch_size": None, "repeats": 1, "sample_seed": 0,
+               "indefinite": "raise_damping"}
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._check_indefinite_option(("raise_damping", "warn"))
 
     def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
         super().fit(curvature, damping, train_features)
+        if not curvature.positive_semidefinite:
+            self.handle_indefinite(*curvature.extreme_eigenvalues(), estimated=True)
         scale = self.config["scale"]
         if scale is None:
-            scale = 1.1 * (curvature.largest_eigenvalue(seed=self.config["sample_seed"]) + damping)
+            scale = 1.1 * (curvature.largest_eigenvalue(seed=self.config["sample_seed"]) + self.damping)
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise InfluenceError(f"lissa: the scale s must be a finite number > 0 (above the largest eigenvalue of "
+                                 f"H + λI), got {scale!r}; with a zero curvature pass damping > 0")
         self.scale = float(scale)
 
     def state_dict(self) -> dict[str, Tensor]:

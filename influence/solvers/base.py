@@ -18,7 +18,9 @@ class SolveInfo:
         converged: residual ≤ tol for every right-hand side.
         negative_curvature: a direction with xᵀ(A + λI)x ≤ 0 was met (CG) — A + λI is not
             positive definite, so the "solution" is not a minimiser.
-        diverged: the iterates grew without bound (LiSSA scale too small, or CG breakdown).
+        diverged: the iterates grew without bound or overflowed (LiSSA scale too small; CG on
+            an operator that is not symmetric positive definite). `residual` is then the one
+            of the last finite iterate (LiSSA) or of the final one (CG, possibly inf).
     """
 
     solver: str

@@ -9,6 +9,8 @@ from torch import Tensor
 
 from influence.solvers.base import SolveInfo, relative_residual
 
+DIVERGED_RESIDUAL = 1e3
+
 
 def conjugate_gradient(matvec: Callable[[Tensor], Tensor], B: Tensor, damping: float, tol: float = 1e-6,
                        max_iter: int = 1000) -> tuple[Tensor, SolveInfo]:
@@ -48,7 +50,10 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], B: Tensor, damping: f
         rs = torch.where(active, rs_new, rs)
         active &= rs_new > (tol**2) * bnorm2
     residual = relative_residual(matvec, X, B, damping)
-    finite = bool(torch.isfinite(X).all())
-    info = SolveInfo("cg", iterations, residual, converged=finite and residual <= max(tol, 1e-12) * 10,
-                     negative_curvature=bool(negative.any()), diverged=not finite)
+    finite = bool(torch.isfinite(X).all()) and residual == residual
+    # diverged: the iterates overflowed, or the residual grew a thousandfold past ‖b‖ (x = 0
+    # has relative residual 1): the operator is not symmetric positive definite
+    diverged = not finite or residual > DIVERGED_RESIDUAL
+    info = SolveInfo("cg", iterations, residual, converged=not diverged and residual <= max(tol, 1e-12) * 10,
+                     negative_curvature=bool(negative.any()), diverged=diverged)
     return X, info

@@ -38,7 +38,7 @@ def lissa(matvec: Callable[[Tensor], Tensor], B: Tensor, damping: float, scale: 
     runs = 1 if sample_matvec is None else repeats
     bnorm = B.norm(dim=1).clamp_min(1e-300)
     total = torch.zeros_like(B)
-    iterations, diverged = 0, False
+    iterations, diverged, last_finite = 0, False, float("inf")
     for run in range(runs):
         S = B.clone()  # S_t = Σ_{τ≤t} (I − (A + λI)/s)^τ b, so x_t = S_t / s
         for step in range(max_iter):
@@ -47,6 +47,8 @@ def lissa(matvec: Callable[[Tensor], Tensor], B: Tensor, damping: float, scale: 
             S = S + update
             iterations = max(iterations, step + 1)
             ratio = float((update.norm(dim=1) / bnorm).max())
+            if ratio == ratio and ratio != float("inf"):
+                last_finite = ratio  # the relative residual of the last finite iterate
             if not torch.isfinite(S).all() or ratio > 1e8:
                 diverged = True
                 break
@@ -56,6 +58,7 @@ def lissa(matvec: Callable[[Tensor], Tensor], B: Tensor, damping: float, scale: 
         if diverged:
             break
     X = total / (runs * scale)
-    residual = relative_residual(matvec, X, B, damping) if not diverged else float("inf")
-    return X, SolveInfo("lissa", iterations, residual, converged=residual <= max(tol, 1e-12) * 10,
+    # a diverged run reports the residual of its last finite iterate (it grew past 1e8 or overflowed)
+    residual = relative_residual(matvec, X, B, damping) if not diverged else last_finite
+    return X, SolveInfo("lissa", iterations, residual, converged=not diverged and residual <= max(tol, 1e-12) * 10,
                         diverged=diverged)
