@@ -32,7 +32,7 @@ from influence.gradients import check_targets
 from influence.methods import method_class
 from influence.model import FunctionalModel, is_affine_in_parameters
 from influence.results import GroupScores, Ranking, TopK, merge_top
-from influence.storage import atomic_write, sha256_file, write_json
+from influence.storage import atomic_write, remove_stale_temporaries, sha256_file, write_json
 from influence.task import ClassificationTask, Task
 
 # Default damping as a multiple of the curvature's mean eigenvalue (trace / p). Models whose
@@ -197,6 +197,7 @@ class Attributor:
         barrier()
         if rank == 0:
             folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(folder)  # left by a writer killed mid-write
             if manifest is None:
                 write_json(folder / "manifest.json", {"format_version": idx.FORMAT_VERSION, "key": key,
                                                       "complete": False})
@@ -242,7 +243,11 @@ class Attributor:
             index.verify()
             if not state_path.exists() or sha256_file(state_path) != manifest["method_state"]["sha256"]:
                 raise idx.IndexFolderError(f"{state_path} is missing or corrupted (checksum mismatch)")
-        state = {k: v.to(self.fm.device) for k, v in load_file(state_path).items()}
+        try:
+            state = {k: v.to(self.fm.device) for k, v in load_file(state_path).items()}
+        except Exception as error:  # noqa: BLE001 — safetensors raises its own error types
+            raise idx.IndexFolderError(f"{state_path} cannot be read ({type(error).__name__}: {error}); delete the "
+                                       "folder and fit again") from None
         curvature = None
         if "curvature_inputs" in state:
             curvature = Curvature.from_state(self.fm, self.task, state, self.curvature_kind, self.batch_size)
@@ -275,6 +280,10 @@ class Attributor:
         if manifest is None:
             raise idx.IndexFolderError(f"no index at {folder} (no manifest.json); fit() with cache_dir first")
         stored = manifest["key"]
+        missing = [k for k in ("method", "curvature", "damping", "damping_ratio", "curvature_samples", "seed",
+                               "storage_dtype", "shard_size", "options", "n_train") if k not in stored]
+        if missing:
+            raise idx.IndexFolderError(f"{folder / 'manifest.json'} is damaged: its key lacks {missing}")
         settings = {"method": stored["method"], "curvature": stored["curvature"], "damping": stored["damping"],
                     "damping_ratio": stored["damping_ratio"], "curvature_samples": stored["curvature_samples"],
                     "seed": stored["seed"], "storage_dtype": stored["storage_dtype"],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,8 @@ from influence.storage import remove_stale_temporaries, sha256_file, write_array
 FORMAT_VERSION = 1
 STORAGE_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
                   "bfloat16": torch.bfloat16}
+SHARD_NAME = re.compile(r"features-\d{5,}\.npy")
+STATE_FILE = "method.safetensors"
 
 
 class MemoryIndex:
@@ -53,6 +56,7 @@ class ShardedIndex:
 
     def __init__(self, folder: Path, manifest: dict):
         self.folder = Path(folder)
+        check_shard_list(manifest, self.folder)
         self.manifest = manifest
         self.n, self.dim = manifest["n_train"], manifest["dim"]
         self.dtype = STORAGE_DTYPES[manifest["storage_dtype"]]
@@ -65,10 +69,20 @@ class ShardedIndex:
         return self._open[entry["file"]]
 
     def _map(self, entry: dict) -> Tensor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # read-only memmap: we never write to it
-            array = np.load(self.folder / "shards" / entry["file"], mmap_mode="r", allow_pickle=False)
-            t = torch.from_numpy(array)
+        path = self.folder / "shards" / entry["file"]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # read-only memmap: we never write to it
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+                t = torch.from_numpy(array)
+        except (OSError, ValueError, TypeError) as error:  # missing, truncated, not a .npy
+            raise IndexFolderError(f"index shard {path} cannot be read ({type(error).__name__}: {error}); delete "
+                                   "the folder and fit again") from None
+        expected = (entry["stop"] - entry["start"], self.dim)
+        stored = torch.uint16 if self.dtype == torch.bfloat16 else self.dtype
+        if tuple(t.shape) != expected or t.dtype != stored:
+            raise IndexFolderError(f"index shard {path} holds {tuple(t.shape)} {t.dtype}, the manifest says "
+                                   f"{expected} {stored}; delete the folder and fit again")
         return t.view(torch.bfloat16) if self.dtype == torch.bfloat16 else t
 
     def blocks(self, rows: int = 8192) -> Iterator[tuple[int, Tensor]]:
@@ -108,13 +122,46 @@ def data_digest(inputs: Tensor, targets: Tensor) -> str:
 
 
 def read_manifest(folder: Path) -> dict | None:
+    """The folder's manifest, checked for shape (not yet for completeness); None if absent."""
     path = Path(folder) / "manifest.json"
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise IndexFolderError(f"{path} is not valid JSON ({error}); delete the folder and fit again")
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IndexFolderError(f"{path} is not valid JSON ({error}); delete the folder and fit again") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("key"), dict) \
+            or not isinstance(manifest.get("complete"), bool):
+        raise IndexFolderError(f"{path} is not an index manifest (it needs an object with `key` and `complete`); "
+                               "delete the folder and fit again")
+    if manifest["complete"]:
+        fields = {"n_train": int, "dim": int, "storage_dtype": str, "shards": list, "method_state": dict,
+                  "diagnostics": dict}
+        bad = [k for k, kind in fields.items() if not isinstance(manifest.get(k), kind)]
+        bad += [] if "damping" in manifest else ["damping"]
+        if bad or manifest["storage_dtype"] not in STORAGE_DTYPES \
+                or manifest["method_state"].get("file") != STATE_FILE:
+            raise IndexFolderError(f"{path} is damaged: field(s) {bad or ['storage_dtype/method_state']} missing or "
+                                   "invalid; delete the folder and fit again")
+    return manifest
+
+
+def check_shard_list(manifest: dict, folder: Path) -> None:
+    """Shard entries must name files `features-NNNNN.npy` inside `shards/` (a manifest from
+    elsewhere cannot make us open another path) and cover rows 0..n_train-1 in order."""
+    row = 0
+    for entry in manifest["shards"]:
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
+            raise IndexFolderError(f"{Path(folder) / 'manifest.json'} lists a shard {name!r} that is not a file name "
+                                   "features-NNNNN.npy; refusing to open it")
+        if entry.get("start") != row or not isinstance(entry.get("stop"), int) or entry["stop"] <= row:
+            raise IndexFolderError(f"{Path(folder) / 'manifest.json'}: shard {name} covers rows "
+                                   f"{entry.get('start')}..{entry.get('stop')}, expected to start at {row}")
+        row = entry["stop"]
+    if row != manifest["n_train"]:
+        raise IndexFolderError(f"{Path(folder) / 'manifest.json'}: the shards cover {row} rows, "
+                               f"not n_train={manifest['n_train']}")
 
 
 def check_key(manifest: dict, key: dict, folder: Path) -> None:
@@ -151,7 +198,7 @@ def build_shards(folder: Path, n: int, shard_size: int, storage_dtype: str,
             inputs, targets = read(rows)
             digest = data_digest(inputs, targets)
             sidecar = shard_dir / f"{name}.json"
-            if sidecar.exists() and _shard_is_valid(shard_dir, json.loads(sidecar.read_text()), digest):
+            if sidecar.exists() and _shard_is_valid(shard_dir, _read_sidecar(sidecar), digest):
                 bar.update(len(rows))
                 continue
             array = to_storage(compute(inputs, targets), storage_dtype, f"shard {name}")
@@ -161,7 +208,20 @@ def build_shards(folder: Path, n: int, shard_size: int, storage_dtype: str,
             bar.update(len(rows))
 
 
-def _shard_is_valid(shard_dir: Path, entry: dict, digest: str) -> bool:
+def _read_sidecar(path: Path) -> dict | None:
+    """A shard's sidecar, or None when it is damaged (the shard is then recomputed)."""
+    try:
+        entry = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    keys = {"file", "start", "stop", "sha256", "data_sha256"}
+    ok = isinstance(entry, dict) and keys <= set(entry) and entry["file"] == path.with_suffix(".npy").name
+    return entry if ok else None
+
+
+def _shard_is_valid(shard_dir: Path, entry: dict | None, digest: str) -> bool:
+    if entry is None:
+        return False
     path = shard_dir / entry["file"]
     if entry["data_sha256"] != digest:
         raise IndexFolderError(f"the training data of rows {entry['start']}..{entry['stop'] - 1} differs from the data "
@@ -174,9 +234,10 @@ def collect_shards(folder: Path, n: int, shard_size: int) -> list[dict]:
     entries = []
     for start in range(0, n, shard_size):
         sidecar = Path(folder) / "shards" / f"features-{start // shard_size:05d}.json"
-        if not sidecar.exists():
+        entry = _read_sidecar(sidecar) if sidecar.exists() else None
+        if entry is None:
             raise IndexFolderError(f"index shard {sidecar.with_suffix('.npy')} was not written; run fit() again to resume")
-        entries.append(json.loads(sidecar.read_text()))
+        entries.append(entry)
     return entries
 
 
