@@ -52,8 +52,10 @@ SWEEP = {**{f"trak ratio {r:g}": ("trak", {"damping_ratio": r}) for r in (0.01, 
          **{f"ekfac ratio {r:g}": ("ekfac", {"damping_ratio": r}) for r in (0.01, 0.1, 1.0)},
          "kfac (no eigenvalue correction)": ("ekfac", {"correct_eigenvalues": False}),
          **{f"exact ratio {r:g}": ("exact", {"damping_ratio": r}) for r in (0.01, 0.1, 0.3, 1.0, 3.0)}}
-ALL = ["exact", "cg", "lissa", "arnoldi", "ekfac", "trak", "trak-ens5", "identity", "tracin-cp5"]
+ALL = ["exact", "cg", "lissa", "arnoldi", "ekfac", "trak", "trak-ens5", "trak-cs", "trak-cs-ens5", "identity",
+       "tracin-cp5"]
 NOTES = {"trak-ens5": "trak-ens5 = TRAK over 5 independently trained models",
+         "trak-cs": "trak-cs = trak with projection='countsketch'",
          "tracin-cp5": "tracin-cp5 = TracIn over 5 trajectory checkpoints weighted by their learning rate"}
 BAR = 0.70  # best method on digits
 
@@ -146,6 +148,8 @@ def main() -> None:
 
     variants = {
         "trak-ens5": ("trak", {"checkpoints": ensemble}),
+        "trak-cs": ("trak", {"projection": "countsketch"}),
+        "trak-cs-ens5": ("trak", {"projection": "countsketch", "checkpoints": ensemble}),
         "tracin-cp5": ("tracin", {"checkpoints": trajectory, "weights": lr_at}),
     }
     key = f"{args.dataset} {arch} {dtype}, full-batch Adam lr={lr} cosine, {epochs} epochs, L2={args.weight_decay}"

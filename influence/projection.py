@@ -1,9 +1,16 @@
-"""Seeded random projection of gradient rows, `φ(G) = G R` with R: p×k.
+"""Seeded random projections of gradient rows, `φ(G) = G R` with R: p×k.
 
-R's entries come from `kernels.projection_rows` (a counter-based hash of seed, row and
-column), so the same seed gives the same R on every device and run. On a GPU the Triton
-kernel generates R on the fly; on the CPU, regenerating R for every query would dominate
-its latency, so R is materialised once when it fits in `cache_bytes` and reused.
+`Projector` (dense R): entries from `kernels.projection_rows` (a counter-based hash of seed,
+row and column), so the same seed gives the same R on every device and run. On a GPU the
+Triton kernel generates R on the fly; on the CPU, regenerating R for every query would
+dominate its latency, so R is materialised once when it fits in `cache_bytes` and reused.
+Cost O(b·p·k) per block, and one query reads all of R (p·k values).
+
+`CountSketch` (sparse R, one ±1 per row; Charikar et al. 2002, Weinberger et al. 2009):
+coordinate j of the gradient is added, with a random sign, to one random bucket of k.
+Inner products are preserved in expectation with a variance comparable to a dense
+projection's for gradients that are not dominated by a few coordinates, at O(b·p) cost and
+no p×k matrix to store or read.
 """
 
 from __future__ import annotations
@@ -14,6 +21,15 @@ from torch import Tensor
 from kernels import project, projection_rows
 
 DEFAULT_CACHE_BYTES = 1 << 30
+
+
+def _float_dtype(G: Tensor) -> torch.dtype:
+    return torch.float64 if G.dtype == torch.float64 else torch.float32
+
+
+def _check_width(G: Tensor, p: int, name: str) -> None:
+    if G.shape[-1] != p:
+        raise ValueError(f"{name} expects rows of length {p}, got {G.shape[-1]}")
 
 
 class Projector:
@@ -32,11 +48,31 @@ class Projector:
         self._R: Tensor | None = None
 
     def __call__(self, G: Tensor) -> Tensor:
-        if G.shape[-1] != self.p:
-            raise ValueError(f"Projector expects rows of length {self.p}, got {G.shape[-1]}")
-        dtype = torch.float64 if G.dtype == torch.float64 else torch.float32
+        _check_width(G, self.p, "Projector")
+        dtype = _float_dtype(G)
         if G.is_cuda or self.p * self.k * dtype.itemsize > self.cache_bytes:
             return project(G, self.k, self.seed, dist=self.dist)
         if self._R is None or self._R.dtype != dtype:
             self._R = projection_rows(0, self.p, self.k, self.seed, self.dist, dtype=dtype)
         return (G.to(dtype) @ self._R).to(torch.promote_types(G.dtype, torch.float32))
+
+
+class CountSketch:
+    """φ(G)[:, c] = Σ_{j: h(j) = c} s(j) G[:, j] for G: Tensor[b, p] -> Tensor[b, k].
+
+    h: [p] -> [k] and s: [p] -> {±1} are drawn from a CPU generator seeded with `seed`, so
+    the sketch is the same on every device. E[φ(x)·φ(y)] = x·y and E‖φ(x)‖² = ‖x‖².
+    """
+
+    def __init__(self, p: int, k: int, seed: int):
+        self.p, self.k, self.seed = p, k, seed
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.bucket = torch.randint(0, k, (p,), generator=generator)
+        self.sign = torch.randint(0, 2, (p,), generator=generator).mul_(2).sub_(1).to(torch.int8)
+
+    def __call__(self, G: Tensor) -> Tensor:
+        _check_width(G, self.p, "CountSketch")
+        dtype = _float_dtype(G)
+        bucket, sign = self.bucket.to(G.device), self.sign.to(G.device, dtype)
+        out = torch.zeros(G.shape[0], self.k, dtype=dtype, device=G.device)
+        return out.index_add_(1, bucket, G.to(dtype) * sign)

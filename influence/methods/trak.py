@@ -21,9 +21,9 @@ from influence.errors import InvalidArgumentError
 from influence.methods.base import Method, TrainFeatures, register
 from influence.methods.tracin import CheckpointGradients
 from influence.model import FunctionalModel
-from influence.projection import Projector
+from influence.projection import CountSketch, Projector
 
-PROJECTIONS = ("rademacher", "gaussian", "orthogonal", "none")
+PROJECTIONS = ("rademacher", "gaussian", "countsketch", "orthogonal", "none")
 
 # Default λ_c as a multiple of the mean eigenvalue of Φ_cᵀΦ_c/n. The projected empirical Fisher
 # is singular when k > n and ill-conditioned otherwise. Chosen on the digits MLP LDS benchmark
@@ -42,8 +42,11 @@ class TRAK(Method):
             used unprojected (`projection` becomes "none"; see `diagnostics["projection"]`).
         projection: "rademacher" (default; ±1/√k entries) or "gaussian" (N(0, 1/k)), both the
             seeded `kernels.project` matrices (`influence.projection.Projector`: generated on
-            the fly on GPU, cached on CPU when it fits); "orthogonal" (k ≤ p
-            orthonormal columns from a seeded QR; materialises p×k, small p only); or "none".
+            the fly on GPU, cached on CPU when it fits); "countsketch" (each gradient
+            coordinate added with a random sign to one of k buckets: O(p) per example
+            instead of O(p·k), no p×k matrix; `influence.projection.CountSketch`);
+            "orthogonal" (k ≤ p orthonormal columns from a seeded QR; materialises p×k,
+            small p only); or "none".
         projection_seed: seed of R (the same R for train and test, and for every checkpoint).
         checkpoints: list of `state_dict()`s of the model to ensemble over; `None` uses the
             model as given. Index features are concatenated per checkpoint: [n, C·k].
@@ -71,7 +74,7 @@ class TRAK(Method):
         if ratio is not None and (not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or ratio < 0):
             raise InvalidArgumentError(f"`damping_ratio` must be a number >= 0 or None, got {ratio!r}")
         self.ckpts = CheckpointGradients(self.config["checkpoints"])
-        self._projector: Projector | Tensor | None = None  # built on first use, for this p
+        self._projector: Projector | CountSketch | Tensor | None = None  # built on first use, for this p
 
     # ------------------------------------------------------------------ features
     def _kind(self, p: int) -> str:
@@ -103,7 +106,7 @@ class TRAK(Method):
                 self._projector = torch.linalg.qr(torch.randn(p, k, generator=gen, dtype=torch.float64))[0]
             return G @ self._projector.to(G.device, G.dtype)
         if self._projector is None:
-            self._projector = Projector(p, k, seed, dist=kind)
+            self._projector = CountSketch(p, k, seed) if kind == "countsketch" else Projector(p, k, seed, dist=kind)
         return self._projector(G)
 
     # ------------------------------------------------------------------ fitting and solve

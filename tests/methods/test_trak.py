@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import influence as inf
+from influence.projection import CountSketch
 from kernels import projection_rows
 
 from _reference import per_example_grads
@@ -51,6 +52,16 @@ def test_random_projection_and_scale_aware_damping(mlp, dist):
                           progress=False).fit()
     assert attr.damping == pytest.approx(float(damping), rel=1e-10)
     assert torch.allclose(attr.scores(test), fisher_scores(Pt, Ptr, damping), rtol=1e-7)
+
+
+def test_countsketch_projection_is_the_fisher_solve_of_the_sketched_gradients(mlp):
+    model, task, train, test = mlp
+    Gt, Gtr = grads(model, task, train, test)
+    sketch = CountSketch(Gtr.shape[1], 20, seed=3)
+    attr = inf.Attributor(model, train, task=task, method="trak", projection="countsketch", projection_dim=20,
+                          projection_seed=3, damping=0.01, progress=False).fit()
+    assert attr.diagnostics["projection"] == "countsketch"
+    assert torch.allclose(attr.scores(test), fisher_scores(sketch(Gt), sketch(Gtr), 0.01), rtol=1e-7)
 
 
 def test_checkpoint_ensemble_averages_per_checkpoint_solves(mlp):
