@@ -10,11 +10,12 @@ import influence as inf
 from influence.solvers import conjugate_gradient, lissa
 
 
-@pytest.mark.parametrize("method", ["cg", "lissa"])
-def test_iterative_methods_agree_with_exact_on_damped_mlp(mlp, method):
+@pytest.mark.parametrize("method, options", [("cg", {}), ("cg", {"preconditioner_rank": 0}),
+                                             ("cg", {"preconditioner_rank": 8}), ("lissa", {})])
+def test_iterative_methods_agree_with_exact_on_damped_mlp(mlp, method, options):
     model, task, train, test = mlp
     exact = inf.Attributor(model, train, task=task, method="exact", progress=False).fit().scores(test)
-    attr = inf.Attributor(model, train, task=task, method=method, progress=False).fit()
+    attr = inf.Attributor(model, train, task=task, method=method, progress=False, **options).fit()
     got = attr.scores(test)
     assert spearmanr(exact.flatten(), got.flatten())[0] >= 0.99
     assert (got - exact).norm() / exact.norm() < 1e-3
@@ -50,6 +51,40 @@ def test_cg_solves_spd_blocks():
     assert info.converged and not info.negative_curvature and info.residual < 1e-9
 
 
+def test_preconditioned_cg_gives_the_same_solution_in_fewer_iterations():
+    A = spd(60, 4)
+    B = torch.randn(6, 60, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    expected = torch.linalg.solve(A + 0.01 * torch.eye(60, dtype=torch.float64), B.T).T
+    values, vectors = torch.linalg.eigh(A)
+    U, e = vectors[:, -20:].T, values[-20:]  # the top 20 eigenpairs, rows of U
+    floor = float(e.min()) + 0.01
+
+    def deflate(R):
+        return ((R @ U.T) * (1 / (e + 0.01) - 1 / floor)) @ U + R / floor
+    plain, plain_info = conjugate_gradient(lambda V: V @ A, B, damping=0.01, tol=1e-10)
+    X, info = conjugate_gradient(lambda V: V @ A, B, damping=0.01, tol=1e-10, preconditioner=deflate)
+    assert torch.allclose(X, expected, atol=1e-7) and torch.allclose(plain, expected, atol=1e-7)
+    assert info.converged and info.residual < 1e-9
+    assert info.iterations < plain_info.iterations
+
+
+def test_cg_method_preconditioner_cuts_iterations_and_survives_reload(mlp, tmp_path):
+    model, task, train, test = mlp
+    plain = inf.Attributor(model, train, task=task, method="cg", preconditioner_rank=0, progress=False).fit()
+    expected = plain.scores(test)
+    attr = inf.Attributor(model, train, task=task, method="cg", preconditioner_rank=12, cache_dir=tmp_path,
+                          progress=False).fit()
+    got = attr.scores(test)
+    assert attr.diagnostics["preconditioner"]["rank"] == 12
+    assert attr.diagnostics["iterations"] < plain.diagnostics["iterations"]
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    loaded = inf.Attributor.load(tmp_path, model, task=task)
+    assert torch.allclose(loaded.scores(test), got, rtol=1e-10, atol=0)
+    assert loaded.diagnostics["iterations"] == attr.diagnostics["iterations"]
+    with pytest.raises(inf.InvalidArgumentError, match="preconditioner_rank"):
+        inf.Attributor(model, train, task=task, method="cg", preconditioner_rank=-1)
+
+
 def test_cg_flags_negative_curvature():
     A = spd(30, 1, negative=True)
     B = torch.randn(3, 30, dtype=torch.float64)
@@ -76,7 +111,8 @@ def test_lissa_solves_and_detects_divergence():
 
 def test_attributor_warns_when_solver_does_not_converge(mlp):
     model, task, train, test = mlp
-    attr = inf.Attributor(model, train, task=task, method="cg", damping=1e-6, max_iter=2, progress=False).fit()
+    attr = inf.Attributor(model, train, task=task, method="cg", damping=1e-6, max_iter=2, preconditioner_rank=0,
+                          progress=False).fit()
     with pytest.warns(inf.InfluenceWarning, match="did not converge"):
         attr.scores(test)
     assert attr.diagnostics["converged"] is False
