@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import multiprocessing
 import signal
 import time
 import traceback
@@ -52,6 +53,15 @@ class Run:
         return self.status == "ok" and self.score is not None and math.isfinite(self.score)
 
 
+@dataclass
+class Measured:
+    """What `work` may return instead of its bare output: the output (checked and evaluated)
+    plus extra values for `Run.extra` (e.g. timings of parts of the work)."""
+
+    output: Any
+    extra: dict
+
+
 class Timeout(Exception):
     pass
 
@@ -87,9 +97,39 @@ def short_error(err: BaseException, limit: int = 160) -> str:
 
 def run_config(cls: type[Adapter], problem: Problem, settings: dict, work: Callable[[Adapter], Any],
                evaluate: Callable[[Any], float], limit: float | None, label: str | None = None,
-               verbose: bool = True) -> Run:
+               verbose: bool = True, isolate: bool = True) -> Run:
     """Build `cls(problem, **settings)`, time `work(adapter)` (which calls fit and the queries)
-    under `limit` seconds, then `evaluate(output)` (untimed) into the task score."""
+    under `limit` seconds, then `evaluate(output)` (untimed) into the task score.
+
+    With `isolate` the config runs in a forked child process, so every config starts from
+    the same memory (peers that leak or fragment memory do not push later configs over the
+    address-space limit) and a crash of the child is a failed row, not a dead harness."""
+    if not isolate:
+        return _run_config_here(cls, problem, settings, work, evaluate, limit, label, verbose)
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child() -> None:
+        send.send(_run_config_here(cls, problem, settings, work, evaluate, limit, label, verbose))
+
+    process = context.Process(target=child, daemon=True)
+    process.start()
+    send.close()
+    full = {**cls.defaults, **settings}
+    grace = None if limit is None else limit + 120  # the child's own alarm fires first
+    run = receive.recv() if receive.poll(grace) else None
+    process.join(timeout=5)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    if run is None:
+        run = Run(cls.tool, cls.method, full, label or cls.describe(full),
+                  status=f"failed: the process died (exit status {process.exitcode})" if process.exitcode
+                  else f"timed out after {limit:.0f} s")
+    return run
+
+
+def _run_config_here(cls, problem, settings, work, evaluate, limit, label, verbose) -> Run:
     full = {**cls.defaults, **settings}
     run = Run(cls.tool, cls.method, full, label or cls.describe(full))
     adapter = output = None
@@ -102,6 +142,9 @@ def run_config(cls: type[Adapter], problem: Problem, settings: dict, work: Calla
                 adapter = cls(problem, **settings)
                 output = work(adapter)
                 run.seconds = time.perf_counter() - start
+        if isinstance(output, Measured):
+            run.extra.update(output.extra)
+            output = output.output
         _check_output(output)
         run.score = float(evaluate(output))
         if not math.isfinite(run.score):

@@ -29,6 +29,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import resource  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -51,8 +52,8 @@ DEFAULT_TASKS = ("loo", "lds", "mislabel", "speed")  # lds-mnist5k: opt-in (~20 
 PEERS = ("kronfluence", "trak", "captum", "dattri")
 # Adapters also timed at the large speed size (the others need a pass over the training data
 # per query, or an explicit p×p matrix, and would not finish in the time budget).
-LARGE_SPEED = ("influence-debugger:cg", "influence-debugger:trak", "influence-debugger:ekfac",
-               "influence-debugger:identity", "Kronfluence:EK-FAC", "TRAK:TRAKer", "Captum:TracInCPFastRandProj",
+LARGE_SPEED = ("influence-debugger:cg", "influence-debugger:trak", "influence-debugger:trak-countsketch",
+               "influence-debugger:ekfac", "influence-debugger:arnoldi", "influence-debugger:identity", "Kronfluence:EK-FAC", "TRAK:TRAKer", "Captum:TracInCPFastRandProj",
                "dattri:TRAKAttributor")
 
 
@@ -88,6 +89,12 @@ def main() -> None:
                              "summary table and exit")
     parser.add_argument("--summary-from", metavar="JSON[,JSON]", default=None,
                         help="print the summary table of earlier runs and exit")
+    parser.add_argument("--mislabel-problem", default=None, metavar="MODEL:NOISE",
+                        help="only this mislabel problem, e.g. mlp:0.3 (the subprocess runner uses it to give each "
+                             "problem a fresh process)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every task in this process (default: one subprocess per task, so that memory "
+                             "a peer leaks does not pile up across tasks)")
     args = parser.parse_args()
     if args.record_from or args.summary_from:
         files = (args.record_from or args.summary_from).split(",")
@@ -114,6 +121,9 @@ def main() -> None:
         settings.speed_sizes = (5000,)
     else:
         settings.speed_sizes = (5000, 50000)
+    if args.mislabel_problem:
+        model_name, noise = args.mislabel_problem.split(":")
+        settings.mislabel_models, settings.noise = (model_name,), (float(noise),)
     if args.speed_sizes:
         settings.speed_sizes = tuple(int(v) for v in args.speed_sizes.split(","))
     settings.limit = args.limit or settings.limit
@@ -124,6 +134,9 @@ def main() -> None:
     unknown = set(chosen) - set(TASKS)
     if unknown:
         parser.error(f"unknown task(s) {sorted(unknown)}; choose from {TASKS}")
+    if (len(chosen) > 1 or "mislabel" in chosen) and not args.in_process:
+        run_tasks_in_subprocesses(args, chosen)
+        return
     classes, failed = peer_adapters()
     wanted = {p.strip().lower() for p in args.peers.split(",") if p.strip()}
     classes = [c for c in classes if c.tool.lower() in wanted]
@@ -157,6 +170,48 @@ def main() -> None:
     summary = summary_table([data]) if sections else []
     print("\n## Summary (for the README)\n\n" + "\n".join(summary))
     print(f"\nwhole harness: {time.perf_counter() - started:.0f} s")
+
+
+def run_tasks_in_subprocesses(args, chosen: list[str]) -> None:
+    """Each task in a fresh process (peers leak memory across many configs; with the address-space
+    limit that turned later runs into spurious out-of-memory failures). Sections are recorded
+    as each task finishes; the merged JSON and the summary come at the end."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    passthrough = ["--peers", args.peers, "--threads", str(args.threads), "--memory-gb", str(args.memory_gb)]
+    for flag, value in (("--quick", args.quick), ("--no-sweep", args.no_sweep)):
+        passthrough += [flag] if value else []
+    for flag, value in (("--speed-sizes", args.speed_sizes), ("--limit", args.limit),
+                        ("--speed-limit", args.speed_limit)):
+        passthrough += [flag, str(value)] if value else []
+    target = Path(args.json)
+    merged, started = {"started": stamp, "sections": []}, time.perf_counter()
+    jobs = []
+    for name in chosen:
+        if name == "mislabel":  # one process per problem: a peer's out-of-memory failure can leave memory held
+            models = ("logreg",) if args.quick else tasks.Settings().mislabel_models
+            jobs += [(f"mislabel-{m}-{noise:g}", name, ["--mislabel-problem", f"{m}:{noise:g}"])
+                     for noise in tasks.Settings().noise for m in models]
+        else:
+            jobs.append((name, name, []))
+    for label, name, extra in jobs:
+        part = target.with_name(f"{target.stem}-{label}.json")
+        part.unlink(missing_ok=True)
+        rc = subprocess.call([sys.executable, str(Path(__file__).resolve()), "--tasks", name, "--json", str(part),
+                              "--no-record", "--in-process", *passthrough, *extra])
+        if rc != 0 or not part.exists():
+            title = f"Peers side by side: task {name} (benchmarks/peers/run.py)"
+            lines = [f"The task's process failed (exit status {rc}); no results. Run started {stamp}."]
+            sections = [{"title": title, "lines": lines, "runs": {}}]
+        else:
+            sections = json.loads(part.read_text())["sections"]
+        for section in sections:
+            if not args.no_record:
+                append_section(section["title"], section["lines"])
+        merged["sections"] += sections
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(merged, indent=1))
+    print("\n## Summary (for the README)\n\n" + "\n".join(summary_table([merged])))
+    print(f"\nwhole harness: {time.perf_counter() - started:.0f} s; runs written to {target}")
 
 
 def summary_table(data_list: list[dict]) -> list[str]:

@@ -39,7 +39,7 @@ import influence as inf  # noqa: E402
 from _results import markdown_table  # noqa: E402  (benchmarks/_results.py)
 from adapters.base import Adapter, Problem  # noqa: E402
 from adapters.ours import Ours  # noqa: E402
-from harness import HEADER, Run, fmt, fmt_time, ratio, result_rows, run_config, sweep  # noqa: E402
+from harness import HEADER, Measured, Run, fmt, fmt_time, ratio, result_rows, run_config, sweep  # noqa: E402
 from influence.data import as_data  # noqa: E402
 from influence.demo_data import load_digits_dataset  # noqa: E402
 from influence.model import FunctionalModel  # noqa: E402
@@ -355,7 +355,9 @@ def mislabel_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
              "Score = ROC AUC of the self-influence ranking against the flip mask (cleanlab: its "
              "label-quality ranking from 5-fold out-of-fold probabilities of the same model). Wall time = fit + "
              "self-influence of every training example (cleanlab: the 5 retrains + ranking).", ""]
-    return Section("Peers side by side: mislabel detection on digits (benchmarks/peers/run.py)", intro + lines, runs)
+    which = ", ".join(f"{m} {v:.0%}" for v in settings.noise for m in settings.mislabel_models)
+    return Section(f"Peers side by side: mislabel detection on digits, {which} (benchmarks/peers/run.py)",
+                   intro + lines, runs)
 
 
 def _plain(tool, method, score, seconds, best) -> list[str]:
@@ -399,9 +401,7 @@ def speed_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
         p = sum(t.numel() for t in model.parameters())
         q100, q1 = (Xt[:100], yt[:100]), (Xt[100:101], yt[100:101])
         print(f"\n== Speed: MNIST MLP 784-64-10, n_train={n}, p={p}, test accuracy {accuracy:.3f}", flush=True)
-        timings: dict[int, dict] = {}
-
-        def work(adapter: Adapter):
+        def work(adapter: Adapter) -> Measured:
             start = time.perf_counter()
             adapter.fit()
             scores = adapter.scores(*q100)
@@ -411,8 +411,7 @@ def speed_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
             start = time.perf_counter()
             adapter.scores(*q1).topk(10, dim=1)
             one = time.perf_counter() - start
-            timings[id(adapter)] = {"first": first, "one": one}
-            return top.values
+            return Measured(top.values, {"first": first, "one": one})
 
         def evaluate(_values) -> float:
             return 0.0
@@ -420,6 +419,8 @@ def speed_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
         large = n > min(settings.speed_sizes)
         our_methods = ["cg", "trak", "ekfac", "arnoldi", "identity"] + ([] if p > 20_000 else ["exact"])
         configs = [(Ours, {"method": m}, f"influence-debugger:{m}") for m in our_methods]
+        configs.insert(2, (Ours, {"method": "trak", "options": {"projection": "countsketch"}},
+                           "influence-debugger:trak-countsketch"))
         configs += [(cls, {}, f"{cls.tool}:{cls.method}") for cls in peers]
         all_runs: list[tuple[Run, dict]] = []
         for cls, config, name in configs:
@@ -432,9 +433,9 @@ def speed_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
                 run = Run(cls.tool, cls.method, dict(cls.defaults), "defaults",
                           status=f"skipped: explicit p×p matrix for p={p:,} ({8 * p * p / 2**30:.0f} GiB in float64)")
             else:
-                run = _timed(cls, problem, config, work, evaluate, settings.speed_limit, timings)
+                run = _timed(cls, problem, config, work, evaluate, settings.speed_limit)
                 if cls is Ours:
-                    run.method = config["method"]
+                    run.method = name.split(":")[1]
             if not large and run.status == "ok":
                 finished_small.add(name)
             all_runs.append((run, {}))
@@ -463,17 +464,12 @@ def speed_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
     return Section("Peers side by side: speed on MNIST (benchmarks/peers/run.py)", intro + lines, runs)
 
 
-def _timed(cls, problem, settings, work, evaluate, limit, timings) -> Run:
+def _timed(cls, problem, settings, work, evaluate, limit) -> Run:
     """One speed measurement. 'indexes' is false for our cg/lissa: their queries solve with
     curvature-vector products over the training set."""
     run = run_config(cls, problem, settings, work, evaluate, limit)
     indexes = cls.indexes and not (cls is Ours and settings.get("method") in ("cg", "lissa"))
     if run.status == "ok":
-        t = next(iter(timings.values()))
-        timings.clear()
-        run.seconds, run.score = t["first"], t["first"]
-        run.extra = {"one": t["one"], "indexes": indexes}
-    else:
-        timings.clear()
-        run.extra = {"indexes": indexes}
+        run.seconds = run.score = run.extra["first"]
+    run.extra["indexes"] = indexes
     return run

@@ -44,7 +44,8 @@ class Ours(Adapter):
 
     @classmethod
     def describe(cls, settings: dict[str, Any]) -> str:
-        return f"method={settings['method']!r} (defaults)"
+        changed = "".join(f", {k}={v!r}" for k, v in (settings.get("options") or {}).items())
+        return f"method={settings['method']!r}{changed}" + ("" if changed else " (defaults)")
 
     def task(self) -> inf.Task:
         if self.problem.loss is self.problem.measurement:
