@@ -44,7 +44,7 @@ from influence.data import as_data  # noqa: E402
 from influence.demo_data import load_digits_dataset  # noqa: E402
 from influence.model import FunctionalModel  # noqa: E402
 from influence.storage import atomic_write  # noqa: E402
-from influence.training import load_flat, minimize, train_adam  # noqa: E402
+from influence.training import train_adam  # noqa: E402
 
 CACHE = BENCH / ".cache"          # shared with benchmarks/lds.py (git-ignored)
 PEER_CACHE = CACHE / "peers"      # this harness's own ground truth and trained models
@@ -144,20 +144,11 @@ def loo_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
     """benchmarks/loo.py's setting: multinomial logistic regression on digits, L2 0.01, the
     highest-loss test points, for each the largest-|score| training points removed and the
     model retrained (float64 L-BFGS, warm start); Pearson R of predicted vs actual change."""
+    from loo import digits_logreg  # benchmarks/loo.py
     from influence.validate import correlations, leave_one_out
 
-    train, test = load_digits_dataset(seed=0)
-    X, y = as_data(train, "train").batch(range(len(train)))
-    Xt, yt = as_data(test, "test").batch(range(len(test)))
-    X, Xt = X.double(), Xt.double()
-    task = inf.ClassificationTask(weight_decay=0.01)
-    model = torch.nn.Linear(64, 10).double()
+    model, task, (X, y), (Xq, yq), _ = digits_logreg(settings.loo_test_points)
     fm = FunctionalModel(model)
-    load_flat(model, fm, minimize(fm, task, X, y, fm.theta, tol=1e-12))
-    model.eval()
-    with torch.no_grad():
-        worst = task.loss(model(Xt), yt).argsort(descending=True)[: settings.loo_test_points]
-    Xq, yq = Xt[worst], yt[worst]
     n, r = len(y), settings.loo_per_test
     problem = Problem(model, X, y, task.loss, task.loss, "loss", 0.01, 10)
     exact = inf.Attributor(model, (X, y), task=task, method="exact", progress=False).fit()
