@@ -74,6 +74,12 @@ def _add_at_phi(a, phi_ptr, out_ptr, rows, cs, n, C, d, D, s_fn, s_fd, s_oc, s_o
 
 
 @jit
+def _load_probs(p_rows, rows, cs, n, C, s_pc, ACC: tl.constexpr):
+    """The [BLOCK_N, BLOCK_C] tile P[rows, cs] (zeros outside the matrix)."""
+    return tl.load(p_rows + cs[None, :] * s_pc, mask=(rows < n)[:, None] & (cs < C)[None, :], other=0.0).to(ACC)
+
+
+@jit
 def _ce_head_hvp_kernel(
     phi_ptr, p_ptr, v_ptr, out_ptr, inv_n, n, C, d, D,
     s_fn, s_fd, s_pn, s_pc, s_vk, s_vc, s_vd, s_ot, s_ok, s_oc, s_od,
@@ -92,8 +98,7 @@ def _ce_head_hvp_kernel(
         cs = tl.arange(0, BLOCK_C)
         z = _z_tile(phi_ptr, v_ptr, rows, cs, n, C, d, D, s_fn, s_fd, s_vc, s_vd,
                     BLOCK_N, BLOCK_C, BLOCK_D, BIAS, ACC, PRECISION)
-        p = tl.load(p_rows + cs[None, :] * s_pc, mask=(rows < n)[:, None] & (cs < C)[None, :],
-                    other=0.0).to(ACC)
+        p = _load_probs(p_rows, rows, cs, n, C, s_pc, ACC)
         a = p * (z - tl.sum(p * z, axis=1)[:, None])
         _add_at_phi(a * scale, phi_ptr, out_ptr, rows, cs, n, C, d, D, s_fn, s_fd, s_oc, s_od,
                     BLOCK_D, BIAS, ACC, PRECISION, ATOMIC)
@@ -103,15 +108,13 @@ def _ce_head_hvp_kernel(
             cs = c0 + tl.arange(0, BLOCK_C)
             z = _z_tile(phi_ptr, v_ptr, rows, cs, n, C, d, D, s_fn, s_fd, s_vc, s_vd,
                         BLOCK_N, BLOCK_C, BLOCK_D, BIAS, ACC, PRECISION)
-            p = tl.load(p_rows + cs[None, :] * s_pc, mask=(rows < n)[:, None] & (cs < C)[None, :],
-                        other=0.0).to(ACC)
+            p = _load_probs(p_rows, rows, cs, n, C, s_pc, ACC)
             s += tl.sum(p * z, axis=1)
         for c0 in range(0, C, BLOCK_C):
             cs = c0 + tl.arange(0, BLOCK_C)
             z = _z_tile(phi_ptr, v_ptr, rows, cs, n, C, d, D, s_fn, s_fd, s_vc, s_vd,
                         BLOCK_N, BLOCK_C, BLOCK_D, BIAS, ACC, PRECISION)
-            p = tl.load(p_rows + cs[None, :] * s_pc, mask=(rows < n)[:, None] & (cs < C)[None, :],
-                        other=0.0).to(ACC)
+            p = _load_probs(p_rows, rows, cs, n, C, s_pc, ACC)
             a = p * (z - s[:, None])
             _add_at_phi(a * scale, phi_ptr, out_ptr, rows, cs, n, C, d, D, s_fn, s_fd, s_oc, s_od,
                         BLOCK_D, BIAS, ACC, PRECISION, ATOMIC)
