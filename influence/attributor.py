@@ -139,8 +139,10 @@ class Attributor:
         if rank_and_world()[1] > 1:
             raise InvalidArgumentError("a distributed fit (torchrun) needs `cache_dir`, a folder all processes share")
         with self.fm.eval_mode():
-            self.index = idx.MemoryIndex(self._gradients(self.train, self.task.loss, "train gradients"))
             curvature = self._curvature(self._curvature_data())
+            if self.method.features_use_curvature:
+                self.method.prepare(curvature)
+            self.index = idx.MemoryIndex(self._gradients(self.train, self.task.loss, "train gradients"))
             self._fit_method(curvature)
         return self
 
@@ -204,6 +206,10 @@ class Attributor:
         barrier()
         n = len(self.train)
         with self.fm.eval_mode():
+            curvature = None
+            if self.method.features_use_curvature:  # every rank needs it for its features
+                curvature = self._curvature(self._curvature_data())
+                self.method.prepare(curvature)
             idx.build_shards(folder, n, self.shard_size, self.storage_dtype, self.train.batch,
                              lambda x, y: self._features(x, y, self.task.loss, "train"),
                              rank=rank, world=world, progress=self.progress and n >= 5000)
@@ -212,7 +218,7 @@ class Attributor:
                 shards = idx.collect_shards(folder, n, self.shard_size)
                 self.index = idx.ShardedIndex(folder, {"n_train": n, "dim": key["feature_dim"],
                                                        "storage_dtype": self.storage_dtype, "shards": shards})
-                curvature = self._curvature(self._curvature_data())
+                curvature = curvature or self._curvature(self._curvature_data())
                 self._fit_method(curvature)
                 self._save_state(folder, key, shards, curvature)
             barrier()

@@ -36,10 +36,8 @@ class Arnoldi(Method):
             p). Costs `krylov_dim` curvature products, made `block_size` at a time.
         block_size: directions per block-Lanczos step (batched curvature products).
 
-    Features: when the attributor calls `prepare(curvature, damping)` before computing the
-    training features, φ(∇) = U ∇ (Tensor[b, rank]) and the index is rank-dimensional;
-    otherwise φ is the flat gradient and `precondition` maps back to parameter space
-    (identical scores, p-dimensional index; `diagnostics["feature_dim"]` says which).
+    Features: φ(∇) = U ∇ (Tensor[b, rank]), so the index is rank-dimensional; the
+    eigenpairs are found in `prepare`, before the training features.
     Diagnostics: the kept spectrum (`eigenvalues`, largest |e| first), `negative_eigenvalues`
     among them (curvature="hessian"), `negative_curvature` (some e + λ <= 0: the attributor
     warns), and `ritz_residual`, max ‖A u − e u‖ / max|e| over the kept pairs (small when
@@ -49,6 +47,7 @@ class Arnoldi(Method):
     """
 
     name = "arnoldi"
+    features_use_curvature = True
     options = {"rank": 200, "krylov_dim": None, "block_size": 16, "indefinite": "raise_damping"}
 
     def __init__(self, **options):
@@ -62,23 +61,10 @@ class Arnoldi(Method):
                 raise InvalidArgumentError(f"`krylov_dim` ({self.config['krylov_dim']}) must be >= `rank` "
                                            f"({self.config['rank']})")
         self.eigenvectors: Tensor | None = None
-        self.project_features = False
 
     # ------------------------------------------------------------------ fitting
-    def prepare(self, curvature: Curvature, damping: float) -> None:
-        """Find the eigenpairs before the training features are computed (rank-dim index)."""
-        self._eigendecompose(curvature)
-        self.project_features = True
-
-    def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
-        super().fit(curvature, damping, train_features)
-        if not self.project_features:
-            self._eigendecompose(curvature)
-        self.handle_indefinite(float(self.eigenvalues.min()), float(self.eigenvalues.max()))
-        self.load_state_dict(self.state_dict())  # λ is the one given here, even after `prepare`
-        self.diagnostics["negative_curvature"] = bool((1.0 / self.inverse_eigenvalues <= 0).any())
-
-    def _eigendecompose(self, curvature: Curvature) -> None:
+    def prepare(self, curvature: Curvature) -> None:
+        """Find the top eigenpairs (before the training features, which are projected on them)."""
         p = curvature.p
         rank = min(self.config["rank"], p)
         dim = min(self.config["krylov_dim"] or 2 * rank, p)
@@ -92,30 +78,31 @@ class Arnoldi(Method):
             "ritz_residual": residual,
         }
 
+    def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
+        super().fit(curvature, damping, train_features)
+        self.handle_indefinite(float(self.eigenvalues.min()), float(self.eigenvalues.max()))
+        self.load_state_dict(self.state_dict())  # the inverse eigenvalues with this λ
+        self.diagnostics["negative_curvature"] = bool((1.0 / self.inverse_eigenvalues <= 0).any())
+
     # ------------------------------------------------------------------ features and solve
     def feature_dim(self, fm: FunctionalModel) -> int:
-        return self.eigenvectors.shape[0] if self.project_features else fm.p
+        return min(self.config["rank"], fm.p)
 
     def features(self, fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor,
                  targets: Tensor) -> Tensor:
-        grads = per_example_grads(fm, fn, inputs, targets)
-        return grads @ self.eigenvectors.T if self.project_features else grads
+        U = self.eigenvectors
+        return per_example_grads(fm, fn, inputs, targets).to(U.dtype) @ U.T
 
     def precondition(self, G: Tensor) -> Tensor:
-        U = self.eigenvectors
-        if self.project_features:
-            return G.to(U.dtype) * self.inverse_eigenvalues
-        return ((G.to(U.dtype) @ U.T) * self.inverse_eigenvalues) @ U
+        return G.to(self.inverse_eigenvalues.dtype) * self.inverse_eigenvalues
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"eigenvalues": self.eigenvalues, "eigenvectors": self.eigenvectors,
-                "damping": torch.tensor(float(self.damping), dtype=torch.float64),
-                "project_features": torch.tensor(self.project_features)}
+                "damping": torch.tensor(float(self.damping), dtype=torch.float64)}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.eigenvalues, self.eigenvectors = state["eigenvalues"], state["eigenvectors"]
         self.damping = float(state["damping"])
-        self.project_features = bool(state["project_features"])
         spectrum = self.eigenvalues.abs() if self.config["indefinite"] == "abs" else self.eigenvalues
         self.inverse_eigenvalues = 1.0 / (spectrum + self.damping)
 

@@ -52,12 +52,15 @@ class Method(ABC):
         uses_curvature: whether `fit` needs a `Curvature` and a damping value.
         queries_use_curvature: whether `precondition` needs curvature products (iterative
             solvers); the index then stores the curvature data.
+        features_use_curvature: whether `features` depends on the curvature (e.g. projects
+            onto its eigenvectors); the attributor then calls `prepare` before computing them.
         options: option names with their defaults, accepted as `Attributor(**options)`.
     """
 
     name: ClassVar[str]
     uses_curvature: ClassVar[bool] = True
     queries_use_curvature: ClassVar[bool] = False
+    features_use_curvature: ClassVar[bool] = False
     options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **options: Any):
@@ -122,6 +125,10 @@ class Method(ABC):
         side (stored in the index) and the test side.
         """
         return per_example_grads(fm, fn, inputs, targets)
+
+    def prepare(self, curvature: Curvature) -> None:
+        """Called before any `features` when `features_use_curvature`, with the curvature
+        (undamped); e.g. find the eigenvectors the features are projected on."""
 
     def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
         """Prepare the preconditioner; default: nothing to factorise.

@@ -4,8 +4,6 @@ import pytest
 import torch
 
 import influence as inf
-from influence.curvature import Curvature
-from influence.data import as_data
 from influence.methods.arnoldi import top_eigenpairs
 
 from _reference import ggn, hessian, per_example_grads
@@ -77,15 +75,16 @@ def test_negative_eigenvalues_are_reported(mlp):
         attr.scores(test)
 
 
-def test_prepare_gives_a_rank_dimensional_index_with_the_same_scores(mlp):
+def test_the_index_is_rank_dimensional_on_disk_and_reloads(mlp, tmp_path):
     model, task, train, test = mlp
     H, Gt, Gtr = references(model, task, train, test, "ggn")
     attr = inf.Attributor(model, train, task=task, method="arnoldi", rank=6, krylov_dim=len(H), damping=0.03,
-                          progress=False)
-    attr.method.prepare(Curvature(attr.fm, task, as_data(train, "train"), "ggn"), damping=0.5)
-    attr.fit()  # the damping given to fit (0.03) wins over the one given to prepare
-    assert attr.diagnostics["feature_dim"] == 6
-    assert torch.allclose(attr.scores(test), truncated_scores(H, Gt, Gtr, 0.03, 6), rtol=1e-7, atol=1e-10)
+                          cache_dir=tmp_path, storage_dtype="float64", progress=False).fit()
+    assert attr.diagnostics["feature_dim"] == 6 and attr.index.dim == 6
+    expected = truncated_scores(H, Gt, Gtr, 0.03, 6)
+    assert torch.allclose(attr.scores(test), expected, rtol=1e-7, atol=1e-10)
+    loaded = inf.Attributor.load(tmp_path, model, task=task)
+    assert torch.allclose(loaded.scores(test), expected, rtol=1e-7, atol=1e-10)
 
 
 def test_eigenpairs_with_repeated_eigenvalues_and_indefinite_spectrum():
