@@ -4,14 +4,17 @@
     python -m app --demo text --port 7861
     python -m app --index FOLDER --factory module:function [--weights FILE] --train DATA --eval DATA
 
-Binds 127.0.0.1 unless --host says otherwise; never creates a share link; sends no
-analytics and fetches nothing from the internet (offline Hugging Face settings).
+Binds 127.0.0.1 unless --host says otherwise (and warns when it does); never creates a
+share link (GRADIO_SHARE is refused); caps uploads (--max-upload) and decoded image size;
+sends no analytics and fetches nothing from the internet (offline Hugging Face settings).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,6 +23,8 @@ OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_DATAS
            "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 for _key, _value in OFFLINE.items():  # before gradio, datasets or transformers is imported
     os.environ.setdefault(_key, _value)
+
+MAX_IMAGE_PIXELS = 4096 * 4096  # PIL refuses to decode images over twice this (decompression bombs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,9 +49,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve = parser.add_argument_group("serving")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--max-upload", default="10mb", type=upload_size,
+                       help="largest uploaded file, e.g. 500kb, 10mb (default 10mb); larger uploads are refused")
     serve.add_argument("--k", type=int, default=8, help="training examples per side in a trace")
     serve.add_argument("--max-bad", type=int, default=300,
                        help="worst wrong predictions used by the Suspects and Groups tabs")
+
+
+def upload_size(text: str) -> str:
+    """`--max-upload`: a size such as 500kb, 10mb, 1gb (as gradio's max_file_size reads it)."""
+    if not re.fullmatch(r"[1-9]\d*\s*(b|kb|mb|gb)", text.strip().lower()):
+        raise argparse.ArgumentTypeError(f"expected a size such as 500kb or 10mb, got {text!r}")
+    return text.strip().lower()
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_notes(host: str) -> list[str]:
+    """What the server prints about who can reach it, and about refused share links."""
+    notes = []
+    if is_loopback(host):
+        notes.append(f"bound to {host}: reachable from this machine only (--host to change)")
+    else:
+        notes.append(f"WARNING: bound to {host}: anyone who can reach this machine on the network can open the "
+                     "app and the training data it shows; there is no login. Use --host 127.0.0.1 (the default) "
+                     "unless you mean it")
+    if os.environ.get("GRADIO_SHARE", "").strip().lower() not in ("", "0", "false"):
+        notes.append("GRADIO_SHARE is ignored: this app never creates a public share link")
+    return notes
 
 
 def add_app_subcommand(subparsers) -> argparse.ArgumentParser:
@@ -86,10 +124,21 @@ def run(args: argparse.Namespace) -> int:
     session = Session(setup, max_bad=args.max_bad)
     page = build(session, k=args.k)
     page.queue(default_concurrency_limit=4)
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     print(f"influence app: {setup.name}; ready in {time.perf_counter() - started:.1f} s", flush=True)
-    print(f"influence app: serving on http://{args.host}:{args.port} (Ctrl+C to stop)", flush=True)
+    for note in exposure_notes(args.host):
+        print(f"influence app: {note}", flush=True)
+    print(f"influence app: serving on http://{args.host}:{args.port} (Ctrl+C to stop); uploads up to "
+          f"{args.max_upload}", flush=True)
+    from starlette.middleware import Middleware
+
+    from app.security import LocalFilesOnly
+
     page.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False, quiet=True,
-                show_error=True, footer_links=["api"])
+                show_error=True, footer_links=["api"], max_file_size=args.max_upload, enable_monitoring=False,
+                ssr_mode=False, mcp_server=False, app_kwargs={"middleware": [Middleware(LocalFilesOnly)]})
     return 0
 
 

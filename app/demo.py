@@ -48,7 +48,7 @@ def load_demo(name: str, cache: str | Path | None = None, log: Callable[[str], N
     """Build (first time) or reopen (later) one of `DEMOS`; returns its `Setup`."""
     builders = {"digits": digits, "adult": adult, "text": text}
     if name not in builders:
-        raise ValueError(f"--demo must be one of {list(builders)}, got {name!r}")
+        raise inf.InvalidArgumentError(f"--demo must be one of {list(builders)}, got {name!r}")
     folder = Path(cache) if cache is not None else cache_root()
     return builders[name](folder / name, log=log)
 

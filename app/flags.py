@@ -32,11 +32,19 @@ class FlagStore:
         self._lock = threading.Lock()
         self._flags: dict[int, dict] = {}
         if self.path.exists():
-            data = json.loads(self.path.read_text())
-            if data.get("format_version") != FORMAT_VERSION:
+            try:
+                data = json.loads(self.path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise InvalidArgumentError(f"flags file {self.path} is not valid JSON ({error}); fix or move it "
+                                           "(it is never overwritten while unreadable)") from None
+            if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
                 raise InvalidArgumentError(f"flags file {self.path} has format version "
-                                           f"{data.get('format_version')}, expected {FORMAT_VERSION}")
-            self._flags = {int(f["train_id"]): f for f in data.get("flags", [])}
+                                           f"{data.get('format_version') if isinstance(data, dict) else None}, "
+                                           f"expected {FORMAT_VERSION}")
+            try:
+                self._flags = {int(f["train_id"]): dict(f) for f in data.get("flags", [])}
+            except (TypeError, KeyError, ValueError):
+                raise InvalidArgumentError(f"flags file {self.path}: every flag needs an integer train_id") from None
 
     def get(self, train_id: int) -> str:
         """The verdict of one training example, or "" when it has none."""

@@ -19,7 +19,10 @@ def load_report(folder: str | Path) -> dict:
     path = Path(folder) / "report.json"
     if not path.exists():
         raise InvalidArgumentError(f"--report {folder} has no report.json (write one with Report.save(folder))")
-    doc = json.loads(path.read_text())
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InvalidArgumentError(f"--report {path} is not valid JSON ({error})") from None
     try:
         from influence.report import validate
     except ImportError:  # the report package is optional for the app

@@ -44,16 +44,16 @@ def load_factory(spec: str):
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
-    path = Path(path)
-    if not path.exists():
-        raise InvalidArgumentError(f"--weights {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """Load a `.safetensors` file or a state dict read with `torch.load(weights_only=True)`
+    (never a pickle that could run code) into `model`, strictly."""
+    from influence.report.inputs import read_state_dict
 
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    state = read_state_dict(str(path), "--weights")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())
+        raise InvalidArgumentError(f"--weights {path} does not fit the model built by --factory: {detail}") from None
 
 
 def load_table(path: str | Path, argument: str):
