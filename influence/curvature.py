@@ -20,6 +20,7 @@ from torch import Tensor
 
 from influence.data import ExampleData
 from influence.errors import InvalidArgumentError
+from influence.gradients import check_targets
 from influence.head import LinearHeadProducts, find_linear_head
 from influence.model import FunctionalModel
 from influence.task import Task
@@ -53,6 +54,8 @@ class Curvature:
         x = torch.cat([c[0] for c in chunks]).to(fm.device)
         self._inputs = x.to(fm.dtype) if x.is_floating_point() else x
         self._targets = torch.cat([c[1] for c in chunks]).to(fm.device)
+        for inputs, targets in self.batches():  # a clear error before any product, whatever runs first
+            check_targets(fm, task, inputs, targets, data.argument)
         self.num_products = 0
         self.head = None
         if fused_head:  # for a linear head the GGN equals the Hessian, so either kind applies

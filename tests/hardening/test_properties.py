@@ -34,13 +34,13 @@ def problems(draw):
     n = draw(st.integers(1, 10))
     n_test = draw(st.integers(1, 4))
     d = draw(st.integers(1, 4))
-    classes = draw(st.integers(1, 4))
+    classes = draw(st.sampled_from([2, 3, 4, 2, 1]))  # 1 class: a constant loss, zero curvature
     fault = draw(st.sampled_from(["none"] * (len(FAULTS) - 1) + FAULTS[1:]))  # half clean
     method = draw(st.sampled_from(sorted(METHODS)))
     dtype = draw(st.sampled_from([torch.float32, torch.float64]))
     input_dtype = draw(st.sampled_from([torch.float16, torch.float32, torch.float64]))
     hidden = draw(st.sampled_from([0, 3]))
-    scale = draw(st.sampled_from([1.0, 1e-6, 1e4, 1e30]))  # 1e30: overflow in float32
+    scale = draw(st.sampled_from([1.0, 1.0, 1e-6, 1e4, 1e30]))  # 1e30: overflow in float32
     seed = draw(st.integers(0, 2**16))
     gen = torch.Generator().manual_seed(seed)
     X = (torch.randn(n, d, generator=gen, dtype=torch.float64) * scale).to(input_dtype)
@@ -128,7 +128,7 @@ def run(p, state):
                 torch.testing.assert_close(scores[:, i], scores[:, j], rtol=1e-5, atol=1e-6 * float(scores.abs().max()))
 
 
-@settings(max_examples=120, **SETTINGS)
+@settings(max_examples=250, **SETTINGS)
 @given(problems())
 def test_public_api_returns_finite_shaped_results_or_our_error(p):
     with warnings.catch_warnings():
