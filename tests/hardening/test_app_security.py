@@ -5,7 +5,6 @@ clients for 60 seconds without errors or growing memory."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
