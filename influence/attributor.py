@@ -340,7 +340,17 @@ class Attributor:
 
     def _gradients(self, data: ExampleData, fn: Callable, desc: str) -> Tensor:
         """Per-example gradient features of `fn` over `data`: Tensor[len(data), feature_dim]."""
-        out = torch.empty(len(data), self.method.feature_dim(self.fm), dtype=self.fm.dtype, device=self.fm.device)
+        dim = self.method.feature_dim(self.fm)
+        try:
+            out = torch.empty(len(data), dim, dtype=self.fm.dtype, device=self.fm.device)
+        except (RuntimeError, MemoryError) as error:  # torch reports a failed allocation as RuntimeError
+            size = len(data) * dim * self.fm.dtype.itemsize / 2**30
+            raise InfluenceError(
+                f"the {desc} of method {self.method.name!r} need {size:.1f} GiB in memory ({len(data):,} × {dim:,} "
+                f"{str(self.fm.dtype)[6:]}), more than this machine can allocate; pass cache_dir= to keep the index "
+                "on disk (memory-mapped), storage_dtype='float16' to halve it, or use a method with a small "
+                "feature dimension (trak: projection_dim, arnoldi: rank)"
+            ) from error
         with tqdm(total=len(data), desc=desc, unit="ex", disable=not self.progress or len(data) < 5000,
                   leave=False) as bar:
             for rows, inputs, targets in data.batches(self.batch_size):

@@ -141,3 +141,18 @@ def test_exact_refuses_huge_models():
     X, y = torch.randn(5, 200), torch.randint(0, 60, (5,))
     with pytest.raises(inf.InvalidArgumentError, match="above max_params=10000; use method='cg'"):
         inf.Attributor(model, (X, y), method="exact", progress=False).fit()
+
+
+def test_an_index_too_large_for_memory_is_a_clear_error(logreg, monkeypatch):
+    model, task, train, _ = logreg
+    real_empty = torch.empty
+
+    def failing_empty(*shape, **kwargs):
+        if shape and shape[0] == len(train[1]):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory")
+        return real_empty(*shape, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", failing_empty)
+    attr = inf.Attributor(model, train, task=task, method="identity", progress=False)
+    with pytest.raises(inf.InfluenceError, match="cache_dir=.*GiB|GiB.*cache_dir="):
+        attr.fit()

@@ -116,3 +116,15 @@ def test_attributor_warns_when_solver_does_not_converge(mlp):
     with pytest.warns(inf.InfluenceWarning, match="did not converge"):
         attr.scores(test)
     assert attr.diagnostics["converged"] is False
+
+
+def test_cg_falls_back_to_plain_cg_when_the_preconditioned_solve_diverges(mlp, monkeypatch):
+    model, task, train, test = mlp
+    expected = inf.Attributor(model, train, task=task, method="cg", preconditioner_rank=0,
+                              progress=False).fit().scores(test)
+    attr = inf.Attributor(model, train, task=task, method="cg", preconditioner_rank=5, progress=False).fit()
+    monkeypatch.setattr(attr.method, "_preconditioner", lambda: (lambda R: R * float("inf")))  # overflows
+    got = attr.scores(test)
+    assert attr.diagnostics["preconditioner_dropped"] == "the preconditioned solve diverged"
+    assert attr.diagnostics["converged"] is True
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-8)

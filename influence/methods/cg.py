@@ -79,9 +79,16 @@ class ConjugateGradient(Method):
         return apply
 
     def precondition(self, G: Tensor) -> Tensor:
-        X, info = conjugate_gradient(self.curvature.matvec, G.to(self.curvature.fm.dtype), self.damping,
-                                     tol=self.config["tol"], max_iter=self.config["max_iter"],
-                                     preconditioner=self._preconditioner())
+        B = G.to(self.curvature.fm.dtype)
+        solve = lambda preconditioner: conjugate_gradient(  # noqa: E731
+            self.curvature.matvec, B, self.damping, tol=self.config["tol"], max_iter=self.config["max_iter"],
+            preconditioner=preconditioner)
+        preconditioner = self._preconditioner()
+        X, info = solve(preconditioner)
+        if preconditioner is not None and info.diverged:
+            # in low precision a nearly singular curvature can make M⁻¹ useless: plain CG instead
+            X, info = solve(None)
+            self.diagnostics["preconditioner_dropped"] = "the preconditioned solve diverged"
         self.diagnostics = {**self.diagnostics, **info.as_dict()}
         return X
 
