@@ -126,6 +126,9 @@ def run_config(cls: type[Adapter], problem: Problem, settings: dict, work: Calla
         run = Run(cls.tool, cls.method, full, label or cls.describe(full),
                   status=f"failed: the process died (exit status {process.exitcode})" if process.exitcode
                   else f"timed out after {limit:.0f} s")
+        if verbose:
+            print(f"  {run.tool:18s} {run.method:26s} {run.setting[:48]:48s} {'—':>8s} {'—':>8s}  {run.status}",
+                  flush=True)
     return run
 
 

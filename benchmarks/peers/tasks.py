@@ -165,6 +165,8 @@ def loo_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
     def evaluate(scores: torch.Tensor) -> float:
         scores = scores.detach().cpu().double()
         idx = scores.abs().argsort(dim=1, descending=True)[:, :r]
+        # configs run in forked children: take up what earlier children stored on disk
+        cache.update({int(k): v for k, v in (_load_tensors(path) or {}).items()})
         before = len(cache)
         result = leave_one_out(exact, (Xq, yq), idx, retrain_cache=cache, progress=False)
         if len(cache) > before:
