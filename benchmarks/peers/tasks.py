@@ -179,6 +179,7 @@ def loo_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
                  settings.limit)
     best = _best(ours)
     rows, pairs = _peer_section(peers, problem, work, evaluate, settings.limit, settings.tuned, best)
+    cache.update({int(k): v for k, v in (_load_tensors(path) or {}).items()})  # what the configs stored
     table = markdown_table(HEADER, _our_rows(ours, best) + rows)
     intro = [f"Leave-one-out agreement (benchmarks/loo.py's setting): multinomial logistic regression on digits, "
              f"float64, L2 0.01, n_train={n}, p={fm.p}; the {len(yq)} highest-loss test points × their {r} "
