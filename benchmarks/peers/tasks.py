@@ -86,10 +86,19 @@ def _best(runs: list[Run]) -> Run | None:
     return min((r for r in good if r.score >= top - 5e-4), key=lambda r: r.seconds)
 
 
+# Our rows that are a method with non-default options.
+OUR_VARIANTS = {"trak-countsketch": {"method": "trak", "options": {"projection": "countsketch"}}}
+
+
+def our_config(name: str) -> dict:
+    """The `Ours` settings for a row name: a method, or a variant from OUR_VARIANTS."""
+    return OUR_VARIANTS.get(name, {"method": name})
+
+
 def _ours(problem: Problem, methods: list[str], work, evaluate, limit) -> list[Run]:
     runs = []
     for method in methods:
-        run = run_config(Ours, problem, {"method": method}, work, evaluate, limit)
+        run = run_config(Ours, problem, our_config(method), work, evaluate, limit)
         run.method = method
         runs.append(run)
     return runs
@@ -261,7 +270,7 @@ def lds_task(settings: Settings, peers: list[type[Adapter]], margin_task_cls, da
 
     print(f"\n== LDS: {dataset} {arch}, n_train={n}, p={p}, {len(yq)} test points, 100 subsets × 2 retrains",
           flush=True)
-    our_methods = ["cg", "exact", "arnoldi", "ekfac", "trak", "identity", "tracin"]
+    our_methods = ["cg", "exact", "arnoldi", "ekfac", "trak", "trak-countsketch", "identity", "tracin"]
     if p > 20_000:
         our_methods.remove("exact")
     limit = settings.limit if dataset == "digits" else settings.speed_limit  # cg needs ~5 min on mnist5k
@@ -411,10 +420,9 @@ def speed_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
             return 0.0
 
         large = n > min(settings.speed_sizes)
-        our_methods = ["cg", "trak", "ekfac", "arnoldi", "identity"] + ([] if p > 20_000 else ["exact"])
-        configs = [(Ours, {"method": m}, f"influence-debugger:{m}") for m in our_methods]
-        configs.insert(2, (Ours, {"method": "trak", "options": {"projection": "countsketch"}},
-                           "influence-debugger:trak-countsketch"))
+        our_methods = ["cg", "trak", "trak-countsketch", "ekfac", "arnoldi", "identity"]
+        our_methods += [] if p > 20_000 else ["exact"]
+        configs = [(Ours, our_config(m), f"influence-debugger:{m}") for m in our_methods]
         configs += [(cls, {}, f"{cls.tool}:{cls.method}") for cls in peers]
         all_runs: list[tuple[Run, dict]] = []
         for cls, config, name in configs:
