@@ -229,6 +229,7 @@ def summary_table(data_list: list[dict]) -> list[str]:
                         cells[key] = {}
                         order.append(key)
                     cells[key][kind] = _cell(kind, default, best)
+    order.sort(key=lambda key: key[0] != "influence-debugger")  # our rows first, then each peer as it came
     header = ["tool", "method"] + [_column_name(c) for c in columns]
     rows = [[tool, method] + [cells[(tool, method)].get(c, "") for c in columns] for tool, method in order]
     return markdown_table(header, rows)
