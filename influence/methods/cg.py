@@ -80,17 +80,18 @@ class ConjugateGradient(Method):
 
     def precondition(self, G: Tensor) -> Tensor:
         B = G.to(self.curvature.fm.dtype)
-        solve = lambda preconditioner: conjugate_gradient(  # noqa: E731
-            self.curvature.matvec, B, self.damping, tol=self.config["tol"], max_iter=self.config["max_iter"],
-            preconditioner=preconditioner)
         preconditioner = self._preconditioner()
-        X, info = solve(preconditioner)
+        X, info = self._solve(B, preconditioner)
         if preconditioner is not None and info.diverged:
             # in low precision a nearly singular curvature can make M⁻¹ useless: plain CG instead
-            X, info = solve(None)
+            X, info = self._solve(B, None)
             self.diagnostics["preconditioner_dropped"] = "the preconditioned solve diverged"
         self.diagnostics = {**self.diagnostics, **info.as_dict()}
         return X
+
+    def _solve(self, B: Tensor, preconditioner):
+        return conjugate_gradient(self.curvature.matvec, B, self.damping, tol=self.config["tol"],
+                                  max_iter=self.config["max_iter"], preconditioner=preconditioner)
 
     def state_dict(self) -> dict[str, Tensor]:
         if self.eigenvectors is None:
