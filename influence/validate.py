@@ -14,7 +14,6 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from scipy import stats
 from torch import Tensor

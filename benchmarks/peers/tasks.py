@@ -17,9 +17,7 @@ the README summary.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field

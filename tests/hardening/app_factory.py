@@ -23,12 +23,6 @@ def tiny_digits() -> dict:
 
 def build(folder: Path) -> Path:
     """train/ and eval/ (datasets saved to disk), model.safetensors and index/ in `folder`."""
-    from safetensors.torch import save_file
-
-    from influence.data import as_data
-    from influence.demo_data import load_digits_dataset
-    from influence.training import train_adam
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # multithreaded eigh crawls on a loaded 2-core machine
     try:
