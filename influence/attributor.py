@@ -218,7 +218,8 @@ class Attributor:
                 shards = idx.collect_shards(folder, n, self.shard_size)
                 self.index = idx.ShardedIndex(folder, {"n_train": n, "dim": key["feature_dim"],
                                                        "storage_dtype": self.storage_dtype, "shards": shards})
-                curvature = curvature or self._curvature(self._curvature_data())
+                if curvature is None:
+                    curvature = self._curvature(self._curvature_data())
                 self._fit_method(curvature)
                 self._save_state(folder, key, shards, curvature)
             barrier()

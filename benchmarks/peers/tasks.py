@@ -419,7 +419,8 @@ def speed_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
 
         large = n > min(settings.speed_sizes)
         our_methods = ["cg", "trak", "trak-countsketch", "ekfac", "arnoldi", "identity"]
-        our_methods += [] if p > 20_000 else ["exact"]
+        if p <= 20_000:
+            our_methods.append("exact")
         configs = [(Ours, our_config(m), f"influence-debugger:{m}") for m in our_methods]
         configs += [(cls, {}, f"{cls.tool}:{cls.method}") for cls in peers]
         all_runs: list[tuple[Run, dict]] = []

@@ -6,9 +6,8 @@ from torch import Tensor
 
 from influence.curvature import Curvature
 from influence.errors import InvalidArgumentError
-from influence.methods.arnoldi import top_eigenpairs
 from influence.methods.base import Method, TrainFeatures, register
-from influence.solvers import conjugate_gradient
+from influence.solvers import conjugate_gradient, top_eigenpairs
 
 
 @register

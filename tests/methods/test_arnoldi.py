@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import influence as inf
-from influence.methods.arnoldi import top_eigenpairs
+from influence.solvers import top_eigenpairs
 
 from _reference import ggn, hessian, per_example_grads
 
