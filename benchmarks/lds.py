@@ -1,7 +1,7 @@
 """Linear Datamodeling Score of every method on an MLP over scikit-learn digits (or MNIST-5k).
 
 Park et al. (2023) setting at small scale: MLP d-32-10 (tanh) trained by deterministic
-full-batch Adam with cosine decay (`influence.training.train_adam`, L2 in the objective),
+full-batch Adam with cosine decay (`influence.demos.training.train_adam`, L2 in the objective),
 test measurement = margin log p_y − log Σ_{c≠y} p_c; 100 random 50% subsets of the training
 set, each retrained twice (init seeds 0 and 1: the second gives the seed-noise ceiling),
 cached under benchmarks/.cache; 100 test points. Each method runs at its defaults.
@@ -36,9 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import influence as inf  # noqa: E402
 from _results import append_section, markdown_table  # noqa: E402
 from influence.data import as_data  # noqa: E402
-from influence.demo_data import load_digits_dataset, load_mnist  # noqa: E402
+from influence.demos.data import load_digits_dataset, load_mnist  # noqa: E402
 from influence.lds import lds  # noqa: E402
-from influence.training import train_adam  # noqa: E402
+from influence.demos.training import train_adam  # noqa: E402
 
 CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache")
 # lissa is left out by default: at its default tolerance it needs O(κ) ≈ 10⁴ curvature products

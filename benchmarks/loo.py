@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import influence as inf  # noqa: E402
 from _results import append_section, markdown_table  # noqa: E402
-from influence.demo_data import load_digits_dataset  # noqa: E402
+from influence.demos.data import load_digits_dataset  # noqa: E402
 from influence.data import as_data  # noqa: E402
 from influence.model import FunctionalModel  # noqa: E402
 from influence.training import load_flat, minimize  # noqa: E402

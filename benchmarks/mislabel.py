@@ -30,9 +30,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import influence as inf  # noqa: E402
 from _results import append_section, markdown_table  # noqa: E402
 from influence.data import as_data  # noqa: E402
-from influence.demo_data import load_digits_dataset  # noqa: E402
+from influence.demos.data import load_digits_dataset  # noqa: E402
 from influence.model import FunctionalModel  # noqa: E402
-from influence.training import load_flat, minimize, train_adam  # noqa: E402
+from influence.demos.training import train_adam  # noqa: E402
+from influence.training import load_flat, minimize  # noqa: E402
 
 METHODS = "exact,cg,arnoldi,ekfac,trak,identity"
 CHECKED = (0.1, 0.2, 0.3)

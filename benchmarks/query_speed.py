@@ -31,11 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import influence as inf  # noqa: E402
 from _results import append_section, markdown_table  # noqa: E402
-from influence.demo_data import load_mnist  # noqa: E402
+from influence.demos.data import load_mnist  # noqa: E402
 from influence.gradients import per_example_grads  # noqa: E402
 from influence.model import FunctionalModel  # noqa: E402
 from influence.projection import CountSketch, Projector  # noqa: E402
-from influence.training import train_adam  # noqa: E402
+from influence.demos.training import train_adam  # noqa: E402
 
 
 def timed(fn, repeats: int = 1) -> tuple[float, object]:

@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from _results import append_section, markdown_table  # noqa: E402
 from influence.report import regression_report  # noqa: E402
-from influence.report.demo import adult_scenario, digits_scenario, train_model  # noqa: E402
+from influence.demos.regression import adult_scenario, digits_scenario, train_model  # noqa: E402
 
 SWAP_COLUMNS = ["age", "education-num", "hours-per-week", "capital-gain", "fnlwgt"]
 # age and hours-per-week have the same scale and nearly the same weight: swapping them barely

@@ -68,7 +68,7 @@ def _finish(report, out: str, fail_on: dict, min_confidence: float, seconds: flo
 # ------------------------------------------------------------------ influence demo
 def _demo(args: argparse.Namespace) -> int:
     if args.dataset is None:
-        from influence.demo_data import adult_files
+        from influence.demos.data import adult_files
 
         try:
             adult_files()
@@ -79,7 +79,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.dataset == "digits" and args.corruption == "none":
         return _trace_demo(args)
     from influence.report import regression_report
-    from influence.report.demo import adult_scenario, digits_scenario, train_model
+    from influence.demos.regression import adult_scenario, digits_scenario, train_model
 
     started = time.perf_counter()
     corruption = tuple(args.corruption.split(",")) if args.corruption else (
@@ -175,9 +175,9 @@ def _trace_demo(args: argparse.Namespace) -> int:
 
     import influence as inf
     from influence.data import as_data
-    from influence.demo_data import load_digits_dataset
+    from influence.demos.data import load_digits_dataset
     from influence.plots import save_trace_grid
-    from influence.training import train_adam
+    from influence.demos.training import train_adam
 
     started = time.perf_counter()
     torch.manual_seed(args.seed)

@@ -1,8 +1,8 @@
-"""Small, deterministic trainers used by the demo, the validation and the benchmarks.
+"""Retraining for ground truth: the training objective of a `Task` and its exact minimiser.
 
-`minimize` solves the training objective of a `Task` over the attributed parameters to a
-tight gradient tolerance with full-batch L-BFGS — what leave-one-out ground truth needs.
-`train_adam` is the full-batch Adam + cosine schedule used for the demo networks.
+`minimize` solves the objective over the attributed parameters to a tight gradient
+tolerance with full-batch L-BFGS — what leave-one-out validation needs. Demo training
+(`train_adam`) lives in `influence.demos.training`.
 """
 
 from __future__ import annotations
@@ -41,29 +41,6 @@ def minimize(fm: FunctionalModel, task: Task, inputs: Tensor, targets: Tensor, t
 
     opt.step(closure)
     return theta.detach()
-
-
-def train_adam(model: nn.Module, inputs: Tensor, targets: Tensor, task: Task, epochs: int = 500,
-               lr: float = 1e-2, seed: int = 0) -> nn.Module:
-    """Full-batch Adam with cosine decay to zero on `objective` (all trainable parameters).
-
-    Deterministic for a given seed and data: no shuffling, no dropout noise beyond the model's.
-    Returns the model (trained in place).
-    """
-    torch.manual_seed(seed)
-    fm = FunctionalModel(model, None)
-    theta = fm.theta.clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0.0)
-    model.train()
-    for _ in range(epochs):
-        opt.zero_grad()
-        objective(fm, task, theta, inputs, targets).backward()
-        opt.step()
-        schedule.step()
-    load_flat(model, fm, theta.detach())
-    model.eval()
-    return model
 
 
 def load_flat(model: nn.Module, fm: FunctionalModel, theta: Tensor) -> None:

@@ -44,7 +44,7 @@ def test_trace_demo_is_still_reachable(tmp_path):
 
 def test_adult_demo_finds_the_corrupted_day(tmp_path):
     pytest.importorskip("datasets")
-    from influence.demo_data import adult_files
+    from influence.demos.data import adult_files
 
     try:
         adult_files()

@@ -39,10 +39,10 @@ from adapters.base import Adapter, Problem  # noqa: E402
 from adapters.ours import Ours  # noqa: E402
 from harness import HEADER, Measured, Run, fmt, fmt_time, ratio, result_rows, run_config, sweep  # noqa: E402
 from influence.data import as_data  # noqa: E402
-from influence.demo_data import load_digits_dataset  # noqa: E402
+from influence.demos.data import load_digits_dataset  # noqa: E402
 from influence.model import FunctionalModel  # noqa: E402
 from influence.storage import atomic_write  # noqa: E402
-from influence.training import train_adam  # noqa: E402
+from influence.demos.training import train_adam  # noqa: E402
 
 CACHE = BENCH / ".cache"          # shared with benchmarks/lds.py (git-ignored)
 PEER_CACHE = CACHE / "peers"      # this harness's own ground truth and trained models
@@ -370,7 +370,7 @@ def _plain(tool, method, score, seconds, best) -> list[str]:
 def mnist_model(n: int, epochs: int = 60) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor,
                                                      torch.Tensor, float]:
     """MLP 784-64-10 (float32) trained on the first n MNIST images by full-batch Adam (cached)."""
-    from influence.demo_data import load_mnist
+    from influence.demos.data import load_mnist
 
     X, y = (torch.from_numpy(a) for a in load_mnist("train", limit=n))
     Xt, yt = (torch.from_numpy(a) for a in load_mnist("test", limit=1000))

@@ -29,7 +29,7 @@ from adapters import Problem, Unsupported, peer_adapters  # noqa: E402
 from adapters.base import cross_entropy_margin  # noqa: E402
 from adapters.ours import Ours  # noqa: E402
 from influence.data import as_data  # noqa: E402
-from influence.demo_data import load_digits_dataset  # noqa: E402
+from influence.demos.data import load_digits_dataset  # noqa: E402
 from influence.model import FunctionalModel  # noqa: E402
 from influence.training import load_flat, minimize  # noqa: E402
 

@@ -10,7 +10,7 @@ from torch import nn
 
 import influence as inf
 from influence.data import as_data
-from influence.training import train_adam
+from influence.demos.training import train_adam
 
 from app.session import Setup
 

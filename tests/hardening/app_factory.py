@@ -35,8 +35,8 @@ def _build(folder: Path) -> Path:
     from safetensors.torch import save_file
 
     from influence.data import as_data
-    from influence.demo_data import load_digits_dataset
-    from influence.training import train_adam
+    from influence.demos.data import load_digits_dataset
+    from influence.demos.training import train_adam
 
     train, test = load_digits_dataset(seed=0)
     train = train.select(range(400))

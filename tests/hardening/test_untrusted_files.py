@@ -81,7 +81,7 @@ def test_the_app_refuses_a_malicious_checkpoint(evil, tmp_path, capsys):
 def test_the_mnist_reader_refuses_code_in_its_pickle(tmp_path):
     import numpy as np
 
-    from influence.demo_data import _ArraysOnlyUnpickler
+    from influence.demos.data import _ArraysOnlyUnpickler
 
     marker = tmp_path / "PWNED"
     with pytest.raises(pickle.UnpicklingError, match="refusing to load posix.system"):
@@ -95,7 +95,7 @@ def test_the_mnist_reader_refuses_code_in_its_pickle(tmp_path):
 UNSAFE_CALLS = {"pickle.load", "pickle.loads", "pickle.Unpickler", "cPickle.load", "dill.load", "dill.loads",
                 "joblib.load", "marshal.load", "marshal.loads", "shelve.open", "yaml.load", "yaml.unsafe_load",
                 "torch.jit.load", "torch.package.PackageImporter", "eval", "exec"}
-ALLOWED = {("influence/demo_data.py", "pickle.Unpickler")}  # _ArraysOnlyUnpickler: numpy arrays only
+ALLOWED = {("influence/demos/data.py", "pickle.Unpickler")}  # _ArraysOnlyUnpickler: numpy arrays only
 
 
 def dotted(node) -> str:

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import influence as inf  # noqa: E402
-from influence.demo_data import TabularEncoder, corrupt_rows, split_into_sources  # noqa: E402
+from influence.demos.data import TabularEncoder, corrupt_rows, split_into_sources  # noqa: E402
 from influence.model import FunctionalModel  # noqa: E402
 from influence.training import load_flat, minimize  # noqa: E402
 

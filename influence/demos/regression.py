@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 import influence as inf
-from influence import demo_data
-from influence.training import load_flat, minimize, train_adam
+from influence.demos import data as demo_data
+from influence.demos.training import train_adam
+from influence.training import load_flat, minimize
 
 WEIGHT_DECAY = 1e-3
 
@@ -68,9 +69,9 @@ def digits_mlp() -> nn.Module:
 
 
 # An MLP on Adult is left out: its dense curvature (3.5k parameters over 32k rows) takes minutes on a CPU.
-FACTORIES = {("adult", "logreg"): "influence.report.demo:adult_logreg",
-             ("digits", "logreg"): "influence.report.demo:digits_logreg",
-             ("digits", "mlp"): "influence.report.demo:digits_mlp"}
+FACTORIES = {("adult", "logreg"): "influence.demos.regression:adult_logreg",
+             ("digits", "logreg"): "influence.demos.regression:digits_logreg",
+             ("digits", "mlp"): "influence.demos.regression:digits_mlp"}
 
 
 def build_model(factory: str) -> nn.Module:
