@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from influence import index as idx
+from influence.batching import take, to_model
 from influence.curvature import CURVATURES, Curvature
 from influence.data import ExampleData, as_data
 from influence.distributed import barrier, rank_and_world
@@ -119,7 +120,7 @@ class Attributor:
         self.shard_size = shard_size
         self.progress = progress
         self.seed = seed
-        self.fm = FunctionalModel(model, self.task.parameters)
+        self.fm = FunctionalModel(model, self.task.parameters, forward=self.task.forward)
         self.index: idx.MemoryIndex | idx.ShardedIndex | None = None
         self._self_influence: Tensor | None = None
         self.diagnostics: dict[str, Any] = {}
@@ -138,12 +139,11 @@ class Attributor:
             return self._fit_to_folder()
         if rank_and_world()[1] > 1:
             raise InvalidArgumentError("a distributed fit (torchrun) needs `cache_dir`, a folder all processes share")
-        with self.fm.eval_mode():
-            curvature = self._curvature(self._curvature_data())
-            if self.method.features_use_curvature:
-                self.method.prepare(curvature)
-            self.index = idx.MemoryIndex(self._gradients(self.train, self.task.loss, "train gradients"))
-            self._fit_method(curvature)
+        curvature = self._curvature(self._curvature_data())
+        if self.method.features_use_curvature:
+            self.method.prepare(curvature)
+        self.index = idx.MemoryIndex(self._gradients(self.train, self.task.loss, "train gradients"))
+        self._fit_method(curvature)
         return self
 
     def _fit_method(self, curvature: Curvature | None) -> None:
@@ -205,24 +205,23 @@ class Attributor:
                                                       "complete": False})
         barrier()
         n = len(self.train)
-        with self.fm.eval_mode():
-            curvature = None
-            if self.method.features_use_curvature:  # every rank needs it for its features
+        curvature = None
+        if self.method.features_use_curvature:  # every rank needs it for its features
+            curvature = self._curvature(self._curvature_data())
+            self.method.prepare(curvature)
+        idx.build_shards(folder, n, self.shard_size, self.storage_dtype, self.train.batch,
+                         lambda x, y: self._features(x, y, self.task.loss, "train"),
+                         rank=rank, world=world, progress=self.progress and n >= 5000)
+        barrier()
+        if rank == 0:
+            shards = idx.collect_shards(folder, n, self.shard_size)
+            self.index = idx.ShardedIndex(folder, {"n_train": n, "dim": key["feature_dim"],
+                                                   "storage_dtype": self.storage_dtype, "shards": shards})
+            if curvature is None:
                 curvature = self._curvature(self._curvature_data())
-                self.method.prepare(curvature)
-            idx.build_shards(folder, n, self.shard_size, self.storage_dtype, self.train.batch,
-                             lambda x, y: self._features(x, y, self.task.loss, "train"),
-                             rank=rank, world=world, progress=self.progress and n >= 5000)
-            barrier()
-            if rank == 0:
-                shards = idx.collect_shards(folder, n, self.shard_size)
-                self.index = idx.ShardedIndex(folder, {"n_train": n, "dim": key["feature_dim"],
-                                                       "storage_dtype": self.storage_dtype, "shards": shards})
-                if curvature is None:
-                    curvature = self._curvature(self._curvature_data())
-                self._fit_method(curvature)
-                self._save_state(folder, key, shards, curvature)
-            barrier()
+            self._fit_method(curvature)
+            self._save_state(folder, key, shards, curvature)
+        barrier()
         if rank != 0:
             self._open(folder, idx.read_manifest(folder), verify=False)
         return self
@@ -256,7 +255,7 @@ class Attributor:
             raise idx.IndexFolderError(f"{state_path} cannot be read ({type(error).__name__}: {error}); delete the "
                                        "folder and fit again") from None
         curvature = None
-        if "curvature_inputs" in state:
+        if "curvature_targets" in state:
             curvature = Curvature.from_state(self.fm, self.task, state, self.curvature_kind, self.batch_size)
         self.index = index
         self.damping = manifest["damping"]
@@ -315,7 +314,7 @@ class Attributor:
         ratio = self.damping_ratio
         if ratio is None:
             inputs, _ = self.train.batch(range(min(len(self.train), 64)))
-            convex = is_affine_in_parameters(self.fm, self._to_device(inputs))
+            convex = is_affine_in_parameters(self.fm, to_model(inputs, self.fm.device, self.fm.dtype))
             ratio = DAMPING_RATIO_CONVEX if convex else DAMPING_RATIO_NONCONVEX
         mean_eig = curvature.mean_eigenvalue(seed=self.seed)
         if not math.isfinite(mean_eig) or mean_eig <= 0:
@@ -325,15 +324,11 @@ class Attributor:
             )
         return ratio * mean_eig, f"auto: {ratio:g} × mean eigenvalue {mean_eig:.4g} (Hutchinson, 32 probes)"
 
-    def _to_device(self, inputs: Tensor) -> Tensor:
-        inputs = inputs.to(self.fm.device)
-        return inputs.to(self.fm.dtype) if inputs.is_floating_point() else inputs
-
     def _features(self, inputs: Tensor, targets: Tensor, fn: Callable, argument: str) -> Tensor:
         """Checked per-example features of `fn` for one batch: Tensor[b, feature_dim]."""
         targets = targets.to(self.fm.device)
-        check_targets(self.fm, self.task, self._to_device(inputs), targets, argument)
-        out = torch.cat([self.method.features(self.fm, fn, inputs[lo:lo + self.batch_size],
+        check_targets(self.fm, self.task, to_model(inputs, self.fm.device, self.fm.dtype), targets, argument)
+        out = torch.cat([self.method.features(self.fm, fn, take(inputs, slice(lo, lo + self.batch_size)),
                                               targets[lo:lo + self.batch_size])
                          for lo in range(0, len(targets), self.batch_size)])
         _check_finite(out, f"the gradients of `{argument}` (check the model outputs and loss)")
@@ -390,8 +385,7 @@ class Attributor:
     def test_gradients(self, test: Any) -> Tensor:
         """Features of the test measurement's gradients, Tensor[n_test, feature_dim]."""
         self._require_fit()
-        with self.fm.eval_mode():
-            return self._gradients(as_data(test, "test", **self.read), self.task.measurement, "test gradients")
+        return self._gradients(as_data(test, "test", **self.read), self.task.measurement, "test gradients")
 
     def _score_blocks(self, test: Any, block: int = BLOCK_ROWS):
         """Yield `(offset, scores[n_test, b])` over blocks of training examples."""

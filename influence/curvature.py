@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from influence.batching import concat, from_state, take, to_model, to_state
 from influence.data import ExampleData
 from influence.errors import InvalidArgumentError
 from influence.gradients import check_targets
@@ -51,8 +52,7 @@ class Curvature:
         self.n = len(data)
         self.batch_size = batch_size
         chunks = [(x, y) for _, x, y in data.batches(batch_size)]
-        x = torch.cat([c[0] for c in chunks]).to(fm.device)
-        self._inputs = x.to(fm.dtype) if x.is_floating_point() else x
+        self._inputs = to_model(concat([c[0] for c in chunks]), fm.device, fm.dtype)
         self._targets = torch.cat([c[1] for c in chunks]).to(fm.device)
         for inputs, targets in self.batches():  # a clear error before any product, whatever runs first
             check_targets(fm, task, inputs, targets, data.argument)
@@ -70,18 +70,18 @@ class Curvature:
     def batches(self):
         """Yield `(inputs, targets)` of the curvature data in chunks of `batch_size`."""
         for lo in range(0, self.n, self.batch_size):
-            yield self._inputs[lo:lo + self.batch_size], self._targets[lo:lo + self.batch_size]
+            yield take(self._inputs, slice(lo, lo + self.batch_size)), self._targets[lo:lo + self.batch_size]
 
     def state_dict(self) -> dict[str, Tensor]:
         """The curvature data (inputs and targets), so an index can answer queries without
         going back to the training set."""
-        return {"curvature_inputs": self._inputs, "curvature_targets": self._targets}
+        return {**to_state(self._inputs, "curvature_inputs"), "curvature_targets": self._targets}
 
     @classmethod
     def from_state(cls, fm: FunctionalModel, task: Task, state: dict[str, Tensor], kind: str,
                    batch_size: int = 512) -> Curvature:
-        inputs, targets = state["curvature_inputs"], state["curvature_targets"]
-        data = ExampleData(None, len(targets), lambda idx: (inputs[idx], targets[idx]), "curvature data")
+        inputs, targets = from_state(state, "curvature_inputs"), state["curvature_targets"]
+        data = ExampleData(None, len(targets), lambda idx: (take(inputs, idx), targets[idx]), "curvature data")
         return cls(fm, task, data, kind, batch_size)
 
     @property
@@ -141,10 +141,10 @@ class Curvature:
     def minibatch_matvec(self, V: Tensor, batch_size: int, seed: int) -> Tensor:
         """Unbiased estimate of `(C + weight_decay·I) V` from `batch_size` random examples."""
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        rows = torch.randperm(self.n, generator=gen)[:batch_size].to(self._inputs.device)
+        rows = torch.randperm(self.n, generator=gen)[:batch_size].to(self.fm.device)
         product = self._ggn_block if self.kind == "ggn" else self._hessian_block
         self.num_products += V.shape[0]
-        return product(self._inputs[rows], self._targets[rows], V) / len(rows) + self.task.weight_decay * V
+        return product(take(self._inputs, rows), self._targets[rows], V) / len(rows) + self.task.weight_decay * V
 
     def _ggn_block(self, x: Tensor, y: Tensor, V: Tensor) -> Tensor:
         f = lambda th: self.fm(th, x)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from influence.batching import is_finite
 from influence.errors import InvalidArgumentError
 
 
@@ -44,8 +45,9 @@ class ExampleData:
     def batch(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
         """Inputs and targets of the given examples, checked for NaN/inf inputs."""
         inputs, targets = self._fetch(list(indices))
-        if inputs.is_floating_point() and not torch.isfinite(inputs).all():
-            bad = int(torch.nonzero(~torch.isfinite(inputs.reshape(len(indices), -1)).all(dim=1))[0])
+        finite = is_finite(inputs)
+        if not finite.all():
+            bad = int(torch.nonzero(~finite)[0])
             raise InvalidArgumentError(
                 f"`{self.argument}` has NaN or infinite input values (first at example "
                 f"{indices[bad]}); clean or impute them before computing influence"

@@ -12,12 +12,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from influence.batching import describe, to_model, unsqueeze
 from influence.errors import InvalidArgumentError
 from influence.model import FunctionalModel
 from influence.task import Task
 
 
-def check_targets(fm: FunctionalModel, task: Task, inputs: Tensor, targets: Tensor, argument: str) -> None:
+def check_targets(fm: FunctionalModel, task: Task, inputs, targets: Tensor, argument: str) -> None:
     """Raise a clear error if the model cannot run on `inputs` or the task cannot use
     `targets` with its outputs."""
     try:
@@ -26,13 +27,13 @@ def check_targets(fm: FunctionalModel, task: Task, inputs: Tensor, targets: Tens
     except (RuntimeError, TypeError, ValueError, IndexError) as error:  # wrong width, dtype, rank...
         detail = " ".join(str(error).split())
         raise InvalidArgumentError(
-            f"the model cannot run on the inputs of `{argument}` (shape {tuple(inputs.shape)}, dtype "
-            f"{inputs.dtype}): {type(error).__name__}: {detail}"
+            f"the model cannot run on the inputs of `{argument}` ({describe(inputs)}): "
+            f"{type(error).__name__}: {detail}"
         ) from error
     task.check_batch(outputs, targets, argument)
 
 
-def per_example_grads(fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor,
+def per_example_grads(fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs,
                       targets: Tensor, theta: Tensor | None = None) -> Tensor:
     """∇_θ fn(f(x_i; θ), y_i) for every example i of the batch.
 
@@ -40,17 +41,16 @@ def per_example_grads(fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor
         fm: the model as a function of the flat attributed parameters.
         fn: per-example scalar function of (outputs [b, ...], targets [b, ...]) -> [b],
             e.g. `task.loss` or `task.measurement`.
-        inputs: Tensor[b, ...]; targets: Tensor[b, ...].
+        inputs: Tensor[b, ...] or a dict / tuple of them (see `influence.batching`);
+            targets: Tensor[b, ...].
         theta: parameters to differentiate at (default: the model's current values).
     Returns:
         Tensor[b, p].
     """
     theta = fm.theta if theta is None else theta
 
-    def single(th: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        return fn(fm(th, x.unsqueeze(0)), y.unsqueeze(0)).sum()
+    def single(th: Tensor, x, y: Tensor) -> Tensor:
+        return fn(fm(th, unsqueeze(x)), y.unsqueeze(0)).sum()
 
-    inputs = inputs.to(fm.device)
-    if inputs.is_floating_point():
-        inputs = inputs.to(fm.dtype)
+    inputs = to_model(inputs, fm.device, fm.dtype)
     return torch.func.vmap(torch.func.grad(single), in_dims=(None, 0, 0))(theta, inputs, targets.to(fm.device))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from influence.errors import InvalidArgumentError
+from influence.model import default_forward
 from kernels import softmax_jacobian_vp
 
 
@@ -85,6 +86,11 @@ class Task(ABC):
 
     def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
         """Raise `InvalidArgumentError` if `targets` cannot go with `outputs` (hook)."""
+
+    def forward(self, model: torch.nn.Module, inputs) -> Tensor:
+        """The model outputs for a batch of inputs (hook): `model(**inputs)` for a dict,
+        `model(*inputs)` for a tuple, else `model(inputs)`; `.logits` of a Hugging Face output."""
+        return default_forward(model, inputs)
 
 
 class ClassificationTask(Task):

@@ -23,7 +23,7 @@ import torch
 from influence.curvature import Curvature
 from influence.data import ExampleData
 from influence.gradients import per_example_grads
-from influence.model import FunctionalModel
+from influence.model import FunctionalModel, eval_mode
 from influence.task import Task
 
 
@@ -67,7 +67,7 @@ def newton_group_scores(model: torch.nn.Module, task: Task, train: ExampleData, 
     fm = FunctionalModel(model, task.parameters)
     n, wd = len(train), task.weight_decay
     eye = torch.eye(fm.p, dtype=fm.dtype, device=fm.device)
-    with fm.eval_mode():
+    with eval_mode(model):
         Q = per_example_grads(fm, task.measurement, _cast(fm, queries[0]), queries[1].to(fm.device))  # [r, p]
         sums = group_gradient_sums(fm, task, train, codes, n_groups, batch_size)
         if full is None:
