@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from _reference import ggn, hessian, per_example_grads
 
 import influence as inf
 from influence.solvers import top_eigenpairs
-
-from _reference import ggn, hessian, per_example_grads
 
 
 def truncated_scores(H, G_test, G_train, damping, rank):
