@@ -7,11 +7,11 @@ Q diag(diag(Qᵀ F Q)) Qᵀ, Q = Q_S ⊗ Q_A, F the exact GGN block of the layer
 
 import pytest
 import torch
-from _reference import ggn, per_example_grads
 from torch import nn
 from torch.autograd.functional import jacobian
 
 import influence as inf
+from tests.methods._reference import ggn, per_example_grads
 
 DAMPING = 0.02
 

@@ -4,9 +4,9 @@ import copy
 
 import pytest
 import torch
-from _reference import per_example_grads
 
 import influence as inf
+from tests.methods._reference import per_example_grads
 
 
 def test_weighted_sum_over_checkpoints(mlp):

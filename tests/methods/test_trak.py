@@ -4,11 +4,11 @@ import copy
 
 import pytest
 import torch
-from _reference import per_example_grads
 
 import influence as inf
 from influence.projection import CountSketch
 from kernels import projection_rows
+from tests.methods._reference import per_example_grads
 
 
 def fisher_scores(Gt, Gtr, damping):
