@@ -33,6 +33,10 @@ from influence.storage import (
 
 STORAGE_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
                   "bfloat16": torch.bfloat16}
+# An index of per-example features larger than this (n × dim × itemsize) is not built by
+# default: the methods that would need one project or truncate instead (a p-dimensional
+# memory-mapped index stays an explicit opt-in).
+INDEX_BUDGET_BYTES = 2 << 30
 SHARD_NAME = re.compile(r"features-\d{5,}\.npy")
 
 

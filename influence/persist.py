@@ -30,7 +30,7 @@ class PersistentIndex:
         return {"model_fingerprint": self.fm.fingerprint(), "method": self.method.name,
                 "options": options_key(self.method.options), "task": describe_task(self.task)["class"],
                 "weight_decay": self.task.weight_decay, "parameters": self.fm.names,
-                "n_train": None if self.train is None else len(self.train), "feature_dim": self.features.dim,
+                "n_train": None if self.train is None else len(self.train),
                 "dtype": str(self.fm.dtype), **self.settings}
 
     def _fit_folder(self) -> None:
@@ -57,7 +57,8 @@ class PersistentIndex:
         barrier()
         if rank == 0:
             shards = idx.collect_shards(folder.path, n, self.settings["shard_size"])
-            self.index = idx.ShardedIndex(folder.path, {"n_train": n, "dim": key["feature_dim"], "shards": shards,
+            dim = self.features.dim
+            self.index = idx.ShardedIndex(folder.path, {"n_train": n, "dim": dim, "shards": shards,
                                                         "storage_dtype": self.settings["storage_dtype"]})
             if curvature is None:
                 curvature, prepared = self._prepare()
@@ -65,7 +66,7 @@ class PersistentIndex:
             state = self.method.state_dict()
             if curvature is not None and self.method.queries_use_curvature:
                 state.update(curvature.state_dict())
-            folder.finish(key, shards, (n, key["feature_dim"]), self.settings["storage_dtype"], state,
+            folder.finish(key, shards, (n, dim), self.settings["storage_dtype"], state,
                           fingerprints(train), {"damping": self.damping, "diagnostics": self.diagnostics,
                                                 "task": describe_task(self.task)})
         barrier()

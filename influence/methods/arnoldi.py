@@ -82,7 +82,7 @@ class Arnoldi(Method):
     Options = ArnoldiOptions
     features_use_curvature = True
 
-    def prepare(self, curvature: Curvature) -> dict[str, Any]:
+    def prepare(self, curvature: Curvature, damping: Damping) -> dict[str, Any]:
         """Find the top eigenpairs (before the training features, which are projected on them)."""
         p, o = curvature.p, self.options
         rank = min(o.rank, p)
