@@ -142,7 +142,8 @@ class Attributor(PersistentIndex):
         if not self.method.uses_curvature:
             return None, {}
         data = self.train.sample(self.settings["curvature_samples"], self.settings["seed"])
-        curvature = Curvature(self.fm, self.task, data, self.settings["curvature"], batch_size=self.batch_size)
+        curvature = Curvature(self.fm, self.task, data, self.settings["curvature"], batch_size=self.batch_size,
+                              progress=self.progress)
         return curvature, self.method.prepare(curvature, self._damping()) if self.method.features_use_curvature else {}
 
     def _damping(self) -> Damping:

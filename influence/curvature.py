@@ -24,6 +24,7 @@ from influence.errors import InvalidArgumentError
 from influence.gradients import check_targets
 from influence.head import LinearHeadProducts, find_linear_head
 from influence.model import FunctionalModel
+from influence.progress import phase
 from influence.solvers.lanczos import top_eigenpairs
 from influence.task import Task
 
@@ -69,10 +70,10 @@ class Curvature:
     """
 
     def __init__(self, fm: FunctionalModel, task: Task, data: ExampleData, kind: str = "ggn",
-                 batch_size: int = 512, fused_head: bool = True):
+                 batch_size: int = 512, fused_head: bool = True, progress: bool = False):
         if kind not in CURVATURES:
             raise InvalidArgumentError(f"curvature must be one of {list(CURVATURES)}, got {kind!r}")
-        self.fm, self.task, self.kind = fm, task, kind
+        self.fm, self.task, self.kind, self.progress = fm, task, kind, progress
         self.n = len(data)
         self.batch_size = batch_size
         chunks = [(x, y) for _, x, y in data.batches(batch_size)]
@@ -91,10 +92,13 @@ class Curvature:
                     self.head = None
         self.backend = "fused linear head (kernels.ce_head_hvp)" if self.head else f"torch.func {kind}"
 
-    def batches(self):
-        """Yield `(inputs, targets)` of the curvature data in chunks of `batch_size`."""
-        for lo in range(0, self.n, self.batch_size):
-            yield take(self._inputs, slice(lo, lo + self.batch_size)), self._targets[lo:lo + self.batch_size]
+    def batches(self, desc: str | None = None):
+        """Yield `(inputs, targets)` of the curvature data in chunks of `batch_size` (a pass named
+        `desc` shows a progress bar when `progress`)."""
+        with phase(desc or "", self.n, enabled=self.progress and desc is not None) as bar:
+            for lo in range(0, self.n, self.batch_size):
+                yield take(self._inputs, slice(lo, lo + self.batch_size)), self._targets[lo:lo + self.batch_size]
+                bar.update(min(self.batch_size, self.n - lo))
 
     def state_dict(self) -> dict[str, Tensor]:
         """The curvature data (inputs and targets), so an index can answer queries without
@@ -181,7 +185,7 @@ class Curvature:
         Tensor[b, O, p] (O backward passes per example) and output Hessians Tensor[b, O, O]."""
         single = lambda th, x: self.fm(th, unsqueeze(x))[0]
         jacobian = torch.func.vmap(torch.func.jacrev(single), in_dims=(None, 0))
-        for x, y in self.batches():
+        for x, y in self.batches("curvature: per-example Jacobians"):
             outputs = self.fm(self.fm.theta, x).detach()
             per_row = max(1, max_elements // (outputs[0].numel() * self.p))
             for lo in range(0, len(y), per_row):

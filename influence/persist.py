@@ -53,7 +53,7 @@ class PersistentIndex:
         idx.build_shards(folder.path, n, self.settings["shard_size"], self.settings["storage_dtype"], train.batch,
                          lambda rows, x, y: digest(batch_fingerprints(train, rows, x, y)),
                          lambda x, y: self.features.batch(x, y, self.task.loss, "train"),
-                         rank=rank, world=world, progress=self.progress and n >= 5000)
+                         rank=rank, world=world, progress=self.progress)
         barrier()
         if rank == 0:
             shards = idx.collect_shards(folder.path, n, self.settings["shard_size"])

@@ -87,7 +87,7 @@ def self_influence(index, quadratic: Callable[[Tensor], Tensor], dtype: torch.dt
     """`φ(g_i)ᵀ P φ(g_i)` for every training example, Tensor[n_train], one block at a time
     (`quadratic`: Tensor[b, dim] -> Tensor[b])."""
     parts = []
-    with phase("self-influence", index.n, enabled=progress and index.n > 1024,
+    with phase("self-influence", index.n, enabled=progress,
                hint="a method with a factorised curvature (method='auto') answers in one product") as bar:
         for _, features in index.blocks(block):
             parts.append(quadratic(features.to(dtype)))

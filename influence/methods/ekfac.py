@@ -204,7 +204,7 @@ class EKFAC(Method):
         return torch.cat(parts, dim=1).to(G.dtype)
 
     # ------------------------------------------------------------------ passes over the data
-    def _pseudo_gradients(self, curvature: Curvature) -> Iterator[tuple[list[Tensor], list[Tensor]]]:
+    def _pseudo_gradients(self, curvature: Curvature, desc: str) -> Iterator[tuple[list[Tensor], list[Tensor]]]:
         """Per batch: the layer inputs ã [b, T, d_in] and, for each output-Hessian factor
         column c, the back-propagated g [b, T, d_out] — yielded as (ã per layer, [g per layer] per c)."""
         fm, task = curvature.fm, curvature.task
@@ -221,7 +221,7 @@ class EKFAC(Method):
         handles = [l.module.register_forward_hook(hook(i)) for i, l in enumerate(self.layers)]
         try:
             theta = fm.theta.detach().clone().requires_grad_(True)
-            for x, y in curvature.batches():  # the (sub)sampled training inputs, held in memory
+            for x, y in curvature.batches(desc):  # the (sub)sampled training inputs, held in memory
                 captured.clear()
                 with torch.enable_grad():
                     out = fm(theta, x)
@@ -246,7 +246,7 @@ class EKFAC(Method):
     def _factors(self, curvature: Curvature) -> tuple[list[Tensor], list[Tensor]]:
         A = [0.0] * len(self.layers)
         S = [0.0] * len(self.layers)
-        for acts, grads in self._pseudo_gradients(curvature):
+        for acts, grads in self._pseudo_gradients(curvature, "ekfac: factors"):
             for i, a in enumerate(acts):
                 A[i] = A[i] + torch.einsum("bti,btj->ij", a, a) / a.shape[1]
                 for g in grads:
@@ -255,7 +255,7 @@ class EKFAC(Method):
 
     def _corrected_eigenvalues(self, curvature: Curvature) -> list[Tensor]:
         lam = [torch.zeros_like(self.blocks[l.key]["eigenvalues"]) for l in self.layers]
-        for acts, grads in self._pseudo_gradients(curvature):
+        for acts, grads in self._pseudo_gradients(curvature, "ekfac: eigenvalue correction"):
             for i, (layer, a) in enumerate(zip(self.layers, acts)):
                 a_rot = a @ self.blocks[layer.key]["QA"]
                 for g in grads:
