@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from influence import index as idx
@@ -107,8 +106,7 @@ class PersistentIndex:
         manifest = folder.manifest()
         if manifest is None:
             raise IndexFolderError(f"no index at {folder.path} (no manifest.json); fit() with cache_dir first")
-        if not manifest["complete"]:
-            folder.open(manifest, verify, torch.device("cpu"))  # raises: incomplete
+        folder.require_complete(manifest)
         stored = manifest["key"]
         missing = [k for k in ("method", "options", "n_train", *SETTINGS) if k not in stored]
         if missing:
