@@ -40,7 +40,7 @@ from influence.errors import InvalidArgumentError
 from influence.gradients import per_example_grads
 from influence.methods.base import Method, TrainFeatures, register
 from influence.model import FunctionalModel
-from influence.options import check_number
+from influence.options import check_int, check_number
 
 SUPPORTED = "nn.Linear, and nn.Conv2d with groups=1, padding_mode='zeros' and numeric padding"
 
@@ -138,8 +138,10 @@ class EKFACOptions:
     correct_eigenvalues: bool = True
     skip_unsupported: bool = False
     keep: float = 0.99
+    dense_block: int = 0
 
     def __post_init__(self):
+        check_int(self.dense_block, "dense_block", minimum=0)
         check_number(self.keep, "keep", positive=True)
         if self.keep > 1:
             raise InvalidArgumentError(f"`keep` must be in (0, 1], got {self.keep!r}")
@@ -179,7 +181,9 @@ class EKFAC(Method):
         lam, source = damping.resolve(lambda: float(spectrum.mean()) + wd, "mean eigenvalue (EK-FAC trace)")
         for block, kept in zip(blocks.values(), _kept_components(blocks, wd + lam, self.options.keep)):
             block["kept"] = kept
-        self.restore({**self._block_state(), "damping": _scalar(lam), "weight_decay": _scalar(wd)}, curvature)
+        dense = self._dense_block(curvature) if self.options.dense_block else {}
+        self.restore({**self._block_state(), **dense, "damping": _scalar(lam), "weight_decay": _scalar(wd)},
+                     curvature)
         self.info = {"damping_source": source, "skipped_parameters": skipped,
                      "layers": {l.key: {"A": tuple(A[i].shape), "S": tuple(S[i].shape),
                                         "kept": len(blocks[l.key]["kept"])} for i, l in enumerate(self.layers)},
@@ -253,20 +257,45 @@ class EKFAC(Method):
                     S[i] = S[i] + torch.einsum("bto,btp->op", g[i], g[i])
         return [a / curvature.n for a in A], [s / curvature.n for s in S]
 
+    def _rotated(self, curvature: Curvature, desc: str) -> Iterator[list[list[Tensor]]]:
+        """Per batch, per output-Hessian factor column, per layer: the pseudo-gradients in the
+        Kronecker eigenbasis, Q_Sᵀ G Q_A: Tensor[b, d_out, d_in]."""
+        for acts, grads in self._pseudo_gradients(curvature, desc):
+            rotated_acts = [a @ self.blocks[l.key]["QA"] for l, a in zip(self.layers, acts)]
+            yield [[torch.einsum("bto,btk->bok", g[i] @ self.blocks[l.key]["QS"], rotated_acts[i])
+                    for i, l in enumerate(self.layers)] for g in grads]
+
     def _corrected_eigenvalues(self, curvature: Curvature) -> list[Tensor]:
         lam = [torch.zeros_like(self.blocks[l.key]["eigenvalues"]) for l in self.layers]
-        for acts, grads in self._pseudo_gradients(curvature, "ekfac: eigenvalue correction"):
-            for i, (layer, a) in enumerate(zip(self.layers, acts)):
-                a_rot = a @ self.blocks[layer.key]["QA"]
-                for g in grads:
-                    G_rot = torch.einsum("bto,btk->bok", g[i] @ self.blocks[layer.key]["QS"], a_rot)
+        for columns in self._rotated(curvature, "ekfac: eigenvalue correction"):
+            for layers in columns:
+                for i, G_rot in enumerate(layers):
                     lam[i] += (G_rot * G_rot).sum(0)
         return [x / curvature.n for x in lam]
 
+    def _dense_block(self, curvature: Curvature) -> dict[str, Tensor]:
+        """The exact GGN on the `dense_block` kept components of largest Λ (across layers):
+        B = (1/n) Σ_i Σ_c z_ic z_icᵀ with z the rotated pseudo-gradients there; its eigenpairs,
+        and where those components sit in the feature vector."""
+        kept = [b["kept"] for b in self.blocks.values()]
+        values = torch.cat([b["eigenvalues"].reshape(-1)[k] for b, k in zip(self.blocks.values(), kept)])
+        positions = values.argsort(descending=True)[:self.options.dense_block].sort().values
+        offsets = torch.tensor([0] + [len(k) for k in kept]).cumsum(0)
+        per_layer = [positions[(positions >= lo) & (positions < hi)] - lo for lo, hi in zip(offsets, offsets[1:])]
+        B = torch.zeros(len(positions), len(positions), dtype=values.dtype, device=values.device)
+        for columns in self._rotated(curvature, "ekfac: dense block"):
+            for layers in columns:
+                z = torch.cat([G.reshape(len(G), -1)[:, k[idx]] for G, k, idx in zip(layers, kept, per_layer)], dim=1)
+                B.addmm_(z.T, z)
+        e, V = torch.linalg.eigh(B / curvature.n)
+        return {"<dense-block>/positions": positions, "<dense-block>/values": e, "<dense-block>/vectors": V}
+
     # ------------------------------------------------------------------ solve and persistence
     def _block_state(self) -> dict[str, Tensor]:
-        return {f"{key}/{name}": t for key, block in self.blocks.items() for name, t in block.items()
-                if name != "inverse"}
+        state = {f"{key}/{name}": t for key, block in self.blocks.items() for name, t in block.items()}
+        if getattr(self, "dense", None) is not None:
+            state |= {f"<dense-block>/{name}": t for name, t in self.dense.items()}
+        return state
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"damping": _scalar(self.damping), "weight_decay": _scalar(self.weight_decay), **self._block_state()}
@@ -279,14 +308,27 @@ class EKFAC(Method):
             if "/" in name:
                 key, part = name.rsplit("/", 1)
                 self.blocks.setdefault(key, {})[part] = t
-        self.inverse = torch.cat([1.0 / (b["eigenvalues"].reshape(-1)[b["kept"]] + self.weight_decay + self.damping)
+        self.dense = self.blocks.pop("<dense-block>", None)
+        shift = self.weight_decay + self.damping
+        self.inverse = torch.cat([1.0 / (b["eigenvalues"].reshape(-1)[b["kept"]] + shift)
                                   for b in self.blocks.values()])
+        if self.dense is not None:
+            self.inverse[self.dense["positions"]] = 0.0  # those components go through the dense block
+            self.dense_inverse = 1.0 / (self.dense["values"] + shift)
 
     def precondition(self, G: Tensor) -> tuple[Tensor, None]:
-        return G * self.inverse.to(G.device, G.dtype), None
+        out = G * self.inverse.to(G.device, G.dtype)
+        if self.dense is not None:
+            V, where = self.dense["vectors"], self.dense["positions"]
+            out[:, where] = (((G[:, where].to(V.dtype) @ V) * self.dense_inverse) @ V.T).to(G.dtype)
+        return out, None
 
     def self_scores(self, F: Tensor) -> tuple[Tensor, None]:
-        return (F * F) @ self.inverse.to(F.device, F.dtype), None
+        values = (F * F) @ self.inverse.to(F.device, F.dtype)
+        if self.dense is not None:
+            V = self.dense["vectors"]
+            values = values + ((F[:, self.dense["positions"]].to(V.dtype) @ V) ** 2 @ self.dense_inverse).to(F.dtype)
+        return values, None
 
 
 def _scalar(value: float) -> Tensor:
