@@ -12,7 +12,7 @@ import influence as inf
 from influence.data import as_data
 from influence.demos.training import train_adam
 
-from app.session import Setup
+from app.setup import Setup
 
 SCRIPT = "<script>alert(1)</script>"
 BOLD = "<b>x</b>"
