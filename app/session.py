@@ -33,6 +33,7 @@ from app.flags import FlagStore
 from app.setup import MODALITIES, Setup
 
 PAGE_SIZES = (25, 50, 100, 500)
+SUSPECT_COLUMNS = ["harm", "harmed", "self-influence", "self-influence percentile"]
 Progress = Callable[[float, str], None]
 
 
@@ -169,6 +170,12 @@ class Session:
             table["text"] = [self.preview("train", i) for i in ids]
         return pd.DataFrame(table)
 
+    def columns_of(self, table: str) -> list[str]:
+        """The columns of the "predictions" or "suspects" tables (fixed for a session)."""
+        if table == "predictions":
+            return list(self.prediction_table([]).columns)
+        return list(self.train_table([], {c: [] for c in SUSPECT_COLUMNS}).columns)
+
     def query_ids(self, queries: str) -> Tensor:
         if queries not in self.queries:
             raise InvalidArgumentError(f"`queries` must be one of {list(self.queries)}, got {queries!r}")
@@ -302,9 +309,8 @@ class Session:
                         progress(0.6 + 0.4 * lo / len(y), f"scores of predictions {lo}..{lo + 256}")
                         harm += example_harm(self.attr.scores((X[lo:lo + 256], y[lo:lo + 256])), self.n_train)
                 rank = self_influence.argsort().argsort() + 1
-                self._cache[("suspects", queries)] = pd.DataFrame({
-                    "harm": harm, "harmed": harmed, "self-influence": self_influence,
-                    "self-influence percentile": rank / self.n_train})
+                self._cache[("suspects", queries)] = pd.DataFrame(dict(zip(
+                    SUSPECT_COLUMNS, [harm, harmed, self_influence, rank / self.n_train])))
                 progress(1.0, "done")
             return self._cache[("suspects", queries)]
 

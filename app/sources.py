@@ -69,7 +69,10 @@ def open_report(folder: str | Path, flags: str | Path | None = None, modality: s
     read = dict(input_column=opened.bundle["input_column"], label_column=opened.bundle["label_column"],
                 transform=opened.spec.get("transform"))
     groups = [c for c in opened.bundle["group_by"] if c in opened.train.column_names]
-    spec = {"group_columns": groups, **opened.spec}  # the report's groups, unless the factory names others
+    display = {k: v for k, v in opened.bundle.get("display", {}).items() if k in ("image_shape", "text_column")}
+    spec = {"group_columns": groups, **display, **opened.spec}  # the report's, unless the factory says otherwise
+    if modality == "auto" and opened.bundle.get("display", {}).get("modality"):
+        modality = opened.bundle["display"]["modality"]
     setup = build_setup(spec, opened.attributor, opened.train, opened.eval, opened.class_names, read, modality,
                         name=f"regression report {Path(folder).name}",
                         flags=Path(flags) if flags else Path(folder) / "flags.json")
@@ -114,6 +117,7 @@ def build_setup(spec: dict, attr, train, eval, class_names, read: dict, modality
     modality = guess_modality(train, input_column, spec) if modality == "auto" else modality
     first = train[0][input_column]
     image_shape = spec.get("image_shape") or (_image_shape(first) if modality == "image" else None)
+    image_shape = None if image_shape is None else tuple(int(d) for d in image_shape)
     encode = spec.get("encode")
     if encode is None and modality == "image":
         shape = torch.as_tensor(first).shape

@@ -20,6 +20,7 @@ class ExampleView:
     """Base: components for the query, the ranked training examples and a new input."""
 
     wide_query = False  # show the query across the page (rows) rather than beside the prediction
+    has_thumbnails = False  # tables get an image column (`thumbnail`)
 
     def __init__(self, session: Session):
         self.session = session
@@ -64,6 +65,7 @@ class ImageView(ExampleView):
     """Flattened grayscale images, ink-high values in [0, 1] (like the digits)."""
 
     scale = 12  # display pixels per image pixel
+    has_thumbnails = True
 
     def query_component(self, label, elem_id=None):
         import gradio as gr

@@ -80,14 +80,14 @@ def _fresh_index(out: str) -> Path:
 
 
 def _bundle(out: str, old, new, tables: dict, task, class_names, args, factory: str, new_factory: str,
-            retrain: str | None) -> None:
+            retrain: str | None, display: dict | None = None) -> None:
     from influence.report.bundle import save_bundle
 
     save_bundle(out, old_model=old, new_model=new, train=tables["--train"], eval=tables["--eval"], factory=factory,
                 new_factory=new_factory, task=task, group_by=args.group_by.split(","),
                 input_column=args.input_column, label_column=args.label_column, class_names=class_names,
                 feature_columns=args.feature_columns.split(",") if getattr(args, "feature_columns", None) else None,
-                retrain=retrain)
+                retrain=retrain, display=display)
     print(f"\nopen it in the app (report, model, index and eval data; nothing else to pass):\n"
           f"  influence app --report {shlex.quote(str(out))}")
 
@@ -181,7 +181,7 @@ def _demo_report(args: argparse.Namespace, scenario) -> int:
     tables = {"--train": scenario.new_train, "--eval": scenario.eval}
     args.group_by, args.input_column, args.label_column = ",".join(scenario.group_by), "input", "label"
     _bundle(args.out, old, new, tables, scenario.task, scenario.class_names, args, factory=scenario.factory,
-            new_factory=scenario.factory, retrain=scenario.retrain)
+            new_factory=scenario.factory, retrain=scenario.retrain, display=scenario.display)
     _print_report_command(args.out, scenario)
     return code
 

@@ -80,15 +80,32 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def table_update(frame: pd.DataFrame, view=None, split: str = "train", id_column: str = "train id"):
-    """A Dataframe update showing `frame` readably, with image thumbnails after the id column
-    (image modality; the thumbnail column is the only Markdown one)."""
+def with_thumbnails(frame: pd.DataFrame, view=None, split: str = "train", id_column: str = "train id"
+                    ) -> pd.DataFrame:
+    """`frame` as read (`readable`), with image thumbnails after the id column when the view
+    draws them (image modality). The columns match `thumbnail_datatypes`."""
     shown = readable(frame)
-    thumbs = [] if view is None or shown.empty else [view.thumbnail(split, i) for i in shown[id_column]]
-    if any(thumbs):
-        shown.insert(list(shown.columns).index(id_column) + 1, "image", thumbs)
-    datatype = ["markdown" if c == "image" else "str" for c in shown.columns]
-    return gr.update(value=shown, datatype=datatype)
+    if view is not None and view.has_thumbnails:
+        shown.insert(list(shown.columns).index(id_column) + 1, "image",
+                     [view.thumbnail(split, i) for i in shown[id_column]])
+    return shown
+
+
+def empty_table(columns: list[str], view=None, id_column: str = "train id") -> pd.DataFrame:
+    """An empty table with the columns a `with_thumbnails` table will have (its headers show)."""
+    columns = list(columns)
+    if view is not None and view.has_thumbnails:
+        columns.insert(columns.index(id_column) + 1, "image")
+    return pd.DataFrame(columns=columns)
+
+
+def thumbnail_datatypes(columns: list[str], view=None, id_column: str = "train id") -> list[str]:
+    """Column datatypes of a `with_thumbnails` table: the thumbnail column is the only Markdown
+    one, so a data value is never rendered as Markdown or HTML."""
+    columns = list(columns)
+    if view is not None and view.has_thumbnails:
+        columns.insert(columns.index(id_column) + 1, "image")
+    return ["markdown" if c == "image" else "str" for c in columns]
 
 
 def file_box(label: str, elem_id: str) -> gr.File:

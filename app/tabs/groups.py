@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from app.session import Session
-from app.tabs.common import in_place, md_text, readable, status_box, table_update
+from app.tabs.common import empty_table, in_place, md_text, readable, status_box, thumbnail_datatypes, with_thumbnails
 
 VERDICTS = ["mislabeled", "remove", "keep"]
 
@@ -33,7 +33,9 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
             drill = gr.Button("Show its members")
         members_view = view.examples_component("most harmful members", rows=2, elem_id="members-examples")
         members = gr.Dataframe(label="members, most harmful first (click a row to review it)", interactive=False,
-                               wrap=True, max_height=420, elem_id="members-table")
+                               wrap=True, max_height=420, datatype=thumbnail_datatypes(session.columns_of("suspects"),
+                                                                                       view),
+                               value=empty_table(session.columns_of("suspects"), view), elem_id="members-table")
         with gr.Row():
             verdict = gr.Dropdown(VERDICTS, value=None, label="verdict for every member", elem_id="group-verdict")
             corrected = gr.Dropdown([""] + list(session.setup.class_names), value=None, label="corrected label")
@@ -53,7 +55,7 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
     @in_place(2)
     def drill_down(column, value, on, progress=gr.Progress()):
         frame = session.group_members(column, value, on)
-        return view.show_examples(frame.head(16), "harmful"), table_update(frame, view), ""
+        return view.show_examples(frame.head(16), "harmful"), with_thumbnails(frame, view), ""
 
     @in_place(0)
     def flag_group(column, value, verdict, corrected):

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from app.session import PAGE_SIZES, Session
-from app.tabs.common import file_box, in_place, shown_file, status_box, table_update
+from app.tabs.common import file_box, in_place, shown_file, status_box, thumbnail_datatypes, with_thumbnails
 
 
 def predictions_tab(session: Session, view) -> SimpleNamespace:
@@ -24,13 +24,14 @@ def predictions_tab(session: Session, view) -> SimpleNamespace:
             correctness = gr.Radio(["wrong", "right", "all"], value="wrong", label="predictions")
             min_loss = gr.Number(0.0, label="loss at least", minimum=0)
         with gr.Row():
-            search = gr.Textbox(label="search (an eval id, a class, a value of a column)", elem_id="search")
+            search = gr.Textbox("", label="search (an eval id, a class, a value of a column)", elem_id="search")
             page = gr.Number(1, label="page", precision=0, minimum=1, elem_id="page")
             page_size = gr.Dropdown(list(PAGE_SIZES), value=50, label="rows per page")
             show = gr.Button("Show", variant="primary")
         count = gr.Textbox(show_label=False, container=False, interactive=False, elem_id="predictions-count")
         gr.Markdown("Worst (highest loss) first. Click a row to trace it to the training data.")
         table = gr.Dataframe(label="eval predictions", interactive=False, wrap=True, max_height=560,
+                             datatype=thumbnail_datatypes(session.columns_of("predictions"), view, "eval id"),
                              elem_id="predictions-table")
         with gr.Row():
             download = gr.Button("Download all matching predictions (CSV, full precision)", size="sm")
@@ -43,7 +44,7 @@ def predictions_tab(session: Session, view) -> SimpleNamespace:
         frame, total = session.predictions(true_class, predicted_class, correctness, min_loss or 0.0, search,
                                            int(page or 1), int(page_size or 50))
         pages = max(1, -(-total // int(page_size or 50)))
-        return (table_update(frame, view, "eval", "eval id"),
+        return (with_thumbnails(frame, view, "eval", "eval id"),
                 f"{total} matching predictions; page {int(page or 1)} of {pages}", "")
 
     @in_place(1)

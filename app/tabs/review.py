@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from app.session import Session
-from app.tabs.common import clicked, file_box, in_place, md_text, shown_file, status_box, table_update
+from app.tabs.common import (clicked, empty_table, file_box, in_place, md_text, shown_file, status_box, thumbnail_datatypes,
+                              with_thumbnails)
 
 VERDICTS = ["mislabeled", "remove", "keep", "clear"]
 RANKINGS = {"harm on the chosen predictions": "harm", "how many of them it harms": "harmed",
@@ -34,7 +35,9 @@ def review_tab(session: Session, view) -> SimpleNamespace:
             top_n = gr.Number(50, label="show", precision=0, minimum=1)
             rank_button = gr.Button("Rank", variant="primary")
         suspects = gr.Dataframe(label="training examples (click a row to review it)", interactive=False, wrap=True,
-                                max_height=420, elem_id="suspects-table")
+                                max_height=420, datatype=thumbnail_datatypes(session.columns_of("suspects"), view),
+                                value=empty_table(session.columns_of("suspects"), view),
+                                elem_id="suspects-table")
         panel = _review_panel(session, view)
         flags = gr.Dataframe(label="verdicts", interactive=False, wrap=True, elem_id="flags-table")
         with gr.Row():
@@ -47,7 +50,7 @@ def review_tab(session: Session, view) -> SimpleNamespace:
     def rank(on, sort_by, top_n, progress=gr.Progress()):
         frame = session.suspects(RANKINGS.get(sort_by, sort_by), int(top_n or 50), on,
                                  lambda f, what: progress(f, desc=what))
-        return table_update(frame, view), ""
+        return with_thumbnails(frame, view), ""
 
     @in_place(2)
     def save(train_id, verdict, corrected, note):

@@ -46,6 +46,7 @@ class Scenario:
     factory: str  # "module:function" building an untrained model
     retrain: str  # "module:function" training that model on given data (for --verify)
     class_names: list[str]
+    display: dict  # how the app shows an example: {"modality": ..., "image_shape": ...}
     task: inf.Task = field(default_factory=lambda: inf.ClassificationTask(weight_decay=WEIGHT_DECAY))
 
     def describe(self) -> str:
@@ -141,7 +142,7 @@ def adult_scenario(corruption: tuple[str, ...] = ("swap", "nulls"), corrupt_sour
     factory = FACTORIES[("adult", model)]
     return Scenario("adult", table(train[old_rows].reset_index(drop=True), sources[old_rows]),
                     table(corrupted, sources), table(test), ["source"], corrupt_source, list(corruption), columns,
-                    factory, RETRAINERS[factory], ADULT_CLASSES)
+                    factory, RETRAINERS[factory], ADULT_CLASSES, {"modality": "table"})
 
 
 def digits_scenario(corrupt_source: str = "batch-9", fraction: float = 1.0, model: str = "mlp",
@@ -161,7 +162,7 @@ def digits_scenario(corrupt_source: str = "batch-9", fraction: float = 1.0, mode
     old_train = train.select(np.flatnonzero(sources != "batch-9")) if new_batch else train
     factory = FACTORIES[("digits", model)]
     return Scenario("digits", old_train, new_train, test, ["source"], corrupt_source, ["labels"], ["label"],
-                    factory, RETRAINERS[factory], DIGIT_CLASSES)
+                    factory, RETRAINERS[factory], DIGIT_CLASSES, {"modality": "image", "image_shape": [8, 8]})
 
 
 def fit(factory: str, data, task: inf.Task | None = None, epochs: int = 500, seed: int = 0) -> nn.Module:

@@ -43,12 +43,15 @@ def task_spec(task: Task) -> dict:
 def save_bundle(folder: str | Path, *, old_model: nn.Module, new_model: nn.Module, train: Any, eval: Any,
                 factory: str, task: Task, group_by: list[str], new_factory: str | None = None,
                 input_column: str = "input", label_column: str = "label", class_names: list[str] | None = None,
-                feature_columns: list[str] | None = None, retrain: str | None = None) -> Path:
+                feature_columns: list[str] | None = None, retrain: str | None = None,
+                display: dict | None = None) -> Path:
     """Write the models, the data (`datasets.Dataset`s) and bundle.json into `folder`.
 
     The index is expected in `folder/index` (pass `cache_dir=folder/"index"` to the report).
     `factory` (and `new_factory`) must stay importable where the app runs; a task other than
-    the built-in ones must come from the factory (a dict with "task").
+    the built-in ones must come from the factory (a dict with "task"). `display`: how the app
+    shows an example when the factory does not say (e.g. {"modality": "image", "image_shape":
+    [8, 8]}).
     """
     import datasets
     from safetensors.torch import save
@@ -69,7 +72,7 @@ def save_bundle(folder: str | Path, *, old_model: nn.Module, new_model: nn.Modul
     doc = {"format_version": FORMAT_VERSION, "factory": factory, "new_factory": new_factory or factory,
            "task": task_spec(task), "input_column": input_column, "label_column": label_column,
            "class_names": class_names, "group_by": list(group_by), "feature_columns": feature_columns,
-           "retrain": retrain, "index": "index", "weights": {"old": "model/old.safetensors", "new": "model/new.safetensors"},
+           "retrain": retrain, "display": dict(display or {}), "index": "index", "weights": {"old": "model/old.safetensors", "new": "model/new.safetensors"},
            "data": {"train": "data/train.parquet", "eval": "data/eval.parquet"}}
     write_json(folder / BUNDLE_FILE, doc)
     return folder / BUNDLE_FILE
