@@ -68,7 +68,8 @@ def regressions_table(doc: dict) -> pd.DataFrame:
 def suspects_table(doc: dict) -> pd.DataFrame:
     names = doc["settings"].get("class_names")
     rows = [{"train id": e["train_index"], "label": class_name(e["label"], names), "harm": sig(e["harm"]),
-             "regressions harmed": e["harmful_to"], "self-influence percentile": percent(e["self_influence_percentile"]),
+             "regressions harmed": e["harmful_to"],
+             "self-influence percentile": percent(e["self_influence_percentile"]),
              **{str(k): str(v) for k, v in (e.get("groups") or {}).items()}}
             for e in doc["suspects"]]
     return pd.DataFrame(rows)

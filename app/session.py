@@ -185,7 +185,8 @@ class Session:
     def predictions(self, true_class: str = "all", predicted_class: str = "all", correctness: str = "wrong",
                     min_loss: float = 0.0, search: str = "", page: int = 1, page_size: int = 50
                     ) -> tuple[pd.DataFrame, int]:
-        """One page of the eval predictions, filtered and searched, worst (highest loss) first.
+        """One page of the eval predictions, filtered and searched (`search`: an eval id, or text found
+        in a class name or a column of the eval data), worst (highest loss) first.
 
         Returns the page's table and the number of matching predictions."""
         ids = self.matching(true_class, predicted_class, correctness, min_loss, search)
@@ -214,9 +215,11 @@ class Session:
         ids = torch.nonzero(keep).flatten()
         ids = ids[self.loss[ids].argsort(descending=True, stable=True)].tolist()
         search = str(search or "").strip().lower()
+        if search.isdigit():  # a number is an eval id
+            return [j for j in ids if j == int(search)]
         if search:
             texts = self._search_texts()
-            ids = [j for j in ids if search == str(j) or search in texts[j]]
+            ids = [j for j in ids if search in texts[j]]
         return ids
 
     def _search_texts(self) -> list[str]:

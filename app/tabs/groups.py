@@ -9,9 +9,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from app.session import Session
-from app.tabs.common import empty_table, in_place, md_text, readable, status_box, thumbnail_datatypes, with_thumbnails
-
-VERDICTS = ["mislabeled", "remove", "keep"]
+from app.tabs.common import (VERDICT_CHOICES, empty_table, in_place, md_text, readable, status_box,
+                              thumbnail_datatypes, with_thumbnails)
 
 
 def groups_tab(session: Session, view) -> SimpleNamespace:
@@ -37,7 +36,8 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
                                                                                        view),
                                value=empty_table(session.columns_of("suspects"), view), elem_id="members-table")
         with gr.Row():
-            verdict = gr.Dropdown(VERDICTS, value=None, label="verdict for every member", elem_id="group-verdict")
+            verdict = gr.Dropdown(VERDICT_CHOICES, value=None, label="verdict for every member",
+                                  elem_id="group-verdict")
             corrected = gr.Dropdown([""] + list(session.setup.class_names), value=None, label="corrected label")
             flag = gr.Button("Flag the whole group", size="sm", elem_id="group-flag")
         status = status_box("groups-status")

@@ -24,7 +24,7 @@ def predictions_tab(session: Session, view) -> SimpleNamespace:
             correctness = gr.Radio(["wrong", "right", "all"], value="wrong", label="predictions")
             min_loss = gr.Number(0.0, label="loss at least", minimum=0)
         with gr.Row():
-            search = gr.Textbox("", label="search (an eval id, a class, a value of a column)", elem_id="search")
+            search = gr.Textbox("", label="search: an eval id, or text in a class or a column", elem_id="search")
             page = gr.Number(1, label="page", precision=0, minimum=1, elem_id="page")
             page_size = gr.Dropdown(list(PAGE_SIZES), value=50, label="rows per page")
             show = gr.Button("Show", variant="primary")

@@ -13,10 +13,9 @@ from types import SimpleNamespace
 import gradio as gr
 
 from app.session import Session
-from app.tabs.common import (clicked, empty_table, file_box, in_place, md_text, shown_file, status_box, thumbnail_datatypes,
-                              with_thumbnails)
+from app.tabs.common import (VERDICT_CHOICES, clicked, empty_table, file_box, in_place, md_text, shown_file,
+                              status_box, thumbnail_datatypes, with_thumbnails)
 
-VERDICTS = ["mislabeled", "remove", "keep", "clear"]
 RANKINGS = {"harm on the chosen predictions": "harm", "how many of them it harms": "harmed",
             "self-influence (unusual or mislabeled)": "self-influence"}
 
@@ -81,7 +80,7 @@ def _review_panel(session: Session, view) -> SimpleNamespace:
             train_id = gr.Textbox("", label="training example (click a row, or type its id)", max_lines=1,
                                   elem_id="review-id")
             about = gr.Textbox(show_label=False, container=False, interactive=False, elem_id="review-about")
-            verdict = gr.Radio(VERDICTS, value=None, label="verdict", elem_id="review-verdict")
+            verdict = gr.Radio(VERDICT_CHOICES, value=None, label="verdict", elem_id="review-verdict")
             corrected = gr.Dropdown([""] + list(session.setup.class_names), value=None,
                                     label="corrected label (for mislabeled)", elem_id="review-corrected")
             note = gr.Textbox(label="note", max_lines=2, elem_id="review-note")

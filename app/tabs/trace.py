@@ -13,10 +13,8 @@ import gradio as gr
 import pandas as pd
 
 from app.session import Session, Trace
-from app.tabs.common import SIGN_NOTE, file_box, in_place, md_text, readable, shown_file, status_box
+from app.tabs.common import SIGN_NOTE, VERDICT_CHOICES, file_box, in_place, md_text, readable, shown_file, status_box
 from app.views import trace_summary
-
-VERDICTS = ["mislabeled", "remove", "keep"]
 
 
 def trace_tab(session: Session, view, k: int) -> SimpleNamespace:
@@ -89,7 +87,8 @@ def _shown(table: pd.DataFrame) -> pd.DataFrame:
 
 def _bulk_flag_row(session: Session) -> SimpleNamespace:
     with gr.Row():
-        verdict = gr.Dropdown(VERDICTS, value=None, label="verdict for the k most harmful", elem_id="bulk-verdict")
+        verdict = gr.Dropdown(VERDICT_CHOICES, value=None, label="verdict for the k most harmful",
+                              elem_id="bulk-verdict")
         corrected = gr.Dropdown([""] + list(session.setup.class_names), value=None, label="corrected label",
                                 elem_id="bulk-corrected")
         button = gr.Button("Flag the k most harmful", size="sm", elem_id="bulk-flag")

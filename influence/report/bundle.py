@@ -72,7 +72,8 @@ def save_bundle(folder: str | Path, *, old_model: nn.Module, new_model: nn.Modul
     doc = {"format_version": FORMAT_VERSION, "factory": factory, "new_factory": new_factory or factory,
            "task": task_spec(task), "input_column": input_column, "label_column": label_column,
            "class_names": class_names, "group_by": list(group_by), "feature_columns": feature_columns,
-           "retrain": retrain, "display": dict(display or {}), "index": "index", "weights": {"old": "model/old.safetensors", "new": "model/new.safetensors"},
+           "retrain": retrain, "display": dict(display or {}), "index": "index",
+           "weights": {"old": "model/old.safetensors", "new": "model/new.safetensors"},
            "data": {"train": "data/train.parquet", "eval": "data/eval.parquet"}}
     write_json(folder / BUNDLE_FILE, doc)
     return folder / BUNDLE_FILE

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from influence.attributor import Attributor
 from influence.data import ExampleData, as_data
 from influence.errors import InvalidArgumentError
 from influence.harm import ESTIMATORS, GroupHarm, Metrics, group_codes, group_harm

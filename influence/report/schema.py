@@ -25,7 +25,8 @@ def validate(doc: dict) -> None:
     try:
         import jsonschema
     except ImportError as error:
-        raise ImportError("validating report.json needs `jsonschema`: pip install 'influence-debugger[demo]'") from error
+        raise ImportError("validating report.json needs `jsonschema`: pip install 'influence-debugger[demo]'"
+                          ) from error
     try:
         jsonschema.validate(doc, schema())
     except jsonschema.ValidationError as error:

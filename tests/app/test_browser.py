@@ -131,7 +131,8 @@ def test_report_to_app_to_flags_to_verify(demo_report, browser, screenshots, tmp
     out = tmp_path / "verified"
     proc = run_cli("report", "--old-factory", "influence.demos.regression:digits_logreg", "--old-weights",
                    str(demo_report / "model" / "old.safetensors"), "--new-weights",
-                   str(demo_report / "model" / "new.safetensors"), "--train", str(demo_report / "data" / "train.parquet"),
+                   str(demo_report / "model" / "new.safetensors"), "--train",
+                   str(demo_report / "data" / "train.parquet"),
                    "--eval", str(demo_report / "data" / "eval.parquet"), "--group-by", "source", "--weight-decay",
                    "0.001", "--retrain", "influence.demos.regression:retrain_digits_logreg", "--verify", "--flags",
                    str(exported), "--out", str(out))

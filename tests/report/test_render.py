@@ -13,7 +13,8 @@ from influence.report import regression_report
 from tests.report.scenarios import WEIGHT_DECAY, build
 
 HOSTILE = "<script>alert('pwned')</script>"
-SECTIONS = ["summary", "verification", "groups", "explanations", "harmful-examples", "suspects", "regressions", "diagnostics"]
+SECTIONS = ["summary", "verification", "groups", "explanations", "harmful-examples", "suspects", "regressions",
+            "diagnostics"]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
