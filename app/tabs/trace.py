@@ -25,15 +25,7 @@ def trace_tab(session: Session, view, k: int) -> SimpleNamespace:
             eval_id = gr.Number(first, label="eval example", precision=0, minimum=0, elem_id="eval-id")
             k_slider = gr.Slider(1, 30, value=k, step=1, label="k (examples per side)")
             trace_button = gr.Button("Trace", variant="primary")
-        if view.wide_query:  # a table row: across the page
-            query = view.query_component("input", elem_id="trace-query")
-        with gr.Row():
-            if not view.wide_query:
-                with gr.Column(scale=1):
-                    query = view.query_component("input", elem_id="trace-query")
-            with gr.Column(scale=2):
-                summary = gr.Textbox(show_label=False, container=False, interactive=False, elem_id="trace-summary")
-                probabilities = gr.Label(label="predicted probabilities", num_top_classes=5)
+        query, summary, probabilities = _prediction_row(view)
         gr.Markdown(md_text(SIGN_NOTE + " Click a training example to review it."))
         harmful_view = view.examples_component("most harmful training examples", elem_id="harmful-examples")
         harmful_table = gr.Dataframe(label="most harmful", interactive=False, wrap=True, elem_id="harmful-table")
@@ -78,6 +70,20 @@ def trace_tab(session: Session, view, k: int) -> SimpleNamespace:
     download.click(download_trace, [last], [file, status], api_name="download_trace")
     return SimpleNamespace(eval_id=eval_id, k=k_slider, outputs=outputs, status=status, show=show, trace=trace,
                            harmful_table=harmful_table, helpful_table=helpful_table, last=last, bulk=bulk)
+
+
+def _prediction_row(view) -> tuple:
+    """The traced input (across the page for a table row, else beside), its prediction line and probabilities."""
+    if view.wide_query:
+        query = view.query_component("input", elem_id="trace-query")
+    with gr.Row():
+        if not view.wide_query:
+            with gr.Column(scale=1):
+                query = view.query_component("input", elem_id="trace-query")
+        with gr.Column(scale=2):
+            summary = gr.Textbox(show_label=False, container=False, interactive=False, elem_id="trace-summary")
+            probabilities = gr.Label(label="predicted probabilities", num_top_classes=5)
+    return query, summary, probabilities
 
 
 def _shown(table: pd.DataFrame) -> pd.DataFrame:
