@@ -53,7 +53,8 @@ def _report(args: argparse.Namespace) -> int:
     features = args.feature_columns.split(",") if args.feature_columns else None
     tables = {"--train": load_table(args.train, "--train", features, args.input_column),
               "--eval": load_table(args.eval, "--eval", features, args.input_column)}
-    tables, class_names = encode_labels(tables, args.label_column, new.get("class_names"))
+    names = new.get("class_names") or (args.class_names.split(",") if args.class_names else None)
+    tables, class_names = encode_labels(tables, args.label_column, names)
     task = new.get("task") or (inf.ClassificationTask if args.task == "classification" else inf.RegressionTask)(
         weight_decay=args.weight_decay)
     started = time.perf_counter()
@@ -192,7 +193,9 @@ def _print_report_command(out: str, scenario) -> None:
           f"  influence report --old-factory {scenario.factory} --old-weights {o}/model/old.safetensors "
           f"--new-weights {o}/model/new.safetensors --train {o}/data/train.parquet --eval {o}/data/eval.parquet "
           f"--group-by {','.join(scenario.group_by)} --weight-decay {scenario.task.weight_decay:g} "
-          f"--retrain {scenario.retrain} --verify --out {o}/cli-report --fail-on share=0.5")
+          f"--class-names {shlex.quote(','.join(scenario.class_names))} --retrain {scenario.retrain} --verify "
+          f"--out {o}/cli-report --fail-on share=0.5\n"
+          f"(add --flags FILE to verify the flags exported by the app)")
 
 
 # ------------------------------------------------------------------ parser
@@ -260,6 +263,9 @@ def _report_parser(sub, methods: list[str]) -> None:
     rep.add_argument("--feature-columns", default=None,
                      help="comma-separated numeric columns stacked into the input (instead of --input-column)")
     rep.add_argument("--label-column", default="label")
+    rep.add_argument("--class-names", default=None,
+                     help="comma-separated class names, in class-index order (when the factory gives none): shown "
+                          "in the report, and how --flags' corrected labels and string labels are read")
     rep.add_argument("--task", default="classification", choices=["classification", "regression"])
     rep.add_argument("--weight-decay", type=float, default=0.0,
                      help="the L2 coefficient the new model was trained with ((wd/2)·‖θ‖² in its loss)")

@@ -134,6 +134,19 @@ def demo_report(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def loop_report(demo_report, tmp_path_factory) -> tuple[Path, float]:
+    """The report folder of the browser loop test and the seconds `influence demo` took: the digits
+    demo's (shared with other tests), or the default Adult demo's with APP_LOOP_DEMO=adult."""
+    if os.environ.get("APP_LOOP_DEMO", "digits") != "adult":
+        return demo_report, float("nan")
+    folder = tmp_path_factory.mktemp("adult-demo") / "report"
+    started = time.perf_counter()
+    proc = run_cli("demo", "--out", str(folder))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder, time.perf_counter() - started
+
+
+@pytest.fixture(scope="session")
 def report_server(demo_report):
     """`influence app --report DIR` on the demo report (a subprocess on 127.0.0.1)."""
     pytest.importorskip("gradio")

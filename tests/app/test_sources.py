@@ -21,10 +21,10 @@ FACTORY = "tests.app.factory:small_digits"
 
 def test_a_factory_without_the_indexs_task_is_told_to_return_it(digits_folder):
     f = digits_folder
-    with pytest.raises(InvalidArgumentError, match=r"built with the task ClassificationTask\(weight_decay=0.001\), but "
-                                                   r"--factory tests.app.factory:bare_small_digits gives "
-                                                   r"ClassificationTask\(weight_decay=0.0\); make the factory return "
-                                                   r"\{'model': ..., 'task': ClassificationTask\(weight_decay=0.001\)\}"):
+    expected = (r"built with the task ClassificationTask\(weight_decay=0.001\), but --factory "
+                r"tests.app.factory:bare_small_digits gives ClassificationTask\(weight_decay=0.0\); make the factory "
+                r"return \{'model': ..., 'task': ClassificationTask\(weight_decay=0.001\)\}")
+    with pytest.raises(InvalidArgumentError, match=expected):
         open_index(f / "index", "tests.app.factory:bare_small_digits", f / "train", f / "eval",
                    weights=f / "model.safetensors")
 
