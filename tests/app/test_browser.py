@@ -135,7 +135,8 @@ def test_report_to_app_to_flags_to_verify(loop_report, browser, screenshots, tmp
     out = tmp_path / "verified"
     model, data = folder / "model", folder / "data"
     proc = run_cli("report", "--old-factory", bundle["factory"], "--old-weights", str(model / "old.safetensors"),
-                   "--new-weights", str(model / "new.safetensors"), "--train", str(data / "train.parquet"), "--eval", str(data / "eval.parquet"),
+                   "--new-weights", str(model / "new.safetensors"), "--train", str(data / "train.parquet"),
+                   "--eval", str(data / "eval.parquet"),
                    "--group-by", "source", "--weight-decay", str(bundle["task"]["weight_decay"]), "--class-names",
                    ",".join(classes), "--retrain", bundle["retrain"], "--verify", "--flags", str(exported),
                    "--out", str(out))
