@@ -71,6 +71,9 @@ def test_flags_are_a_candidate_with_their_relabels(joined, verified):
     measured = accuracy(train_logreg(relabelled, encoder.dim), eval_set)
     assert flags["measured"]["accuracy"] == pytest.approx(measured, abs=1e-12)
     assert flags["estimated"]["accuracy"] == pytest.approx(measured, abs=0.02)
+    new_loss = report.summary["new_mean_loss"]  # the Newton step gets the size of the loss change right
+    change = new_loss - flags["measured"]["mean_loss"]
+    assert change > 0 and new_loss - flags["estimated"]["mean_loss"] == pytest.approx(change, rel=0.1)
 
 
 def test_recoverable_is_a_fail_on_metric(verified):
