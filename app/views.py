@@ -51,10 +51,10 @@ class ExampleView:
         return value
 
     def caption(self, row) -> str:
-        """"#12 label 7 · −0.00123" (the estimated loss change if removed, when the row has one)."""
+        """"#12 · 7 · −0.00123": train id, label, and the estimated loss change if removed (when known)."""
         change = row.get("loss change if removed")
         effect = "" if change is None else f" · {sig(float(change))}"
-        return f"#{row['train id']} label {row['label']}{effect}"
+        return f"#{row['train id']} · {row['label']}{effect}"
 
     def thumbnail(self, split: str, i: int) -> str:
         """A Markdown cell for a table (images only: an inline PNG; else "")."""

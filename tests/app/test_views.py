@@ -43,7 +43,7 @@ def test_image_captions_and_thumbnails(digits_setup):
     view = ImageView(session)
     trace = session.trace(int(session.bad[0]), 2)
     row = trace.harmful.iloc[0]
-    assert view.caption(row) == f"#{row['train id']} label {row['label']} · {float(f'{row.iloc[4]:.3g}'):.3g}"
+    assert view.caption(row) == f"#{row['train id']} · {row['label']} · {row['loss change if removed']:.3g}"
     cell = view.thumbnail("train", 5)
     assert cell.startswith("![#5](data:image/png;base64,")
     image = Image.open(io.BytesIO(base64.b64decode(cell.split(",", 1)[1].rstrip(")"))))
