@@ -27,6 +27,7 @@ from torch import Tensor
 from influence.data import as_data
 from influence.errors import InvalidArgumentError
 from influence.harm import example_harm, group_harm
+from influence.report.ranking import percentile_rank, shares
 from influence.report.readable import effect
 
 from app.flags import FlagStore
@@ -133,24 +134,10 @@ class Session:
         return text if len(text) <= 90 else text[:87] + "..."
 
     def check_eval_id(self, eval_id: Any) -> int:
-        try:
-            j = float(eval_id)
-        except (TypeError, ValueError):
-            j = -1.5
-        if j != int(j) or not 0 <= j < len(self.y_eval):
-            raise InvalidArgumentError(f"the eval example must be an integer in [0, {len(self.y_eval) - 1}] (a row of "
-                                       f"the eval data), got {eval_id!r}")
-        return int(j)
+        return _check_id(eval_id, len(self.y_eval), "the eval example", "a row of the eval data")
 
     def check_train_id(self, train_id: Any) -> int:
-        try:
-            i = float(train_id)
-        except (TypeError, ValueError):
-            i = -1.5
-        if i != int(i) or not 0 <= i < self.n_train:
-            raise InvalidArgumentError(f"the training example must be an integer in [0, {self.n_train - 1}] (pick one "
-                                       f"by clicking a row), got {train_id!r}")
-        return int(i)
+        return _check_id(train_id, self.n_train, "the training example", "pick one by clicking a row")
 
     def source_of(self, i: int) -> str:
         """The training example's first group value (its data source), for flags."""
@@ -311,9 +298,8 @@ class Session:
                     for lo in range(0, len(y), 256):
                         progress(0.6 + 0.4 * lo / len(y), f"scores of predictions {lo}..{lo + 256}")
                         harm += example_harm(self.attr.scores((X[lo:lo + 256], y[lo:lo + 256])), self.n_train)
-                rank = self_influence.argsort().argsort() + 1
                 self._cache[("suspects", queries)] = pd.DataFrame(dict(zip(
-                    SUSPECT_COLUMNS, [harm, harmed, self_influence, rank / self.n_train])))
+                    SUSPECT_COLUMNS, [harm, harmed, self_influence, percentile_rank(self_influence)])))
                 progress(1.0, "done")
             return self._cache[("suspects", queries)]
 
@@ -351,11 +337,8 @@ class Session:
             return pd.DataFrame({"group": [], "harm": [], "estimator": [], "share": [], "count": [],
                                  "first-order harm": []})
         result = group_harm(self.attr, (X, y), self.columns[column], train=self.setup.train)
-        harm = result.harm
-        positive = np.clip(harm, 0, None).sum()
-        table = pd.DataFrame({"group": [str(v) for v in result.values], "harm": harm,
-                              "estimator": result.estimator.replace("_", " "),
-                              "share": harm / positive if positive > 0 else np.zeros_like(harm),
+        table = pd.DataFrame({"group": [str(v) for v in result.values], "harm": result.harm,
+                              "estimator": result.estimator.replace("_", " "), "share": shares(result.harm),
                               "count": result.count, "first-order harm": result.first_order_harm})
         return table.sort_values("harm", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -412,3 +395,14 @@ class Session:
                 "wrong": int((self.pred != self.y_eval).sum()), "method": d.get("method"),
                 "curvature_backend": d.get("curvature_backend"), "damping": d.get("damping"),
                 "notes": self.setup.notes}
+
+
+def _check_id(value: Any, n: int, what: str, hint: str) -> int:
+    """`value` as a row index in [0, n), or an `InvalidArgumentError` saying what was expected."""
+    try:
+        i = float(value)
+    except (TypeError, ValueError):
+        i = -1.5
+    if i != int(i) or not 0 <= i < n:
+        raise InvalidArgumentError(f"{what} must be an integer in [0, {n - 1}] ({hint}), got {value!r}")
+    return int(i)

@@ -82,12 +82,20 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _thumbnail_columns(columns, view, id_column: str) -> list[str]:
+    """The columns of a table as shown: an "image" column after the id when the view draws thumbnails."""
+    columns = list(columns)
+    if view is not None and view.has_thumbnails:
+        columns.insert(columns.index(id_column) + 1, "image")
+    return columns
+
+
 def with_thumbnails(frame: pd.DataFrame, view=None, split: str = "train", id_column: str = "train id"
                     ) -> pd.DataFrame:
     """`frame` as read (`readable`), with image thumbnails after the id column when the view
     draws them (image modality). The columns match `thumbnail_datatypes`."""
     shown = readable(frame)
-    if view is not None and view.has_thumbnails:
+    if "image" in _thumbnail_columns(shown.columns, view, id_column):
         shown.insert(list(shown.columns).index(id_column) + 1, "image",
                      [view.thumbnail(split, i) for i in shown[id_column]])
     return shown
@@ -95,19 +103,13 @@ def with_thumbnails(frame: pd.DataFrame, view=None, split: str = "train", id_col
 
 def empty_table(columns: list[str], view=None, id_column: str = "train id") -> pd.DataFrame:
     """An empty table with the columns a `with_thumbnails` table will have (its headers show)."""
-    columns = list(columns)
-    if view is not None and view.has_thumbnails:
-        columns.insert(columns.index(id_column) + 1, "image")
-    return pd.DataFrame(columns=columns)
+    return pd.DataFrame(columns=_thumbnail_columns(columns, view, id_column))
 
 
 def thumbnail_datatypes(columns: list[str], view=None, id_column: str = "train id") -> list[str]:
     """Column datatypes of a `with_thumbnails` table: the thumbnail column is the only Markdown
     one, so a data value is never rendered as Markdown or HTML."""
-    columns = list(columns)
-    if view is not None and view.has_thumbnails:
-        columns.insert(columns.index(id_column) + 1, "image")
-    return ["markdown" if c == "image" else "str" for c in columns]
+    return ["markdown" if c == "image" else "str" for c in _thumbnail_columns(columns, view, id_column)]
 
 
 def file_box(label: str, elem_id: str) -> gr.File:
