@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from influence.errors import InvalidArgumentError
@@ -80,7 +80,7 @@ class FlagStore:
             raise InvalidArgumentError(f"`verdict` must be one of {VERDICTS + ('clear',)}, got {verdict!r}")
         if corrected_label and verdict != "mislabeled":
             raise InvalidArgumentError(f"a corrected label goes with the verdict 'mislabeled', not {verdict!r}")
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         with self._lock:
             for i in train_ids:
                 if verdict == "clear":

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from influence.report.readable import class_name, percent, sig, verification_sentence
-
 from app.tabs.common import plain_finding
+from influence.report.readable import class_name, percent, sig, verification_sentence
 
 
 def summary_text(doc: dict) -> str:

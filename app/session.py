@@ -24,14 +24,14 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from app.flags import FlagStore
+from app.setup import MODALITIES, Setup
+from influence.batching import to_model
 from influence.data import as_data
 from influence.errors import InvalidArgumentError
 from influence.harm import example_harm, group_harm
 from influence.report.ranking import percentile_rank, shares
 from influence.report.readable import effect
-
-from app.flags import FlagStore
-from app.setup import MODALITIES, Setup
 
 PAGE_SIZES = (25, 50, 100, 500)
 SUSPECT_COLUMNS = ["harm", "harmed", "self-influence", "self-influence percentile"]
@@ -101,8 +101,7 @@ class Session:
     def logits(self, X: Tensor) -> Tensor:
         """Model outputs Tensor[n, C] for inputs X, in batches, without gradients."""
         p = next(self.setup.model.parameters())
-        X = X.to(p.device)
-        X = X.to(p.dtype) if X.is_floating_point() else X
+        X = to_model(X, p.device, p.dtype)
         self.setup.model.eval()
         with torch.no_grad():
             return torch.cat([self.setup.model(X[lo:lo + 4096]) for lo in range(0, len(X), 4096)]).float().cpu()

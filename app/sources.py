@@ -22,13 +22,13 @@ from typing import Any
 import torch
 
 import influence as inf
+from app.setup import Setup
+from influence.batching import to_model
 from influence.data import as_data
 from influence.errors import IndexFolderError, InvalidArgumentError
 from influence.report import inputs
 from influence.report.bundle import check_fingerprints, open_bundle, read_report
 from influence.report.fingerprint import data_fingerprint, model_fingerprint
-
-from app.setup import Setup
 
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
@@ -167,5 +167,5 @@ def _ndim(value: Any) -> int:
 def _n_classes(model: torch.nn.Module, train, read: dict) -> int:
     x, _ = as_data(train, "train", **read).batch([0])
     param = next(model.parameters())
-    with torch.no_grad():  # TODO(core-hook): the core's input-casting helper replaces this line at merge
-        return int(model(x.to(param.dtype) if x.is_floating_point() else x).shape[-1])
+    with torch.no_grad():
+        return int(model(to_model(x, param.device, param.dtype)).shape[-1])

@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from influence.report.readable import sig
-
 from app.session import Session, Trace
+from influence.report.readable import sig
 
 
 class ExampleView:

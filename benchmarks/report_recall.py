@@ -36,13 +36,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+from _results import append_section, markdown_table
 
-from _results import append_section, markdown_table  # noqa: E402
-from influence.demos.regression import adult_scenario, digits_scenario, train_model  # noqa: E402
-from influence.report import regression_report  # noqa: E402
-from influence.report.inputs import load_factory  # noqa: E402
+from influence.demos.regression import adult_scenario, digits_scenario, train_model
+from influence.report import regression_report
+from influence.report.inputs import load_factory
 
 SWAP_COLUMNS = ["age", "education-num", "hours-per-week", "capital-gain", "fnlwgt"]
 # age and hours-per-week have the same scale and nearly the same weight: swapping them barely

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from influence.batching import is_finite
 from influence.errors import InvalidArgumentError
 
 
@@ -27,14 +28,16 @@ class ExampleData:
         length: number of examples.
         fetch: `fetch(indices) -> (inputs, targets)` for a list of integer indices.
         argument: the user-facing argument name (`"train"`, `"test"`) used in errors.
+        metadata_columns: columns of `source` that are metadata (groups such as `source`).
     """
 
     def __init__(self, source: Any, length: int, fetch: Callable[[Sequence[int]], tuple[Tensor, Tensor]],
-                 argument: str):
+                 argument: str, metadata_columns: Sequence[str] = ()):
         if length == 0:
             raise InvalidArgumentError(f"`{argument}` is empty; it needs at least one example")
         self.source = source
         self.argument = argument
+        self.metadata_columns = list(metadata_columns)
         self._length = length
         self._fetch = fetch
 
@@ -44,8 +47,9 @@ class ExampleData:
     def batch(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
         """Inputs and targets of the given examples, checked for NaN/inf inputs."""
         inputs, targets = self._fetch(list(indices))
-        if inputs.is_floating_point() and not torch.isfinite(inputs).all():
-            bad = int(torch.nonzero(~torch.isfinite(inputs.reshape(len(indices), -1)).all(dim=1))[0])
+        finite = is_finite(inputs)
+        if not finite.all():
+            bad = int(torch.nonzero(~finite)[0])
             raise InvalidArgumentError(
                 f"`{self.argument}` has NaN or infinite input values (first at example "
                 f"{indices[bad]}); clean or impute them before computing influence"
@@ -60,6 +64,24 @@ class ExampleData:
             rows = range(lo, min(lo + batch_size, stop))
             inputs, targets = self.batch(rows)
             yield rows, inputs, targets
+
+    def subset(self, rows: Sequence[int]) -> ExampleData:
+        """The examples at `rows`, in that order (metadata look-ups still go to the source)."""
+        rows = list(rows)
+        return ExampleData(self.source, len(rows), lambda ids: self.batch([rows[i] for i in ids]), self.argument)
+
+    def sample(self, size: int | None, seed: int) -> ExampleData:
+        """A fixed random subset of `size` examples (in data order); all of them for None."""
+        if size is None or size >= len(self):
+            return self
+        generator = torch.Generator().manual_seed(seed)
+        return self.subset(torch.randperm(len(self), generator=generator)[:size].sort().values.tolist())
+
+    def metadata(self, rows: Sequence[int]) -> dict[str, list]:
+        """{column: values at `rows`} for the metadata columns (empty without any)."""
+        if not self.metadata_columns:
+            return {}
+        return self.source.select_columns(self.metadata_columns)[list(rows)]
 
     def column(self, name: str) -> list:
         """Values of a metadata column, one per example (only for `datasets.Dataset`)."""
@@ -93,6 +115,11 @@ def _from_tensors(data: tuple, argument: str) -> ExampleData:
             f"`{argument}` as a tuple must be (inputs, labels); got a tuple of length {len(data)}"
         )
     inputs, targets = (_as_tensor(x) for x in data)
+    if inputs.ndim == 1 and (targets.ndim == 0 or targets.shape[0] == 1) and inputs.shape[0] != 1:
+        raise InvalidArgumentError(
+            f"`{argument}` looks like one example without a batch dimension (inputs of shape "
+            f"{tuple(inputs.shape)}, {targets.numel()} label); pass (X[None], y.reshape(1)) for a single example"
+        )
     if inputs.ndim == 0 or targets.ndim == 0:
         raise InvalidArgumentError(f"`{argument}` inputs and labels need a leading example dimension")
     if inputs.shape[0] != targets.shape[0]:
@@ -120,7 +147,8 @@ def _from_hf(data: Any, input_column: str, label_column: str, transform: Callabl
             inputs = _as_tensor(raw)
         return inputs, _as_tensor(labels)
 
-    return ExampleData(data, len(data), fetch, argument)
+    metadata = [c for c in data.column_names if c not in (input_column, label_column)]
+    return ExampleData(data, len(data), fetch, argument, metadata)
 
 
 def _from_torch_dataset(data: torch.utils.data.Dataset, argument: str) -> ExampleData:

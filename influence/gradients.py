@@ -7,17 +7,19 @@ pass per batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from influence.batching import describe, to_model, unsqueeze
 from influence.errors import InvalidArgumentError
 from influence.model import FunctionalModel
 from influence.task import Task
 
 
-def check_targets(fm: FunctionalModel, task: Task, inputs: Tensor, targets: Tensor, argument: str) -> None:
+def check_targets(fm: FunctionalModel, task: Task, inputs, targets: Tensor, argument: str) -> None:
     """Raise a clear error if the model cannot run on `inputs` or the task cannot use
     `targets` with its outputs."""
     try:
@@ -26,13 +28,13 @@ def check_targets(fm: FunctionalModel, task: Task, inputs: Tensor, targets: Tens
     except (RuntimeError, TypeError, ValueError, IndexError) as error:  # wrong width, dtype, rank...
         detail = " ".join(str(error).split())
         raise InvalidArgumentError(
-            f"the model cannot run on the inputs of `{argument}` (shape {tuple(inputs.shape)}, dtype "
-            f"{inputs.dtype}): {type(error).__name__}: {detail}"
+            f"the model cannot run on the inputs of `{argument}` ({describe(inputs)}): "
+            f"{type(error).__name__}: {detail}"
         ) from error
     task.check_batch(outputs, targets, argument)
 
 
-def per_example_grads(fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor,
+def per_example_grads(fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs,
                       targets: Tensor, theta: Tensor | None = None) -> Tensor:
     """∇_θ fn(f(x_i; θ), y_i) for every example i of the batch.
 
@@ -40,17 +42,62 @@ def per_example_grads(fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor
         fm: the model as a function of the flat attributed parameters.
         fn: per-example scalar function of (outputs [b, ...], targets [b, ...]) -> [b],
             e.g. `task.loss` or `task.measurement`.
-        inputs: Tensor[b, ...]; targets: Tensor[b, ...].
+        inputs: Tensor[b, ...] or a dict / tuple of them (see `influence.batching`);
+            targets: Tensor[b, ...].
         theta: parameters to differentiate at (default: the model's current values).
     Returns:
         Tensor[b, p].
     """
     theta = fm.theta if theta is None else theta
 
-    def single(th: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        return fn(fm(th, x.unsqueeze(0)), y.unsqueeze(0)).sum()
+    def single(th: Tensor, x, y: Tensor) -> Tensor:
+        return fn(fm(th, unsqueeze(x)), y.unsqueeze(0)).sum()
 
-    inputs = inputs.to(fm.device)
-    if inputs.is_floating_point():
-        inputs = inputs.to(fm.dtype)
+    inputs = to_model(inputs, fm.device, fm.dtype)
     return torch.func.vmap(torch.func.grad(single), in_dims=(None, 0, 0))(theta, inputs, targets.to(fm.device))
+
+
+class CheckpointGradients:
+    """Per-example gradients of one model architecture at several parameter values.
+
+    Args:
+        checkpoints: `None` (only the attributor's model) or a non-empty sequence of
+            `state_dict()`s of the attributor's model (same architecture). Each checkpoint
+            supplies every parameter and buffer, attributed or not.
+    """
+
+    def __init__(self, checkpoints: Sequence[Mapping[str, Tensor]] | None):
+        if checkpoints is not None:
+            if isinstance(checkpoints, Mapping) or not isinstance(checkpoints, Sequence) or not checkpoints:
+                raise InvalidArgumentError("`checkpoints` must be a non-empty list of state_dicts of the model "
+                                           f"(or None for the model as given); got {type(checkpoints).__name__}")
+            if not all(isinstance(c, Mapping) for c in checkpoints):
+                raise InvalidArgumentError("every entry of `checkpoints` must be a state_dict (a mapping of "
+                                           "parameter names to tensors)")
+        self.checkpoints = checkpoints
+        self._models: list[FunctionalModel] | None = None
+        self._source: FunctionalModel | None = None
+
+    def __len__(self) -> int:
+        return 1 if self.checkpoints is None else len(self.checkpoints)
+
+    def models(self, fm: FunctionalModel) -> list[FunctionalModel]:
+        """One `FunctionalModel` per checkpoint, built once from copies of `fm.model`."""
+        if self.checkpoints is None:
+            return [fm]
+        if self._source is not fm:
+            self._models = []
+            for c, state in enumerate(self.checkpoints):
+                model = copy.deepcopy(fm.model)
+                try:
+                    model.load_state_dict(state)
+                except RuntimeError as err:
+                    raise InvalidArgumentError(f"`checkpoints[{c}]` does not fit the model: {err}") from None
+                self._models.append(FunctionalModel(model.to(fm.device, fm.dtype), fm.names, forward=fm.forward))
+            self._source = fm
+        return self._models
+
+    def grads(self, fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor,
+              targets: Tensor) -> list[Tensor]:
+        """Per-example gradients at every checkpoint: a list of C tensors [b, p]."""
+        return [per_example_grads(m, fn, inputs, targets) for m in self.models(fm)]

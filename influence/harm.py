@@ -34,8 +34,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from influence.batching import to_model
 from influence.data import ExampleData, as_data
 from influence.errors import InvalidArgumentError
+from influence.model import eval_mode
 
 NEWTON_MAX_PARAMS = 5000  # the dense p×p curvature (and one per group) is affordable up to this p
 NEWTON_MAX_GROUPS = 50  # estimator="auto": group removal for columns with at most this many values
@@ -244,9 +246,7 @@ class ParameterSpace:
 
     def __init__(self, attr, train: ExampleData, batch_size: int = 512):
         self.attr = attr
-        from influence.model import FunctionalModel
-
-        self.fm = FunctionalModel(attr.model, attr.task.parameters)
+        self.fm = attr.fm  # the Attributor's view of the model: same parameters, forward and eval mode
         self.task, self.train, self.n, self.batch_size = attr.task, train, len(train), batch_size
         self.kind = attr.diagnostics["curvature"]
         if self.n != _n_train(attr):
@@ -254,8 +254,7 @@ class ParameterSpace:
         self.full = damped_curvature(attr, self.fm, train, self.kind).to(self.fm.dtype)
 
     def _cast(self, x: Tensor) -> Tensor:
-        x = x.to(self.fm.device)
-        return x.to(self.fm.dtype) if x.is_floating_point() else x
+        return to_model(x, self.fm.device, self.fm.dtype)
 
     def query_gradients(self, queries: Any) -> Tensor:
         """∇m(query_j) for every query, Tensor[n_queries, p]."""
@@ -263,14 +262,14 @@ class ParameterSpace:
 
         data = as_data(queries, "queries", **_read_options(self.attr))
         X, y = data.batch(range(len(data)))
-        with self.fm.eval_mode():
+        with eval_mode(self.fm.model):
             return per_example_grads(self.fm, self.task.measurement, self._cast(X), y.to(self.fm.device))
 
     def gradient_sums(self, codes: np.ndarray, n_groups: int) -> Tensor:
         """Σ_{i∈G} ∇ℓ_i for every group: Tensor[n_groups, p] (one backward pass per group and batch)."""
         sums = torch.zeros(n_groups, self.fm.p, dtype=self.fm.dtype, device=self.fm.device)
         theta = self.fm.theta.clone().requires_grad_(True)
-        with self.fm.eval_mode():
+        with eval_mode(self.fm.model):
             for rows, x, y in self.train.batches(self.batch_size):
                 losses = self.task.loss(self.fm(theta, self._cast(x)), y.to(self.fm.device))
                 batch = torch.as_tensor(codes[rows.start:rows.stop], device=self.fm.device)
@@ -295,7 +294,7 @@ class ParameterSpace:
         rows = sorted(relabel)
         X, y = self.train.batch(rows)
         corrected = torch.tensor([relabel[i] for i in rows], dtype=y.dtype)
-        with self.fm.eval_mode():
+        with eval_mode(self.fm.model):
             old = per_example_grads(self.fm, self.task.loss, self._cast(X), y.to(self.fm.device))
             new = per_example_grads(self.fm, self.task.loss, self._cast(X), corrected.to(self.fm.device))
         return (old - new).sum(dim=0)
@@ -306,9 +305,9 @@ class ParameterSpace:
         if len(rows):
             from influence.curvature import Curvature
 
-            subset = _subset(self.train, [int(i) for i in rows])
+            subset = self.train.subset([int(i) for i in rows])
             eye = torch.eye(self.fm.p, dtype=self.fm.dtype, device=self.fm.device)
-            with self.fm.eval_mode():
+            with eval_mode(self.fm.model):
                 group = Curvature(self.fm, self.task, subset, self.kind, self.batch_size).dense()
             reduced = self.full - (group - self.task.weight_decay * eye) * (len(rows) / self.n)
         return torch.linalg.solve(reduced, gradient.to(self.fm.dtype)) / self.n
@@ -318,7 +317,7 @@ class ParameterSpace:
         from influence.task import ClassificationTask
 
         losses, correct = [], []
-        with torch.no_grad(), self.fm.eval_mode():
+        with torch.no_grad(), eval_mode(self.fm.model):
             for _, x, y in data.batches(4096):
                 out = self.fm(theta, self._cast(x))
                 y = y.to(self.fm.device)
@@ -330,25 +329,15 @@ class ParameterSpace:
         return Metrics(accuracy, float(loss.mean()))
 
 
-def _subset(data: ExampleData, rows: list[int]) -> ExampleData:
-    return ExampleData(data.source, len(rows), lambda ids: data.batch([rows[i] for i in ids]), data.argument)
-
-
 def damped_curvature(attr, fm, train: ExampleData, kind: str) -> Tensor:
     """`H + λI`, Tensor[p, p]: from the method when it holds it ("exact"), else built from p
     curvature products over `train` (the Attributor's curvature kind and damping)."""
-    method = attr.method
-    if hasattr(method, "damped_curvature"):
-        try:
-            return method.damped_curvature()
-        except InvalidArgumentError:
-            pass  # a method without a curvature matrix: build it below
-    elif method.name == "exact":  # TODO(core-hook): attr.method.damped_curvature() replaces this branch
-        state = method.state_dict()
-        V = state["eigenvectors"]
-        return (V * (state["eigenvalues"] + attr.damping)) @ V.T
+    try:
+        return attr.method.damped_curvature()
+    except InvalidArgumentError:
+        pass  # a method without a curvature matrix: build it below
     from influence.curvature import Curvature
 
     eye = torch.eye(fm.p, dtype=fm.dtype, device=fm.device)
-    with fm.eval_mode():
+    with eval_mode(fm.model):
         return Curvature(fm, attr.task, train, kind).dense() + float(attr.damping) * eye

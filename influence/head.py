@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from influence.batching import num_rows, take
 from influence.model import FunctionalModel
 from influence.task import ClassificationTask, Task
 from kernels import ce_head_hvp
@@ -59,12 +60,12 @@ class LinearHeadProducts:
         hook = module.register_forward_hook(lambda m, args, out: captured.append(args[0].detach()))
         try:
             with torch.no_grad():
-                outputs = torch.cat([fm(fm.theta, inputs[lo:lo + batch_size])
-                                     for lo in range(0, len(inputs), batch_size)])
+                outputs = torch.cat([fm(fm.theta, take(inputs, slice(lo, lo + batch_size)))
+                                     for lo in range(0, num_rows(inputs), batch_size)])
         finally:
             hook.remove()
         phi = torch.cat(captured)
-        if phi.ndim != 2 or outputs.shape != (len(inputs), self.C):
+        if phi.ndim != 2 or outputs.shape != (num_rows(inputs), self.C):
             raise LookupError("the head is applied to non-flat features or is not the model output")
         W = fm.unflatten(fm.theta)
         logits = phi @ W[f"{head}.weight" if head else "weight"].T
@@ -73,6 +74,13 @@ class LinearHeadProducts:
         if not torch.allclose(logits, outputs, rtol=1e-5, atol=1e-6):
             raise LookupError("the head's output is transformed before the model returns it")
         self.phi, self.probs = phi, torch.softmax(outputs, dim=-1)
+
+    def mean_eigenvalue(self) -> float:
+        """trace(C + weight_decay·I) / p, exactly: `(1/n) Σ_i tr(diag(p_i) − p_i p_iᵀ)·‖φ̃_i‖²`
+        with φ̃_i the head input (and a 1 for the bias)."""
+        width = (self.phi**2).sum(dim=1) + float(self.has_bias)
+        trace = float(((1 - (self.probs**2).sum(dim=1)) * width).mean())
+        return trace / (self.C * (self.d + self.has_bias)) + self.weight_decay
 
     def matvec(self, V: Tensor) -> Tensor:
         """V: Tensor[k, p] in the flattening order (weight C×d, then bias C) -> Tensor[k, p]."""

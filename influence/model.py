@@ -1,15 +1,16 @@
 """A model viewed as a function of one flat vector of attributed parameters.
 
 Influence methods work with θ as a flat vector of the attributed parameters (length p);
-the other parameters and buffers are held fixed. `FunctionalModel(model, task)(θ, x)`
-returns the model outputs for inputs `x` with those parameters.
+the other parameters and buffers are held fixed. `FunctionalModel(model, names)(θ, inputs)`
+returns the model outputs for `inputs` (a tensor, or a dict / tuple of tensors: see
+`influence.batching`) with those parameters, always in eval mode.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -44,14 +45,25 @@ def select_parameters(model: nn.Module, wanted: list[str] | None) -> list[str]:
 class FunctionalModel:
     """`model` as `f(θ, inputs)` with θ a flat vector of the attributed parameters.
 
+    Args:
+        model: the module; never modified.
+        parameter_names: attributed parameters (see `select_parameters`); None = all trainable.
+        forward: `forward(model, inputs) -> outputs`, how the model is called (default
+            `default_forward`; a task passes its `Task.forward`).
+        in_eval_mode: run every call in eval mode (dropout off, batch-norm statistics
+            fixed), restoring each submodule's mode afterwards. Attribution always does;
+            training code passes False.
     Attributes:
         names: attributed parameter names, in flattening order.
         theta: Tensor[p], the current values (detached copy).
         p: number of attributed scalars.
     """
 
-    def __init__(self, model: nn.Module, parameter_names: list[str] | None = None):
+    def __init__(self, model: nn.Module, parameter_names: list[str] | None = None,
+                 forward: Callable | None = None, in_eval_mode: bool = True):
         self.model = model
+        self.forward = forward or default_forward
+        self.in_eval_mode = in_eval_mode
         self.names = select_parameters(model, parameter_names)
         params = dict(model.named_parameters())
         self.shapes = [params[n].shape for n in self.names]
@@ -65,8 +77,14 @@ class FunctionalModel:
     def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
         return {n: t.view(s) for n, t, s in zip(self.names, theta.split(self.numels), self.shapes)}
 
-    def __call__(self, theta: Tensor, inputs: Tensor) -> Tensor:
-        return torch.func.functional_call(self.model, {**self.fixed, **self.unflatten(theta)}, (inputs,))
+    def __call__(self, theta: Tensor, inputs) -> Tensor:
+        params = {**self.fixed, **self.unflatten(theta)}
+        call = lambda: torch.func.functional_call(_Forward(self.model, self.forward),
+                                                  {f"model.{n}": t for n, t in params.items()}, (inputs,))
+        if not self.in_eval_mode:
+            return call()
+        with eval_mode(self.model):
+            return call()
 
     def fingerprint(self) -> str:
         """SHA-256 of the architecture description and all parameter and buffer values."""
@@ -76,15 +94,41 @@ class FunctionalModel:
             h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
 
-    @contextlib.contextmanager
-    def eval_mode(self) -> Iterator[None]:
-        """Run the model in eval mode (dropout off, batch-norm statistics fixed), then restore."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            yield
-        finally:
-            self.model.train(was_training)
+
+class _Forward(nn.Module):
+    """`forward(model, inputs)` as a module, so `functional_call` can swap the parameters."""
+
+    def __init__(self, model: nn.Module, forward: Callable):
+        super().__init__()
+        self.model, self._forward = model, forward
+
+    def forward(self, inputs):
+        return self._forward(self.model, inputs)
+
+
+def default_forward(model: nn.Module, inputs):
+    """`model(**inputs)` for a dict, `model(*inputs)` for a tuple/list, else `model(inputs)`;
+    an output with `.logits` (a Hugging Face model output) gives its logits."""
+    if isinstance(inputs, dict):
+        out = model(**inputs)
+    elif isinstance(inputs, (tuple, list)):
+        out = model(*inputs)
+    else:
+        out = model(inputs)
+    return out.logits if hasattr(out, "logits") else out
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run `model` in eval mode (dropout off, batch-norm statistics fixed), then restore the
+    mode of every submodule as it was (a partly frozen model stays partly frozen)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def is_affine_in_parameters(fm: FunctionalModel, inputs: Tensor, seed: int = 0) -> bool:

@@ -13,7 +13,6 @@ import influence as inf
 from influence.harm import GroupHarm, estimated_metrics, example_harm, group_harm
 from influence.model import FunctionalModel
 from influence.training import minimize
-
 from tests.conftest import make_blobs
 
 TASK = inf.ClassificationTask(weight_decay=0.05)

@@ -9,8 +9,16 @@ from types import SimpleNamespace
 import gradio as gr
 
 from app.session import Session
-from app.tabs.common import (VERDICT_CHOICES, empty_table, in_place, md_text, readable, status_box,
-                              thumbnail_datatypes, with_thumbnails)
+from app.tabs.common import (
+    VERDICT_CHOICES,
+    empty_table,
+    in_place,
+    md_text,
+    readable,
+    status_box,
+    thumbnail_datatypes,
+    with_thumbnails,
+)
 
 
 def groups_tab(session: Session, view) -> SimpleNamespace:

@@ -13,8 +13,18 @@ from types import SimpleNamespace
 import gradio as gr
 
 from app.session import Session
-from app.tabs.common import (VERDICT_CHOICES, clicked, empty_table, file_box, in_place, md_text, shown_file,
-                              status_box, thumbnail_datatypes, with_thumbnails)
+from app.tabs.common import (
+    VERDICT_CHOICES,
+    clicked,
+    empty_table,
+    file_box,
+    in_place,
+    md_text,
+    shown_file,
+    status_box,
+    thumbnail_datatypes,
+    with_thumbnails,
+)
 
 RANKINGS = {"harm on the chosen predictions": "harm", "how many of them it harms": "harmed",
             "self-influence (unusual or mislabeled)": "self-influence"}

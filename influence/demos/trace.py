@@ -95,7 +95,8 @@ def trace_demo(method: str | None, epochs: int, seed: int, worst: int, k: int, o
 
 
 def solver_line(d: dict) -> str:
-    """How the attribution solved `(H + λI)⁻¹`, from its diagnostics."""
+    """How the attribution solved `(H + λI)⁻¹`, from its diagnostics (the last solve's, when kept apart)."""
+    d = d.get("last_solve") or d
     if "iterations" not in d:
         return "direct (no iterative solve)"
     state = "converged" if d.get("converged") else "NOT converged"

@@ -18,7 +18,7 @@ def train_adam(model: nn.Module, inputs: Tensor, targets: Tensor, task: Task, ep
     Returns the model (trained in place).
     """
     torch.manual_seed(seed)
-    fm = FunctionalModel(model, None)
+    fm = FunctionalModel(model, None, in_eval_mode=False)
     theta = fm.theta.clone().requires_grad_(True)
     opt = torch.optim.Adam([theta], lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0.0)

@@ -28,15 +28,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from influence.curvature import Curvature
+from influence.curvature import Curvature, output_hessian, output_hessian_factor
+from influence.damping import Damping
 from influence.errors import InvalidArgumentError
+from influence.gradients import per_example_grads
 from influence.methods.base import Method, TrainFeatures, register
 from influence.model import FunctionalModel
+from influence.options import check_number
 
 SUPPORTED = "nn.Linear, and nn.Conv2d with groups=1, padding_mode='zeros' and numeric padding"
 
@@ -115,44 +119,92 @@ def find_layers(fm: FunctionalModel, skip_unsupported: bool) -> tuple[list[_Laye
     return layers, skipped
 
 
-@register
-class EKFAC(Method):
-    """Block-diagonal (E)K-FAC preconditioner over `nn.Linear` / `nn.Conv2d` layers.
+@dataclass(frozen=True)
+class EKFACOptions:
+    """Options of `method="ekfac"`.
 
-    Options:
+    Attributes:
         correct_eigenvalues: True (default) for EK-FAC; False for plain K-FAC (Kronecker
             product of the factor eigenvalues).
         skip_unsupported: ignore attributed parameters outside supported modules instead of
-            raising (their preconditioned components are set to zero).
+            raising (they then do not contribute to the scores).
+        keep: fraction of the effective dimension `Σ Λ/(Λ + wd + λ)` the index keeps: the
+            eigenbasis components are taken in decreasing Λ until this fraction is reached
+            (1.0: every component with Λ > 0). A component's expected share of a
+            self-influence is Λ/(Λ + wd + λ), so the dropped ones carry at most 1 − keep of
+            it on average.
+    """
 
-    Features are the flat per-example gradients (p-dimensional index). Diagnostics list the
-    layers with their factor sizes and the skipped parameters.
+    correct_eigenvalues: bool = True
+    skip_unsupported: bool = False
+    keep: float = 0.99
+
+    def __post_init__(self):
+        check_number(self.keep, "keep", positive=True)
+        if self.keep > 1:
+            raise InvalidArgumentError(f"`keep` must be in (0, 1], got {self.keep!r}")
+
+
+@register
+class EKFAC(Method):
+    """Block-diagonal (E)K-FAC preconditioner over `nn.Linear` / `nn.Conv2d` layers, with the
+    index in its eigenbasis.
+
+    `prepare` computes the factors, their eigenbases and the corrected eigenvalues Λ, then λ
+    (the automatic damping uses the mean of Λ — the exact trace of the GGN — so it costs no
+    extra pass) and which components to keep (`keep`). Features are the per-example
+    gradients rotated into the Kronecker eigenbasis, φ = vec(Q_Sᵀ G Q_A)[kept]
+    (Tensor[b, K], K ≤ p), so P is diagonal, `1/(Λ + wd + λ)`, and a query or a
+    self-influence is one elementwise product. Diagnostics list the layers, their factor
+    sizes, the components kept, and the skipped parameters.
     """
 
     name = "ekfac"
-    options = {"correct_eigenvalues": True, "skip_unsupported": False}
+    Options = EKFACOptions
+    features_use_curvature = True
 
-    def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
-        super().fit(curvature, damping, train_features)
-        self.layers, skipped = find_layers(curvature.fm, self.config["skip_unsupported"])
+    def prepare(self, curvature: Curvature, damping: Damping) -> dict[str, Any]:
+        self.layers, skipped = find_layers(curvature.fm, self.options.skip_unsupported)
         A, S = self._factors(curvature)
-        self.blocks = {}
+        blocks = {}
         for layer, a, s in zip(self.layers, A, S):
             (ea, qa), (es, qs) = torch.linalg.eigh(a), torch.linalg.eigh(s)
-            self.blocks[layer.key] = {"index": layer.index, "QA": qa, "QS": qs, "eigenvalues": torch.outer(es, ea)}
-        if self.config["correct_eigenvalues"]:
+            blocks[layer.key] = {"index": layer.index, "QA": qa, "QS": qs, "eigenvalues": torch.outer(es, ea)}
+        self.blocks = blocks
+        if self.options.correct_eigenvalues:
             for layer, lam in zip(self.layers, self._corrected_eigenvalues(curvature)):
-                self.blocks[layer.key]["eigenvalues"] = lam
-        self.weight_decay = curvature.task.weight_decay
-        self.load_state_dict(self.state_dict())
-        self.diagnostics = {
-            "layers": {l.key: {"A": tuple(A[i].shape), "S": tuple(S[i].shape)} for i, l in enumerate(self.layers)},
-            "skipped_parameters": skipped, "eigenvalue_correction": self.config["correct_eigenvalues"],
-            "ekfac_curvature": "ggn (exact output-Hessian factorisation)",
-        }
+                blocks[layer.key]["eigenvalues"] = lam
+        wd = curvature.task.weight_decay
+        spectrum = torch.cat([b["eigenvalues"].reshape(-1) for b in blocks.values()])
+        lam, source = damping.resolve(lambda: float(spectrum.mean()) + wd, "mean eigenvalue (EK-FAC trace)")
+        for block, kept in zip(blocks.values(), _kept_components(blocks, wd + lam, self.options.keep)):
+            block["kept"] = kept
+        self.restore({**self._block_state(), "damping": _scalar(lam), "weight_decay": _scalar(wd)}, curvature)
+        self.info = {"damping_source": source, "skipped_parameters": skipped,
+                     "layers": {l.key: {"A": tuple(A[i].shape), "S": tuple(S[i].shape),
+                                        "kept": len(blocks[l.key]["kept"])} for i, l in enumerate(self.layers)},
+                     "eigenvalue_correction": self.options.correct_eigenvalues,
+                     "ekfac_curvature": "ggn (exact output-Hessian factorisation)"}
+        return {}
+
+    def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
+            train_features: TrainFeatures) -> dict[str, Any]:
+        return self.info
+
+    def feature_dim(self, fm: FunctionalModel) -> int:
+        return int(self.inverse.numel())
+
+    def features(self, fm: FunctionalModel, fn, inputs, targets: Tensor) -> Tensor:
+        G = per_example_grads(fm, fn, inputs, targets)
+        parts = []
+        for b in self.blocks.values():
+            qa, qs = b["QA"], b["QS"]
+            rotated = qs.T @ G[:, b["index"].to(G.device)].to(qa.dtype) @ qa  # [m, d_out, d_in]
+            parts.append(rotated.reshape(len(G), -1)[:, b["kept"].to(G.device)])
+        return torch.cat(parts, dim=1).to(G.dtype)
 
     # ------------------------------------------------------------------ passes over the data
-    def _pseudo_gradients(self, curvature: Curvature) -> Iterator[tuple[list[Tensor], list[Tensor]]]:
+    def _pseudo_gradients(self, curvature: Curvature, desc: str) -> Iterator[tuple[list[Tensor], list[Tensor]]]:
         """Per batch: the layer inputs ã [b, T, d_in] and, for each output-Hessian factor
         column c, the back-propagated g [b, T, d_out] — yielded as (ã per layer, [g per layer] per c)."""
         fm, task = curvature.fm, curvature.task
@@ -169,7 +221,7 @@ class EKFAC(Method):
         handles = [l.module.register_forward_hook(hook(i)) for i, l in enumerate(self.layers)]
         try:
             theta = fm.theta.detach().clone().requires_grad_(True)
-            for x, y in curvature.batches():  # the (sub)sampled training inputs, held in memory
+            for x, y in curvature.batches(desc):  # the (sub)sampled training inputs, held in memory
                 captured.clear()
                 with torch.enable_grad():
                     out = fm(theta, x)
@@ -177,7 +229,7 @@ class EKFAC(Method):
                     if unused:
                         raise InvalidArgumentError(f"method='ekfac': layers {unused} hold attributed parameters but do "
                                                    "not run in the forward pass")
-                    factor = _output_hessian_sqrt(task, out.detach(), y)  # [b, O, O]
+                    factor = output_hessian_factor(output_hessian(task, out.detach(), y))  # [b, O, r]
                     acts = [l.inputs(captured[i][0]) for i, l in enumerate(self.layers)]
                     outs = [captured[i][1] for i in range(len(self.layers))]
                     grads = []
@@ -194,7 +246,7 @@ class EKFAC(Method):
     def _factors(self, curvature: Curvature) -> tuple[list[Tensor], list[Tensor]]:
         A = [0.0] * len(self.layers)
         S = [0.0] * len(self.layers)
-        for acts, grads in self._pseudo_gradients(curvature):
+        for acts, grads in self._pseudo_gradients(curvature, "ekfac: factors"):
             for i, a in enumerate(acts):
                 A[i] = A[i] + torch.einsum("bti,btj->ij", a, a) / a.shape[1]
                 for g in grads:
@@ -203,7 +255,7 @@ class EKFAC(Method):
 
     def _corrected_eigenvalues(self, curvature: Curvature) -> list[Tensor]:
         lam = [torch.zeros_like(self.blocks[l.key]["eigenvalues"]) for l in self.layers]
-        for acts, grads in self._pseudo_gradients(curvature):
+        for acts, grads in self._pseudo_gradients(curvature, "ekfac: eigenvalue correction"):
             for i, (layer, a) in enumerate(zip(self.layers, acts)):
                 a_rot = a @ self.blocks[layer.key]["QA"]
                 for g in grads:
@@ -212,45 +264,45 @@ class EKFAC(Method):
         return [x / curvature.n for x in lam]
 
     # ------------------------------------------------------------------ solve and persistence
-    def state_dict(self) -> dict[str, Tensor]:
-        state = {"damping": _scalar(self.damping), "weight_decay": _scalar(self.weight_decay)}
-        for key, block in self.blocks.items():
-            state |= {f"{key}/{name}": t for name, t in block.items()}
-        return state
+    def _block_state(self) -> dict[str, Tensor]:
+        return {f"{key}/{name}": t for key, block in self.blocks.items() for name, t in block.items()
+                if name != "inverse"}
 
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore the per-layer blocks (flat-θ index, Q_A, Q_S, eigenvalues) and λ."""
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"damping": _scalar(self.damping), "weight_decay": _scalar(self.weight_decay), **self._block_state()}
+
+    def restore(self, state: dict[str, Tensor], curvature: Curvature | None) -> None:
+        """Restore the per-layer blocks (flat-θ index, Q_A, Q_S, eigenvalues, kept components) and λ."""
         self.damping, self.weight_decay = float(state["damping"]), float(state["weight_decay"])
         self.blocks = {}
         for name, t in state.items():
             if "/" in name:
                 key, part = name.rsplit("/", 1)
                 self.blocks.setdefault(key, {})[part] = t
-        for block in self.blocks.values():
-            block["inverse"] = 1.0 / (block["eigenvalues"] + self.weight_decay + self.damping)
+        self.inverse = torch.cat([1.0 / (b["eigenvalues"].reshape(-1)[b["kept"]] + self.weight_decay + self.damping)
+                                  for b in self.blocks.values()])
 
-    def precondition(self, G: Tensor) -> Tensor:
-        out = torch.zeros_like(G)
-        for b in self.blocks.values():
-            qa, qs, index = b["QA"], b["QS"], b["index"].to(G.device)
-            X = qs.T @ G[:, index].to(qa.dtype) @ qa  # [m, d_out, d_in] in the Kronecker eigenbasis
-            out[:, index] = (qs @ (X * b["inverse"]) @ qa.T).to(G.dtype)
-        return out
+    def precondition(self, G: Tensor) -> tuple[Tensor, None]:
+        return G * self.inverse.to(G.device, G.dtype), None
 
-
-def _output_hessian_sqrt(task, outputs: Tensor, targets: Tensor) -> Tensor:
-    """U: Tensor[b, O, O] with U Uᵀ = ∂²loss/∂outputs² per example (O = outputs per example).
-
-    The per-example output Hessian of `task.loss` by double differentiation, then a
-    symmetric eigendecomposition (negative eigenvalues of a non-convex loss are clipped to
-    zero, as the GGN does).
-    """
-    b = outputs.shape[0]
-    single = lambda o, t: task.loss(o.reshape(1, *outputs.shape[1:]), t[None]).sum()
-    H = torch.func.vmap(torch.func.hessian(single))(outputs.reshape(b, -1), targets)
-    w, V = torch.linalg.eigh(0.5 * (H + H.transpose(1, 2)))
-    return V * w.clamp_min(0).sqrt()[:, None, :]
+    def self_scores(self, F: Tensor) -> tuple[Tensor, None]:
+        return (F * F) @ self.inverse.to(F.device, F.dtype), None
 
 
 def _scalar(value: float) -> Tensor:
     return torch.tensor(float(value), dtype=torch.float64)
+
+
+def _kept_components(blocks: dict, shift: float, keep: float) -> list[Tensor]:
+    """Per block, the flat indices of the eigenbasis components kept: all with Λ > 0 taken in
+    decreasing Λ until `keep` of the effective dimension Σ Λ/(Λ + shift) is reached."""
+    flat = [b["eigenvalues"].reshape(-1) for b in blocks.values()]
+    spectrum = torch.cat(flat)
+    share = (spectrum / (spectrum + shift)).clamp_min(0)
+    order = spectrum.argsort(descending=True)
+    cumulative = share[order].cumsum(0)
+    count = int(torch.searchsorted(cumulative, keep * float(cumulative[-1]) * (1 - 1e-12)).item()) + 1
+    chosen = order[:count][spectrum[order[:count]] > 0]
+    mask = torch.zeros_like(spectrum, dtype=torch.bool)
+    mask[chosen] = True
+    return [torch.nonzero(m).flatten() for m in mask.split([len(f) for f in flat])]

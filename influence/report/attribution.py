@@ -20,10 +20,9 @@ from torch import nn
 from influence.attributor import Attributor
 from influence.data import ExampleData
 from influence.errors import InfluenceWarning
-from influence.harm import NEWTON_MAX_PARAMS, example_harm
-import influence.report.ranking as ranking
+from influence.harm import example_harm
+from influence.report import ranking
 from influence.report.document import to_json_types
-from influence.report.evaluation import eval_mode
 from influence.task import Task
 
 STATIONARITY_WARNING = 0.05  # warn when ‖∇L(θ_new)‖ exceeds this multiple of the rms per-example gradient
@@ -48,19 +47,6 @@ class Attribution:
     diagnostics: dict
 
 
-def choose_method(method: str, model: nn.Module, task: Task) -> str:
-    """The attribution method for `method="auto"`: "exact" up to NEWTON_MAX_PARAMS attributed
-    parameters (the dense curvature costs p products once, CG ~100 per query, and a report has
-    hundreds of queries), else "cg". The one place the report chooses a method."""
-    from influence.methods import METHODS
-
-    if method != "auto" or "auto" in METHODS:  # TODO(core-hook): drop once method="auto" is on main (issue 14)
-        return method
-    from influence.model import FunctionalModel
-
-    return "exact" if FunctionalModel(model, task.parameters).p <= NEWTON_MAX_PARAMS else "cg"
-
-
 def attribute(model: nn.Module, train: ExampleData, queries: tuple | None, task: Task, opts, options: dict,
               clock) -> Attribution:
     """Fit the Attributor on `model` and `train`, score the `queries` (the regressions).
@@ -76,8 +62,8 @@ def attribute(model: nn.Module, train: ExampleData, queries: tuple | None, task:
         return Attribution(None, np.zeros((0, n)), np.zeros(n), {}, diagnostics)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InfluenceWarning)
-        attr = Attributor(model, train, task=task, method=choose_method(opts.method, model, task),
-                          damping=opts.damping, progress=opts.progress, seed=opts.seed, **options).fit()
+        attr = Attributor(model, train, task=task, method=opts.method, damping=opts.damping, progress=opts.progress,
+                          seed=opts.seed, **options).fit()
         clock.lap("fit")
         scores = attr.scores(queries).double().cpu().numpy()
         clock.lap("scores")
@@ -120,16 +106,16 @@ def _self_influence(attr: Attributor, train: ExampleData, scores: np.ndarray, ha
 def _stationarity(model: nn.Module, train: ExampleData, task: Task, batch_size: int, seed: int) -> float:
     """‖∇L(θ)‖ / rms_i ‖∇ℓ_i(θ)‖ for the new model: about 0 at a minimum of its training objective
     L = mean loss + (weight_decay / 2)‖θ‖² (the rms over a random sample of 256 examples)."""
+    from influence.batching import to_model
     from influence.gradients import per_example_grads
-    from influence.model import FunctionalModel
+    from influence.model import FunctionalModel, eval_mode
 
-    fm = FunctionalModel(model, task.parameters)
+    fm = FunctionalModel(model, task.parameters, forward=getattr(task, "forward", None))
     theta = fm.theta.clone().requires_grad_(True)
     total = torch.zeros_like(theta)
     with eval_mode(model):
         for _, x, y in train.batches(batch_size):
-            x = x.to(fm.device)
-            x = x.to(fm.dtype) if x.is_floating_point() else x
+            x = to_model(x, fm.device, fm.dtype)
             total += torch.autograd.grad(task.loss(fm(theta, x), y.to(fm.device)).sum(), theta)[0]
         rows = np.random.default_rng(seed).choice(len(train), size=min(256, len(train)), replace=False)
         x, y = train.batch(sorted(rows.tolist()))

@@ -30,8 +30,7 @@ from torch import nn
 from influence.data import ExampleData, as_data
 from influence.errors import InvalidArgumentError
 from influence.harm import ESTIMATORS, GroupHarm, Metrics, group_codes, group_harm
-import influence.report.evaluation as evaluation
-import influence.report.ranking as ranking
+from influence.report import evaluation, ranking
 from influence.report.attribution import Attribution, attribute
 from influence.report.document import ExampleEntry, Figure, GroupEntry, RegressionEntry, Report, to_json_types
 from influence.report.explain import explain_group, headline
@@ -45,7 +44,8 @@ from influence.task import ClassificationTask, Task
 class ReportOptions:
     """How `regression_report` works; every field is a keyword of `regression_report`.
 
-    method: attribution method, or "auto" (see `attribution.choose_method`).
+    method: attribution method; "auto" (the library's default) picks one by problem size and
+        says which in the diagnostics.
     damping: λ (None: chosen by the Attributor, see its diagnostics).
     max_regressions: at most this many flipped examples (largest loss rise first).
     loss_rise: how many more eval examples with the largest loss rise are added.
@@ -240,7 +240,8 @@ def _plain_value(value: Any) -> Any:
 def _in_memory(data: ExampleData) -> ExampleData:
     """The same examples read once into tensors (the report makes several passes)."""
     inputs, targets = data.batch(range(len(data)))
-    return ExampleData(data.source, len(targets), lambda idx: (inputs[idx], targets[idx]), data.argument)
+    return ExampleData(data.source, len(targets), lambda idx: (inputs[idx], targets[idx]), data.argument,
+                       data.metadata_columns)
 
 
 # ------------------------------------------------------------------ 1. evaluate
@@ -310,7 +311,7 @@ def _explain(entries: list[GroupEntry], inputs: _Inputs, example_harm_: np.ndarr
     agreement = evaluation.label_agreement(old_model, inputs.train_data, task, opts.batch_size)
     n, label = len(example_harm_), inputs.read["label_column"]
     suspicious = [g for g in entries if g.harm > 0 and g.confidence >= 0.9 and g.share >= 0.1]
-    member = lambda g: np.fromiter((v == g.value for v in inputs.groups[g.column]), bool, n)  # noqa: E731
+    member = lambda g: np.fromiter((v == g.value for v in inputs.groups[g.column]), bool, n)
     for g in explained:
         others = [member(h) for h in suspicious if h.column == g.column and h is not g]
         g.findings = explain_group(inputs.frame, member(g), label_column=label if label in inputs.frame else None,

@@ -10,8 +10,19 @@ import base64
 import html
 
 from influence.report.render_md import (
-    EXAMPLE_HEADER, GROUP_HEADER, REGRESSION_HEADER, SIGN_NOTE, VERIFICATION_HEADER, example_rows, fmt, group_rows,
-    regression_rows, regressions_sentence, summary_rows, verification_lines, verification_rows,
+    EXAMPLE_HEADER,
+    GROUP_HEADER,
+    REGRESSION_HEADER,
+    SIGN_NOTE,
+    VERIFICATION_HEADER,
+    example_rows,
+    fmt,
+    group_rows,
+    regression_rows,
+    regressions_sentence,
+    summary_rows,
+    verification_lines,
+    verification_rows,
 )
 
 STYLE = """
@@ -31,7 +42,7 @@ def esc(value) -> str:
 def table(header: list[str], rows: list[list], cls: str = "", text_column: int | None = None) -> str:
     """An HTML table; every cell escaped (`text_column` also shows its `code` spans)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    cell = lambda k, v: finding_html(fmt(v)) if k == text_column else esc(v)  # noqa: E731
+    cell = lambda k, v: finding_html(fmt(v)) if k == text_column else esc(v)
     body = "".join("<tr>" + "".join(f"<td>{cell(k, v)}</td>" for k, v in enumerate(row)) + "</tr>" for row in rows)
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 

@@ -156,7 +156,7 @@ def _measure(retrain: Callable, train: Any, c: Candidate, eval_data: ExampleData
         model = retrain(data)
     except InfluenceError:
         raise
-    except Exception as error:  # noqa: BLE001 — the user's training function: say which one failed
+    except Exception as error:
         raise InvalidArgumentError(f"`retrain` failed on the training data without {c.name}: "
                                    f"{type(error).__name__}: {error}") from error
     if not isinstance(model, nn.Module):

@@ -21,10 +21,10 @@ import pytest
 pytest.importorskip("gradio", reason="gradio is not installed")
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
-from playwright.sync_api import expect  # noqa: E402
+from playwright.sync_api import expect
 
-from tests.app.conftest import Server, free_port, run_cli  # noqa: E402
-from tests.app.tiny import BOLD, SCRIPT  # noqa: E402
+from tests.app.conftest import Server, free_port, run_cli
+from tests.app.tiny import BOLD, SCRIPT
 
 LOCAL = ("http://127.0.0.1", "data:", "blob:", "about:")
 pytestmark = [  # gradio's own queue code against pandas 3

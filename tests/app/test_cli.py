@@ -7,9 +7,8 @@ import sys
 
 import pytest
 
-from influence.errors import InvalidArgumentError
-
 from app.cli import add_arguments, main, open_setup
+from influence.errors import InvalidArgumentError
 from tests.app.conftest import ROOT
 
 

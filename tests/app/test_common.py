@@ -7,9 +7,8 @@ import pytest
 
 pytest.importorskip("gradio")
 
-from influence.errors import InfluenceWarning, InvalidArgumentError  # noqa: E402
-
-from app.tabs.common import in_place, md_text, plain_finding, readable  # noqa: E402
+from app.tabs.common import in_place, md_text, plain_finding, readable
+from influence.errors import InfluenceWarning, InvalidArgumentError
 
 
 def test_our_errors_keep_the_outputs_and_say_why():

@@ -5,10 +5,9 @@ import json
 
 import pytest
 
+from app.flags import FlagStore
 from influence.errors import InvalidArgumentError
 from influence.report.flags import Flag, read_flags
-
-from app.flags import FlagStore
 
 
 def test_verdicts_round_trip_through_the_file(tmp_path):

@@ -8,12 +8,11 @@ import shutil
 
 import pytest
 
-from influence.errors import InvalidArgumentError
-from influence.report.readable import sig
-
 from app import report
 from app.session import Session
 from app.sources import attach_report, open_report
+from influence.errors import InvalidArgumentError
+from influence.report.readable import sig
 
 REGRESSIONS = "the report's regressions"
 

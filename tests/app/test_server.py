@@ -22,8 +22,8 @@ import torch
 pytest.importorskip("gradio", reason="gradio is not installed")
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed")
 
-from influence.data import as_data  # noqa: E402
-from influence.harm import group_harm  # noqa: E402
+from influence.data import as_data
+from influence.harm import group_harm
 
 K = 5
 

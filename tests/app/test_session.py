@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from app.session import Session
 from influence.data import as_data
 from influence.errors import InvalidArgumentError
-
-from app.session import Session
 from tests.app.tiny import BOLD, SCRIPT
 
 WORST = "worst wrong predictions"

@@ -10,10 +10,9 @@ import pytest
 import torch
 
 import influence as inf
-from influence.errors import InvalidArgumentError
-
 from app.session import Session
 from app.sources import open_index
+from influence.errors import InvalidArgumentError
 from tests.app.factory import NAMES, named_digits
 
 FACTORY = "tests.app.factory:small_digits"

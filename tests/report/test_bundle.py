@@ -11,7 +11,6 @@ import influence as inf
 from influence.errors import IndexFolderError
 from influence.report import regression_report
 from influence.report.bundle import open_bundle, save_bundle
-
 from tests.report.scenarios import WEIGHT_DECAY, build
 
 TASK = inf.ClassificationTask(weight_decay=WEIGHT_DECAY)
@@ -60,8 +59,9 @@ def test_an_index_of_another_model_is_refused(folder, tmp_path):
     state = load_file(copy / "model" / "new.safetensors")
     save_file({k: v * 1.001 for k, v in state.items()}, copy / "model" / "new.safetensors")
     report = json.loads((copy / "report.json").read_text())
-    from influence.report.fingerprint import model_fingerprint
     import torch
+
+    from influence.report.fingerprint import model_fingerprint
 
     model = torch.nn.Linear(state["weight"].shape[1], 2).double()
     model.load_state_dict({k: v * 1.001 for k, v in state.items()})

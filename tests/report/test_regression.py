@@ -6,7 +6,6 @@ import torch
 
 import influence as inf
 from influence.report import regression_report
-
 from tests.report.scenarios import WEIGHT_DECAY, build
 
 TASK = inf.ClassificationTask(weight_decay=WEIGHT_DECAY)

@@ -9,7 +9,6 @@ import pytest
 
 import influence as inf
 from influence.report import regression_report
-
 from tests.report.scenarios import WEIGHT_DECAY, build
 
 HOSTILE = "<script>alert('pwned')</script>"

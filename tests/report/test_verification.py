@@ -6,11 +6,10 @@ import pytest
 import torch
 
 import influence as inf
+from influence.harm import Metrics
 from influence.report import regression_report
 from influence.report.flags import Flag
 from influence.report.verification import recovered
-from influence.harm import Metrics
-
 from tests.report.scenarios import WEIGHT_DECAY, build, train_logreg
 
 TASK = inf.ClassificationTask(weight_decay=WEIGHT_DECAY)
