@@ -32,10 +32,9 @@ import torch
 from torch import nn
 
 import influence as inf
+from app.setup import Setup
 from influence.data import as_data
 from influence.demos.training import train_adam
-
-from app.session import Setup
 
 DEMOS = ("digits", "adult", "text")
 
@@ -134,8 +133,8 @@ def adult(folder: Path, epochs: int = 300, log=print) -> Setup:
     import datasets
     import pandas as pd
 
-    from influence.demos.data import (ADULT_COLUMNS, TabularEncoder, adult_encoder, corrupt_rows, load_adult_frames,
-                                     split_into_sources)
+    from influence.demos.data import ADULT_COLUMNS, TabularEncoder, adult_encoder, corrupt_rows, load_adult_frames
+    from influence.demos.data import split_into_sources
 
     folder.mkdir(parents=True, exist_ok=True)
     encoder: TabularEncoder = adult_encoder()
