@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from influence import index as idx
 from influence import scoring
 from influence.curvature import CURVATURES, Curvature
-from influence.damping import Damping, default_ratio
+from influence.damping import Damping, outputs_are_affine
 from influence.data import as_data
 from influence.distributed import rank_and_world
 from influence.errors import InfluenceError, InvalidArgumentError, NotFittedError
@@ -101,8 +101,7 @@ class Attributor(PersistentIndex):
         self.read = dict(input_column=input_column, label_column=label_column, transform=transform)
         self.train = None if train is None else as_data(train, "train", **self.read)
         self.folder = None if cache_dir is None else IndexFolder(cache_dir)
-        n = None if self.train is None else len(self.train)
-        self.method, self.method_choice = auto.build_method(method, options, self.fm, n)
+        self.method, self.method_choice = auto.build_method(method, options, self.fm, self.train)
         self.settings = dict(curvature=curvature, damping=damping, damping_ratio=damping_ratio,
                              curvature_samples=curvature_samples, seed=seed, storage_dtype=storage_dtype,
                              shard_size=shard_size)
@@ -149,7 +148,7 @@ class Attributor(PersistentIndex):
     def _damping(self) -> Damping:
         damping = Damping(self.settings["damping"], self.settings["damping_ratio"])
         if self.method.uses_curvature and damping.value is None and damping.ratio is None:
-            damping = replace(damping, default_ratio=default_ratio(self.fm, self.train))
+            damping = replace(damping, convex=outputs_are_affine(self.fm, self.train))
         return damping
 
     def _fit_method(self, curvature: Curvature | None, prepared: dict) -> None:

@@ -31,29 +31,6 @@ from influence.task import Task
 CURVATURES = ("ggn", "hessian")
 
 
-def output_hessian(task: Task, outputs: Tensor, targets: Tensor) -> Tensor:
-    """Per-example Hessian of `task.loss` w.r.t. the outputs, Tensor[b, O, O] (O outputs per
-    example), from `task.output_hessian_vp` applied to the O unit directions."""
-    b, O = outputs.shape[0], outputs[0].numel()
-    eye = torch.eye(O, dtype=outputs.dtype, device=outputs.device)
-    directions = eye[:, None, :].expand(O, b, O).reshape(O, *outputs.shape)
-    return task.output_hessian_vp(outputs, targets, directions).reshape(O, b, O).transpose(0, 1)
-
-
-def output_hessian_factor(H: Tensor) -> Tensor:
-    """U: Tensor[b, O, r] with U Uᵀ = H per example, for output Hessians H: Tensor[b, O, O].
-
-    Negative eigenvalues (a non-convex loss) are clipped to zero, as the Gauss-Newton
-    curvature does, and directions that are zero for every example of the batch are dropped
-    (softmax cross-entropy has rank O − 1: one fewer backward pass, half the work for two
-    classes).
-    """
-    w, V = torch.linalg.eigh(0.5 * (H + H.transpose(1, 2)))
-    w = w.clamp_min(0)
-    keep = w.amax(dim=0) > 1e-12 * float(w.max().clamp_min(1e-300))
-    return V[:, :, keep] * w[:, keep].sqrt()[:, None, :]
-
-
 class Curvature:
     """Matrix-free curvature of the mean training loss plus its L2 regulariser.
 
@@ -92,13 +69,18 @@ class Curvature:
                     self.head = None
         self.backend = "fused linear head (kernels.ce_head_hvp)" if self.head else f"torch.func {kind}"
 
-    def batches(self, desc: str | None = None):
+    def batches(self, desc: str | None = None, limit: int | None = None):
         """Yield `(inputs, targets)` of the curvature data in chunks of `batch_size` (a pass named
-        `desc` shows a progress bar when `progress`)."""
-        with phase(desc or "", self.n, enabled=self.progress and desc is not None) as bar:
-            for lo in range(0, self.n, self.batch_size):
-                yield take(self._inputs, slice(lo, lo + self.batch_size)), self._targets[lo:lo + self.batch_size]
-                bar.update(min(self.batch_size, self.n - lo))
+        `desc` shows a progress bar when `progress`); with `limit`, of a fixed random subset of
+        that many examples (the same one every time)."""
+        rows = torch.arange(self.n)
+        if limit is not None and limit < self.n:
+            rows = torch.randperm(self.n, generator=torch.Generator().manual_seed(0))[:limit].sort().values
+        with phase(desc or "", len(rows), enabled=self.progress and desc is not None) as bar:
+            for chunk in rows.to(self._targets.device).split(self.batch_size):
+                index = chunk if len(rows) < self.n else slice(int(chunk[0]), int(chunk[-1]) + 1)
+                yield take(self._inputs, index), self._targets[index]
+                bar.update(len(chunk))
 
     def state_dict(self) -> dict[str, Tensor]:
         """The curvature data (inputs and targets), so an index can answer queries without
@@ -181,8 +163,8 @@ class Curvature:
         return 0.5 * (H + H.T)
 
     def _jacobians(self, max_elements: int = 1 << 23):
-        """Yield `(J, H_out)` per chunk of the curvature data: the per-example output Jacobians
-        Tensor[b, O, p] (O backward passes per example) and output Hessians Tensor[b, O, O]."""
+        """Yield `(J, outputs, targets)` per chunk of the curvature data: the per-example output
+        Jacobians Tensor[b, O, p] (O backward passes per example), the outputs and targets."""
         single = lambda th, x: self.fm(th, unsqueeze(x))[0]
         jacobian = torch.func.vmap(torch.func.jacrev(single), in_dims=(None, 0))
         for x, y in self.batches("curvature: per-example Jacobians"):
@@ -191,17 +173,18 @@ class Curvature:
             for lo in range(0, len(y), per_row):
                 rows = slice(lo, lo + per_row)
                 J = jacobian(self.fm.theta, take(x, rows)).reshape(len(outputs[rows]), -1, self.p)
-                yield J, output_hessian(self.task, outputs[rows], y[rows])
+                yield J, outputs[rows], y[rows]
 
     def _ggn_dense(self, max_elements: int = 1 << 23) -> Tensor:
         """Σ_i J_iᵀ H_i J_i / n + weight_decay·I; with a convex loss as Σ MᵀM, M = Uᵀ J for the
-        factor U of H (`output_hessian_factor`: fewer rows), else with H itself."""
+        factor U of H (`Task.output_hessian_factor`: fewer rows), else with H itself."""
         total = torch.zeros(self.p, self.p, dtype=self.fm.dtype, device=self.fm.device)
-        for J, H in self._jacobians(max_elements):
+        for J, outputs, y in self._jacobians(max_elements):
             if getattr(self.task, "convex_loss", False):
-                M = torch.einsum("bor,bop->brp", output_hessian_factor(H), J).reshape(-1, self.p)
+                M = torch.einsum("bor,bop->brp", self.task.output_hessian_factor(outputs, y), J).reshape(-1, self.p)
                 total.addmm_(M.T, M)
             else:
+                H = self.task.output_hessian(outputs, y)
                 total.addmm_(J.reshape(-1, self.p).T, torch.einsum("bok,bkp->bop", H, J).reshape(-1, self.p))
         return total / self.n + self.task.weight_decay * torch.eye(self.p, dtype=total.dtype, device=total.device)
 
@@ -212,7 +195,8 @@ class Curvature:
         if self.head is not None:
             return self.head.mean_eigenvalue()
         if self.kind == "ggn":
-            trace = sum(float((H * (J @ J.transpose(1, 2))).sum()) for J, H in self._jacobians())
+            trace = sum(float((self.task.output_hessian(out, y) * (J @ J.transpose(1, 2))).sum())
+                        for J, out, y in self._jacobians())
             return trace / (self.n * self.p) + self.task.weight_decay
         gen = torch.Generator(device="cpu").manual_seed(seed)
         Z = (torch.randint(0, 2, (probes, self.p), generator=gen) * 2 - 1).to(self.fm.dtype).to(self.fm.device)

@@ -19,38 +19,42 @@ from influence.model import FunctionalModel, is_affine_in_parameters
 
 DAMPING_RATIO_CONVEX = 1e-3
 DAMPING_RATIO_NONCONVEX = 0.3
+DEFAULT_RATIOS = (DAMPING_RATIO_CONVEX, DAMPING_RATIO_NONCONVEX)
 
 
-def default_ratio(fm: FunctionalModel, train: ExampleData) -> float:
-    """`DAMPING_RATIO_CONVEX` when the outputs are affine in the attributed parameters (checked
-    on the first 64 training examples), else `DAMPING_RATIO_NONCONVEX`."""
+def outputs_are_affine(fm: FunctionalModel, train: ExampleData) -> bool:
+    """Whether the outputs are affine in the attributed parameters (a convex objective),
+    checked on the first 64 training examples."""
     inputs, _ = train.batch(range(min(len(train), 64)))
-    convex = is_affine_in_parameters(fm, to_model(inputs, fm.device, fm.dtype))
-    return DAMPING_RATIO_CONVEX if convex else DAMPING_RATIO_NONCONVEX
+    return is_affine_in_parameters(fm, to_model(inputs, fm.device, fm.dtype))
 
 
 @dataclass(frozen=True)
 class Damping:
-    """What the user asked for: `value` (λ itself), else `ratio` × mean eigenvalue, else the
-    method's default ratio (`default_ratio`, chosen by the attributor from the model)."""
+    """What the user asked for: `value` (λ itself), else `ratio` × mean eigenvalue, else a
+    method's default ratio for a convex (`convex`, checked by the attributor) or a
+    non-convex model."""
 
     value: float | None = None
     ratio: float | None = None
-    default_ratio: float | None = None
+    convex: bool = False
 
-    def effective_ratio(self, fallback: float | None = None) -> float:
-        """The ratio in use when λ is not given: the user's, else the default, else `fallback`."""
-        return next(r for r in (self.ratio, self.default_ratio, fallback, DAMPING_RATIO_NONCONVEX) if r is not None)
+    def effective_ratio(self, defaults: tuple[float, float] = DEFAULT_RATIOS) -> float:
+        """The ratio in use when λ is not given: the user's, else `defaults[0]` for a convex
+        model and `defaults[1]` otherwise."""
+        if self.ratio is not None:
+            return self.ratio
+        return defaults[0] if self.convex else defaults[1]
 
     def resolve(self, mean_eigenvalue: Callable[[], float], what: str = "mean eigenvalue",
-                fallback_ratio: float | None = None) -> tuple[float, str]:
+                defaults: tuple[float, float] = DEFAULT_RATIOS) -> tuple[float, str]:
         """(λ, how it was chosen). `mean_eigenvalue` is called only when λ is not given.
 
         Raises `InfluenceError` when the mean eigenvalue is not a positive finite number.
         """
         if self.value is not None:
             return float(self.value), "given"
-        ratio = self.effective_ratio(fallback_ratio)
+        ratio = self.effective_ratio(defaults)
         mean = float(mean_eigenvalue())
         if not math.isfinite(mean) or mean <= 0:
             raise InfluenceError(f"the curvature's {what} is {mean}; pass an explicit `damping` "

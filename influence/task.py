@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from influence.errors import InvalidArgumentError
+from influence.linalg import eigh
 from influence.model import default_forward
 from kernels import softmax_jacobian_vp
 
@@ -85,6 +86,25 @@ class Task(ABC):
         grad = torch.func.grad(lambda o: self.loss(o, targets).sum())
         return torch.func.vmap(lambda u: torch.func.jvp(grad, (outputs,), (u,))[1])(U)
 
+    def output_hessian(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Per-example Hessian of `loss` w.r.t. the outputs, Tensor[b, O, O] (O outputs per
+        example), from `output_hessian_vp` applied to the O unit directions."""
+        b, O = outputs.shape[0], outputs[0].numel()
+        eye = torch.eye(O, dtype=outputs.dtype, device=outputs.device)
+        directions = eye[:, None, :].expand(O, b, O).reshape(O, *outputs.shape)
+        return self.output_hessian_vp(outputs, targets, directions).reshape(O, b, O).transpose(0, 1)
+
+    def output_hessian_factor(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """U: Tensor[b, O, r] with U Uᵀ = the output Hessian per example (the Gauss-Newton
+        curvature's square root: one back-propagated direction per column). The default
+        eigendecomposes `output_hessian`, clips negative eigenvalues (a non-convex loss) to
+        zero, and drops directions that are zero for every example of the batch."""
+        H = self.output_hessian(outputs, targets)
+        w, V = eigh(0.5 * (H + H.transpose(1, 2)))
+        w = w.clamp_min(0)
+        keep = w.amax(dim=0) > 1e-12 * float(w.max().clamp_min(1e-300))
+        return V[:, :, keep] * w[:, keep].sqrt()[:, None, :]
+
     def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
         """Raise `InvalidArgumentError` if `targets` cannot go with `outputs` (hook)."""
 
@@ -113,6 +133,19 @@ class ClassificationTask(Task):
 
     def output_hessian_vp(self, outputs: Tensor, targets: Tensor, U: Tensor) -> Tensor:
         return softmax_jacobian_vp(torch.softmax(outputs, dim=-1), U)
+
+    def output_hessian_factor(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Closed form for diag(p) − ppᵀ: column c is √p_c (e_c − p) (C columns; for two
+        classes the single column √(p₀p₁) (e₀ − e₁), the Hessian's rank). A subclass that
+        changes the loss or its output Hessian gets the generic factor."""
+        cls = type(self)
+        if cls.loss is not ClassificationTask.loss or cls.output_hessian_vp is not ClassificationTask.output_hessian_vp:
+            return super().output_hessian_factor(outputs, targets)
+        p = torch.softmax(outputs, dim=-1)
+        if p.shape[-1] == 2:
+            return (p[:, :1] * p[:, 1:]).sqrt()[:, :, None] * p.new_tensor([1.0, -1.0])[None, :, None]
+        eye = torch.eye(p.shape[-1], dtype=p.dtype, device=p.device)
+        return (eye[None] - p[:, :, None]) * p.sqrt()[:, None, :]
 
     def suspicious(self, outputs: Tensor, targets: Tensor) -> list[str]:
         """Probabilities instead of logits (rows ≥ 0 summing to 1), and a model no better than

@@ -1,42 +1,62 @@
-"""`method="auto"` (the default): a method chosen from the problem's size, and why.
+"""`method="auto"` (the default): a method chosen from the model and the problem's size, and why.
 
 Every choice answers queries and self-influence with products against a factorisation
-computed once — never an iterative solve per query — and keeps the index small.
+computed once — never an iterative solve per query — and keeps the index small:
+
+1. `ekfac` (with its dense block) when `nn.Linear` / `nn.Conv2d` layers hold (nearly) all
+   attributed parameters: fast at any size, and `exact` itself while the dense block covers
+   every kept component (LDS of the benchmark MLPs: digits 0.809, MNIST-5k 0.644).
+2. `exact` for other models while the p × p curvature and the n × p index stay small.
+3. `trak` with a count-sketch projection otherwise (any model, any size).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from influence.batching import to_model
+from influence.data import ExampleData
 from influence.errors import InvalidArgumentError
+from influence.index import INDEX_BUDGET_BYTES
+from influence.methods import ekfac
 from influence.methods.base import Method, method_class
 from influence.model import FunctionalModel
 
 # `exact` while its p×p eigendecomposition takes seconds and the n×p index fits in memory.
 EXACT_MAX_PARAMS = 5_000
-INDEX_BUDGET_BYTES = 2 << 30
+# `ekfac` when its layers cover at least this share of the attributed parameters (the rest,
+# e.g. normalisation scales, is then left out, and named in the diagnostics).
+EKFAC_MIN_COVERAGE = 0.9
 
 
-def build_method(name: str, options: dict[str, Any], fm: FunctionalModel, n_train: int | None
+def build_method(name: str, options: dict[str, Any], fm: FunctionalModel, train: ExampleData | None
                  ) -> tuple[Method, str]:
     """The method `name` with its options made concrete for this problem (`"auto"`: chosen
-    here), and how it was chosen, in words."""
+    here, running the model once on a few training inputs), and how it was chosen."""
     reason = f"method={name!r} given"
+    n_train = None if train is None else len(train)
     if name == "auto":
         if options:
             raise InvalidArgumentError(f"method='auto' takes no method options (got {sorted(options)}); "
                                        "name a method to pass its options")
-        name, options, reason = choose(fm, n_train or 0)
+        probe = None if train is None else to_model(train.batch(range(min(n_train, 8)))[0], fm.device, fm.dtype)
+        name, options, reason = choose(fm, n_train or 0, probe)
     cls = method_class(name)
     return cls(**cls.resolve_options(options, fm, n_train)), reason
 
 
-def choose(fm: FunctionalModel, n_train: int) -> tuple[str, dict, str]:
+def choose(fm: FunctionalModel, n_train: int, probe: Any) -> tuple[str, dict, str]:
     """(method name, its options, the reason in words) for a model and training-set size."""
     p = fm.p
+    covered, problem = ekfac.coverage(fm, probe) if probe is not None else (0, "no data to probe the layers")
+    if covered >= EKFAC_MIN_COVERAGE * p:
+        options = {} if covered == p else {"skip_unsupported": True}
+        left = "" if covered == p else f"; {p - covered:,} parameters outside them are left out"
+        return "ekfac", options, (f"nn.Linear/nn.Conv2d layers hold {covered:,} of the {p:,} attributed parameters: "
+                                  f"EK-FAC with a dense block of the top components{left}")
     index_bytes = n_train * p * fm.dtype.itemsize
+    why_not = problem or f"EK-FAC's layers hold only {covered:,} of the {p:,} attributed parameters"
     if p <= EXACT_MAX_PARAMS and index_bytes <= INDEX_BUDGET_BYTES:
-        return "exact", {}, (f"p = {p:,} ≤ {EXACT_MAX_PARAMS:,}: the exact curvature, factorised once "
-                             f"(index {index_bytes / 2**20:.0f} MiB)")
-    return "trak", {"projection": "countsketch"}, (f"p = {p:,}: projected gradients (count-sketch, k = 2048) "
-                                                   "with their empirical Fisher")
+        return "exact", {}, f"{why_not}; p = {p:,} ≤ {EXACT_MAX_PARAMS:,}: the exact curvature, factorised once"
+    return "trak", {"projection": "countsketch"}, (f"{why_not}; p = {p:,}: projected gradients (count-sketch, "
+                                                   "k = 2048) with their empirical Fisher")

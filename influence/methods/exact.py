@@ -11,6 +11,7 @@ from torch import Tensor
 from influence.curvature import Curvature
 from influence.damping import Damping
 from influence.errors import InvalidArgumentError
+from influence.linalg import eigh
 from influence.methods.base import (
     INDEFINITE,
     Method,
@@ -66,7 +67,7 @@ class Exact(Method):
                 f"method='exact' builds a {curvature.p}×{curvature.p} matrix, above max_params="
                 f"{self.options.max_params}; use method='auto' (or raise max_params)")
         H = curvature.dense()
-        eigenvalues, eigenvectors = torch.linalg.eigh(H)
+        eigenvalues, eigenvectors = eigh(H)
         lam, source = damping.resolve(lambda: float(eigenvalues.mean()))
         lam, info = positive_definite_damping(self.name, self.options.indefinite, lam, source, float(eigenvalues[0]),
                                               float(eigenvalues[-1]))

@@ -22,6 +22,7 @@ from torch import Tensor
 from influence.damping import Damping
 from influence.errors import InvalidArgumentError
 from influence.gradients import CheckpointGradients
+from influence.linalg import eigh
 from influence.methods.base import Method, TrainFeatures, register
 from influence.model import FunctionalModel
 from influence.options import check_choice, check_int
@@ -103,11 +104,11 @@ class TRAK(Method):
         k = gram.shape[-1]
         mean_eig = gram.diagonal(dim1=1, dim2=2).sum(dim=1) / k  # [C]
         what = "mean eigenvalue of ΦᵀΦ/n"
-        lam = torch.tensor([damping.resolve(lambda: float(m), what, DAMPING_RATIO)[0] for m in mean_eig],
-                           dtype=gram.dtype)
+        ratios = (DAMPING_RATIO, DAMPING_RATIO)  # TRAK's own curvature: one default for any model
+        lam = torch.tensor([damping.resolve(lambda: float(m), what, ratios)[0] for m in mean_eig], dtype=gram.dtype)
         source = "given" if damping.value is not None else \
-            f"auto: {damping.effective_ratio(DAMPING_RATIO):g} × {what}, per checkpoint"
-        eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+            f"auto: {damping.effective_ratio(ratios):g} × {what}, per checkpoint"
+        eigenvalues, eigenvectors = eigh(gram)
         self.restore({"eigenvalues": eigenvalues, "eigenvectors": eigenvectors, "damping": lam}, None)
         return {"damping_source": source, "projection": self.project.kind_for(fm.p), "projection_dim": k,
                 "checkpoints": C, "damping_per_checkpoint": lam.tolist(), "fisher_mean_eigenvalue": mean_eig.tolist()}

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from influence.linalg import eigh
 from influence.progress import phase
 
 
@@ -46,7 +47,7 @@ def top_eigenpairs(matvec: Callable[[Tensor], Tensor], p: int, rank: int, krylov
                 break
             basis = _extend(basis, AQ[: krylov_dim - stop], random)
             start = stop
-    values, Y = torch.linalg.eigh(0.5 * (T + T.T))
+    values, Y = eigh(0.5 * (T + T.T))
     order = values.abs().argsort(descending=True)[:rank]
     values, Y = values[order], Y[:, order]
     vectors = Y.T @ basis
