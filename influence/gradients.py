@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from influence.batching import describe, to_model, unsqueeze
+from influence.batching import describe, take, to_model, unsqueeze
 from influence.errors import InvalidArgumentError
 from influence.model import FunctionalModel
 from influence.task import Task
@@ -52,5 +52,15 @@ def per_example_grads(fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor
     def single(th: Tensor, x, y: Tensor) -> Tensor:
         return fn(fm(th, unsqueeze(x)), y.unsqueeze(0)).sum()
 
-    inputs = to_model(inputs, fm.device, fm.dtype)
-    return torch.func.vmap(torch.func.grad(single), in_dims=(None, 0, 0))(theta, inputs, targets.to(fm.device))
+    inputs, targets = to_model(inputs, fm.device, fm.dtype), targets.to(fm.device)
+    if not getattr(fm, "per_example_loop", False):
+        try:
+            return torch.func.vmap(torch.func.grad(single), in_dims=(None, 0, 0))(theta, inputs, targets)
+        except RuntimeError as error:
+            if "vmap" not in str(error):
+                raise
+            # The model branches on the values of its inputs (e.g. Hugging Face's attention-mask checks),
+            # which vmap cannot batch: one example at a time from now on, for this model.
+            fm.per_example_loop = True
+    grad = torch.func.grad(single)
+    return torch.stack([grad(theta, take(inputs, i), targets[i]) for i in range(len(targets))])
