@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from influence.errors import InvalidArgumentError
 
@@ -81,9 +82,9 @@ class FunctionalModel:
         params = {**self.fixed, **self.unflatten(theta)}
         call = lambda: torch.func.functional_call(_Forward(self.model, self.forward),
                                                   {f"model.{n}": t for n, t in params.items()}, (inputs,))
-        if not self.in_eval_mode:
-            return call()
-        with eval_mode(self.model):
+        # The fused attention kernels have no forward-mode derivative (curvature products use
+        # jvp): scaled_dot_product_attention runs its plain math form, which has every derivative.
+        with sdpa_kernel(SDPBackend.MATH), (eval_mode(self.model) if self.in_eval_mode else contextlib.nullcontext()):
             return call()
 
     def fingerprint(self) -> str:
