@@ -16,31 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from influence.errors import InvalidArgumentError
-
-
-def select_parameters(model: nn.Module, wanted: list[str] | None) -> list[str]:
-    """Names of the attributed parameters: all trainable ones, or those matching `wanted`.
-
-    An entry of `wanted` matches a parameter name exactly or as a dotted prefix
-    (`"fc2"` matches `"fc2.weight"` and `"fc2.bias"`).
-    """
-    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
-    if not trainable:
-        raise InvalidArgumentError(
-            "`model` has no trainable parameters (all have requires_grad=False); "
-            "there is nothing to attribute"
-        )
-    if wanted is None:
-        return trainable
-    chosen = [n for n in trainable if any(n == w or n.startswith(w + ".") for w in wanted)]
-    unmatched = [w for w in wanted if not any(n == w or n.startswith(w + ".") for n in trainable)]
-    if unmatched:
-        raise InvalidArgumentError(
-            f"task.parameters names {unmatched}, which match no trainable parameter of the model; "
-            f"trainable parameters are {trainable}"
-        )
-    return chosen
+from influence.parameters import select_parameters
 
 
 class FunctionalModel:
