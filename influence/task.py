@@ -241,5 +241,5 @@ def token_labels(input_ids: Tensor, attention_mask: Tensor | None = None,
     start = torch.as_tensor(prompt_length, device=input_ids.device).reshape(-1, 1)
     if (start < 0).any():
         raise InvalidArgumentError(f"`prompt_length` must be >= 0, got {prompt_length!r}")
-    labels[torch.arange(input_ids.shape[1], device=input_ids.device) < start] = IGNORE_INDEX
+    labels[(torch.arange(input_ids.shape[1], device=input_ids.device) < start).expand_as(labels)] = IGNORE_INDEX
     return labels
