@@ -32,6 +32,7 @@ from influence.errors import InfluenceError, InfluenceWarning, InvalidArgumentEr
 from influence.gradients import check_targets
 from influence.methods import method_class
 from influence.model import FunctionalModel, is_affine_in_parameters
+from influence.parameters import parameter_report
 from influence.results import GroupScores, Ranking, TopK, merge_top
 from influence.storage import atomic_write, remove_stale_temporaries, sha256_file, write_json
 from influence.task import ClassificationTask, Task
@@ -70,8 +71,11 @@ class Attributor:
         storage_dtype: "float32" (default), "float16", "bfloat16" or "float64" for the
             stored training features (cache_dir only).
         shard_size: training examples per index shard (the unit of resumption).
-        input_column, label_column, transform: how to read a `datasets.Dataset`
-            (`transform` maps one row's input to a tensor).
+        input_column, label_column, transform, collate_fn: how to read the data
+            (`influence.data.as_data`): the input column(s) — a list makes the inputs a
+            dict, `model(**inputs)` — the labels' column, a per-row `transform`, and a
+            collator turning a list of items into a batch (e.g. Hugging Face's
+            `DataCollatorWithPadding`; a DataLoader's own collator is used by default).
         progress: show progress bars on long work.
         seed: seed for every random choice (probes, subsets).
         **options: method options, e.g. `tol`, `max_iter` for "cg" (see each method).
@@ -84,8 +88,9 @@ class Attributor:
     def __init__(self, model: nn.Module, train: Any, task: Task | None = None, method: str = "cg",
                  damping: float | None = None, *, curvature: str = "ggn", damping_ratio: float | None = None,
                  batch_size: int = 256, curvature_samples: int | None = None, cache_dir: str | Path | None = None,
-                 storage_dtype: str = "float32", shard_size: int = 4096, input_column: str = "input",
-                 label_column: str = "label", transform: Callable | None = None, progress: bool = True,
+                 storage_dtype: str = "float32", shard_size: int = 4096, input_column: str | Sequence[str] = "input",
+                 label_column: str = "label", transform: Callable | None = None, collate_fn: Callable | None = None,
+                 progress: bool = True,
                  seed: int = 0, **options: Any):
         if not isinstance(model, nn.Module):
             raise InvalidArgumentError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
@@ -108,7 +113,8 @@ class Attributor:
             options = {**options, "damping_ratio": damping_ratio}  # methods with their own curvature
         self.method = cls(**options)
         self.options = options
-        self.read = dict(input_column=input_column, label_column=label_column, transform=transform)
+        self.read = dict(input_column=input_column, label_column=label_column, transform=transform,
+                         collate_fn=collate_fn)
         self.train = None if train is None else as_data(train, "train", **self.read)
         self.damping = damping
         self.curvature_kind = curvature
@@ -166,7 +172,11 @@ class Attributor:
         self.diagnostics = {"method": self.method.name, "curvature": self.curvature_kind if curvature else None,
                             "curvature_backend": curvature.backend if curvature else None,
                             "damping": self.damping, "damping_source": source, "n_train": index.n,
-                            "n_params": self.fm.p, "feature_dim": index.dim, **self.method.diagnostics}
+                            "n_params": self.fm.p, "feature_dim": index.dim,
+                            "parameters": parameter_report(self.fm.model, self.fm.names), **self.method.diagnostics}
+        if self.fm.upcast_from:
+            self.diagnostics["precision"] = (f"the model's {self.fm.upcast_from} parameters are attributed in float32 "
+                                             "(float32 copies; the model is not changed)")
         self._self_influence = None
 
     def _curvature(self, data: ExampleData) -> Curvature | None:

@@ -18,6 +18,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from influence.parameters import select_parameters
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
 
 class FunctionalModel:
     """`model` as `f(θ, inputs)` with θ a flat vector of the attributed parameters.
@@ -32,7 +34,9 @@ class FunctionalModel:
             training code passes False.
     Attributes:
         names: attributed parameter names, in flattening order.
-        theta: Tensor[p], the current values (detached copy).
+        theta: Tensor[p], the current values (detached copy); float32 for a float16 /
+            bfloat16 model, whose other parameters and buffers are then float32 copies too
+            (`upcast_from` names the model's dtype).
         p: number of attributed scalars.
     """
 
@@ -47,6 +51,12 @@ class FunctionalModel:
         self.numels = [params[n].numel() for n in self.names]
         self.theta = torch.cat([params[n].detach().reshape(-1) for n in self.names]).clone()
         self.fixed = {n: t.detach() for n, t in params.items() if n not in self.names}
+        self.upcast_from = None  # a half-precision model is attributed in float32 (copies; the model is untouched)
+        if self.theta.dtype in LOW_PRECISION:
+            self.upcast_from = str(self.theta.dtype).removeprefix("torch.")
+            self.theta = self.theta.float()
+            low = {n: t.detach() for n, t in model.named_buffers() if t.dtype in LOW_PRECISION}
+            self.fixed = {n: t.float() if t.dtype in LOW_PRECISION else t for n, t in {**self.fixed, **low}.items()}
         self.p = self.theta.numel()
         self.dtype = self.theta.dtype
         self.device = self.theta.device
