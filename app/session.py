@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 import influence as inf
+from influence.batching import num_rows, take, to_model, unsqueeze
 from influence.data import as_data
 from influence.errors import InvalidArgumentError
 
@@ -131,14 +132,15 @@ class Session:
     def n_train(self) -> int:
         return len(self.train_labels)
 
-    def logits(self, X: Tensor) -> Tensor:
-        """Model outputs Tensor[n, C] for inputs X, in batches, without gradients."""
+    def logits(self, X: Any) -> Tensor:
+        """Model outputs Tensor[n, C] for inputs X (a tensor, or a dict / tuple of tensors), in
+        batches, without gradients, called as the task calls the model."""
         p = next(self.setup.model.parameters())
-        X = X.to(p.device)
-        X = X.to(p.dtype) if X.is_floating_point() else X
         self.setup.model.eval()
+        forward = self.attr.task.forward
         with torch.no_grad():
-            return torch.cat([self.setup.model(X[lo:lo + 4096]) for lo in range(0, len(X), 4096)]).float().cpu()
+            return torch.cat([forward(self.setup.model, to_model(take(X, slice(lo, lo + 512)), p.device, p.dtype))
+                              for lo in range(0, num_rows(X), 512)]).float().cpu()
 
     def class_name(self, c: int) -> str:
         names = self.setup.class_names
@@ -213,12 +215,12 @@ class Session:
         return pd.DataFrame(table)
 
     # ------------------------------------------------------------------ trace
-    def _trace(self, x: Tensor, target: int, k: int, query: Any, label: str | None) -> Trace:
-        logits = self.logits(x[None])
+    def _trace(self, x: Any, target: int, k: int, query: Any, label: str | None) -> Trace:
+        logits = self.logits(unsqueeze(x))
         probs = torch.softmax(logits, dim=1)[0]
         y = torch.tensor([target])
         with self._lock:
-            top = self.attr.top_k((x[None], y), k=int(k))
+            top = self.attr.top_k((unsqueeze(x), y), k=int(k))
         loss = float(self.attr.task.loss(logits, y)[0])
 
         def table(ranking) -> pd.DataFrame:
@@ -235,25 +237,29 @@ class Session:
         """Top-k helpful and harmful training examples for one eval example (its true label's loss)."""
         j = self._check_eval_id(eval_id)
         target = int(self.y_eval[j])
-        return self._trace(self.X_eval[j], target, k, self.example("eval", j), self.class_name(target))
+        return self._trace(take(self.X_eval, j), target, k, self.example("eval", j), self.class_name(target))
 
     def explain(self, raw: Any, label: str | None = None, k: int = 8) -> Trace:
         """Predict and trace a new input (`raw` as the view parsed it). Without `label`, the
         loss of the predicted class is attributed: which training data made it say that."""
         if self.setup.encode is None:
             raise InvalidArgumentError("this app was opened without an `encode` function, so it cannot read new inputs")
-        x = torch.as_tensor(np.asarray(self.setup.encode(raw)))
-        if x.shape != self.X_eval.shape[1:]:
-            raise InvalidArgumentError(f"the encoded input has shape {tuple(x.shape)}, the model expects "
-                                       f"{tuple(self.X_eval.shape[1:])}")
-        x = x.to(self.X_eval.dtype)
+        encoded = self.setup.encode(raw)
+        if isinstance(encoded, dict):  # several model inputs (e.g. token ids and a mask), any length
+            x = {key: torch.as_tensor(np.asarray(value)) for key, value in encoded.items()}
+        else:
+            x = torch.as_tensor(np.asarray(encoded))
+            if x.shape != self.X_eval.shape[1:]:
+                raise InvalidArgumentError(f"the encoded input has shape {tuple(x.shape)}, the model expects "
+                                           f"{tuple(self.X_eval.shape[1:])}")
+            x = x.to(self.X_eval.dtype)
         given = label not in (None, "", "predicted")
-        target = self.class_index(label) if given else int(self.logits(x[None]).argmax())
+        target = self.class_index(label) if given else int(self.logits(unsqueeze(x)).argmax())
         return self._trace(x, target, k, raw, label if given else None)
 
     # ------------------------------------------------------------------ suspects and groups
     def _bad_data(self) -> tuple[Tensor, Tensor]:
-        return self.X_eval[self.bad], self.y_eval[self.bad]
+        return take(self.X_eval, self.bad), self.y_eval[self.bad]
 
     def suspect_scores(self, progress: Callable[[float, str], None] | None = None) -> pd.DataFrame:
         """Per training example: self-influence, how many bad predictions it is among the
@@ -274,7 +280,8 @@ class Session:
                     harmed = torch.bincount(ids, minlength=n)
                     for lo in range(0, len(y), 256):
                         progress(0.6 + 0.4 * lo / len(y), f"scores of bad predictions {lo}..{lo + 256}")
-                        harm -= self.attr.scores((X[lo:lo + 256], y[lo:lo + 256])).double().sum(dim=0).cpu()
+                        part = (take(X, slice(lo, lo + 256)), y[lo:lo + 256])
+                        harm -= self.attr.scores(part).double().sum(dim=0).cpu()
                 self._suspects = pd.DataFrame({"self-influence": self_influence.numpy(),
                                                "bad predictions harmed": harmed.numpy(),
                                                "total harm": harm.numpy()})
