@@ -209,7 +209,7 @@ class LanguageModelingTask(Task):
                 f"got outputs of shape {tuple(outputs.shape)} for `{argument}`"
             )
         if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-            raise InvalidArgumentError(f"labels of `{argument}` must be token ids (integers), got dtype {targets.dtype}")
+            raise InvalidArgumentError(f"labels of `{argument}` must be token ids (integers), got {targets.dtype}")
         if targets.shape != outputs.shape[:2]:
             raise InvalidArgumentError(
                 f"labels of `{argument}` must be one token id per position, shape {list(outputs.shape[:2])}, with "

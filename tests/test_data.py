@@ -55,7 +55,8 @@ class Items(torch.utils.data.Dataset):
 def renaming_collator(items):
     """Pads to the batch's longest and renames "label" to "labels", as Hugging Face's do."""
     ids = padded([it["input_ids"].tolist() for it in items])
-    return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": torch.tensor([it["label"] for it in items])}
+    labels = torch.tensor([it["label"] for it in items])
+    return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": labels}
 
 
 def every_form():

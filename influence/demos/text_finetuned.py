@@ -21,6 +21,7 @@ adapter in `folder` (the library never trains: this is demo code).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import time
@@ -116,8 +117,8 @@ def make_datasets(seed: int = 0, noise: float = NOISE, limit: int | None = None)
     truth = train["label"]
     train["label"] = plant_noise(truth, sources, fraction=noise, seed=seed)
     train.update(source=sources.tolist(), original_label=truth, flipped=(train["label"] != truth).tolist())
-    as_list = lambda d: {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
-    return datasets.Dataset.from_dict(as_list(train)), datasets.Dataset.from_dict(as_list(evaluation))
+    return tuple(datasets.Dataset.from_dict({k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()})
+                 for d in (train, evaluation))
 
 
 def build_model(seed: int = 0) -> nn.Module:
@@ -208,6 +209,28 @@ def load_or_train(folder: str | Path, log: Callable[[str], None] = print, limit:
         model.load_state_dict(state, strict=False)
     else:
         log("fine-tuning MiniLM with LoRA (first run only)")
+        start = time.perf_counter()
         fine_tune(model, train, log=log)
+        info = {"seconds": round(time.perf_counter() - start, 1), "epochs": EPOCHS, "threads": torch.get_num_threads(),
+                "load_average": os.getloadavg()[0]}
+        atomic_write(folder / "fine_tune.json", lambda f: f.write(json.dumps(info).encode()))
         atomic_write(path, lambda f: f.write(save(trained_state(model))))
     return model.eval(), train, evaluation
+
+
+def predict(model: nn.Module, data, batch_size: int = 64) -> torch.Tensor:
+    """Logits Tensor[len(data), 2] of the model on a tokenized dataset (eval mode, no gradients)."""
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(data), batch_size):
+            out.append(model(**padded(data[lo:lo + batch_size])).logits.float())
+    return torch.cat(out)
+
+
+def source_harm(attributor, test, sources) -> dict[str, float]:
+    """Harm of each training source on `test` (e.g. the wrong predictions), most harmful first:
+    `−Σ_j Σ_{i∈source} score[j, i]`, in the package's sign convention (negative scores harm)."""
+    groups = attributor.group_scores(test, list(sources))
+    harm = -groups.sum.double().sum(dim=0)
+    order = harm.argsort(descending=True).tolist()
+    return {str(groups.groups[i]): float(harm[i]) for i in order}
