@@ -8,45 +8,42 @@ with ℓ the per-example training loss, m the test measurement (the loss by defa
 the Hessian or Gauss-Newton matrix of the *mean* training loss including its L2
 regulariser. Removing train_i changes the test loss by about `+score[j, i] / n_train`:
 positive = helpful (a proponent), negative = harmful (an opponent).
+
+Orchestration only: methods (`influence.methods`) do the math, the index (`influence.index`,
+`influence.persist`) stores the training side, `influence.scoring` streams the products.
 """
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from influence import index as idx
-from influence.batching import take, to_model
+from influence import scoring
 from influence.curvature import CURVATURES, Curvature
-from influence.data import ExampleData, as_data
-from influence.distributed import barrier, rank_and_world
-from influence.errors import InfluenceError, InfluenceWarning, InvalidArgumentError, NotFittedError
-from influence.gradients import check_targets
-from influence.methods import method_class
-from influence.model import FunctionalModel, is_affine_in_parameters
+from influence.damping import Damping, default_ratio
+from influence.data import as_data
+from influence.distributed import rank_and_world
+from influence.errors import InfluenceError, InvalidArgumentError, NotFittedError
+from influence.features import FeaturePass
+from influence.fingerprint import digest, fingerprints
+from influence.index_folder import IndexFolder
+from influence.methods import auto, method_class
+from influence.model import FunctionalModel
+from influence.options import check_int, check_number
 from influence.parameters import parameter_report
-from influence.results import GroupScores, Ranking, TopK, merge_top
-from influence.storage import atomic_write, remove_stale_temporaries, sha256_file, write_json
+from influence.persist import PersistentIndex
+from influence.results import GroupScores, TopK
+from influence.solve_report import SolveReport
 from influence.task import ClassificationTask, Task
 
-# Default damping as a multiple of the curvature's mean eigenvalue (trace / p). Models whose
-# outputs are affine in the attributed parameters have a convex objective and the influence
-# approximation is then exact up to second order, so only a touch of damping is needed;
-# non-convex models need much more (measured on MLPs: see benchmarks/RESULTS.md).
-DAMPING_RATIO_CONVEX = 1e-3
-DAMPING_RATIO_NONCONVEX = 0.3
-BLOCK_ROWS = 8192  # training rows scored per block: bounds query memory to n_test × BLOCK_ROWS
 
-
-class Attributor:
+class Attributor(PersistentIndex):
     """Influence of training examples on test predictions.
 
     Args:
@@ -56,17 +53,17 @@ class Attributor:
             of `(input, label)` pairs, or a tuple of tensors `(X, y)`.
         task: what is attributed (loss, measurement, parameters, weight decay);
             default `ClassificationTask()`.
-        method: one of `influence.METHODS`, e.g. "exact", "cg", "lissa", "identity".
+        method: "auto" (default: chosen by size, see `diagnostics["method_choice"]`) or one
+            of `influence.METHODS`, e.g. "exact", "ekfac", "trak", "cg".
         damping: λ added to the curvature. `None` picks `damping_ratio × mean eigenvalue`
-            of the curvature (a Hutchinson trace estimate), which carries across models;
-            the chosen value is in `attr.damping` and `attr.diagnostics`.
+            of the curvature; the chosen value is in `attr.damping` and `attr.diagnostics`.
         curvature: "ggn" (default, positive semi-definite) or "hessian".
         damping_ratio: multiple of the mean eigenvalue used when `damping=None`; default
             1e-3 for models affine in the attributed parameters (convex), else 0.3.
         batch_size: examples per gradient / curvature batch.
         curvature_samples: use this many training examples (a fixed random subset) for
             the curvature; `None` uses all.
-        cache_dir: folder for a persistent, resumable index (see `influence.index`);
+        cache_dir: folder for a persistent, resumable index (see `influence.index_folder`);
             `None` keeps everything in memory. Required under `torchrun`.
         storage_dtype: "float32" (default), "float16", "bfloat16" or "float64" for the
             stored training features (cache_dir only).
@@ -76,293 +73,109 @@ class Attributor:
             dict, `model(**inputs)` — the labels' column, a per-row `transform`, and a
             collator turning a list of items into a batch (e.g. Hugging Face's
             `DataCollatorWithPadding`; a DataLoader's own collator is used by default).
-        progress: show progress bars on long work.
+        progress: show progress bars (with an estimate for phases over a minute).
         seed: seed for every random choice (probes, subsets).
-        **options: method options, e.g. `tol`, `max_iter` for "cg" (see each method).
+        **options: method options, e.g. `tol`, `max_iter` for "cg" (see each method's Options).
 
     Example:
-        >>> attr = Attributor(model, (X_train, y_train), method="cg").fit()
+        >>> attr = Attributor(model, (X_train, y_train)).fit()
         >>> attr.top_k((X_test, y_test), k=5).harmful.indices   # LongTensor[n_test, 5]
     """
 
-    def __init__(self, model: nn.Module, train: Any, task: Task | None = None, method: str = "cg",
+    def __init__(self, model: nn.Module, train: Any, task: Task | None = None, method: str = "auto",
                  damping: float | None = None, *, curvature: str = "ggn", damping_ratio: float | None = None,
                  batch_size: int = 256, curvature_samples: int | None = None, cache_dir: str | Path | None = None,
                  storage_dtype: str = "float32", shard_size: int = 4096, input_column: str | Sequence[str] = "input",
                  label_column: str = "label", transform: Callable | None = None, collate_fn: Callable | None = None,
-                 progress: bool = True,
-                 seed: int = 0, **options: Any):
+                 progress: bool = True, seed: int = 0, **options: Any):
         if not isinstance(model, nn.Module):
             raise InvalidArgumentError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
         if task is not None and not isinstance(task, Task):
             raise InvalidArgumentError(f"`task` must be an influence.Task, got {type(task).__name__}")
         if curvature not in CURVATURES:
             raise InvalidArgumentError(f"`curvature` must be one of {list(CURVATURES)}, got {curvature!r}")
-        _check_number(damping, "damping")
-        _check_number(damping_ratio, "damping_ratio")
-        for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidArgumentError(f"`{name}` must be a positive integer, got {value!r}")
-        if curvature_samples is not None and (not isinstance(curvature_samples, int) or curvature_samples < 1):
-            raise InvalidArgumentError(f"`curvature_samples` must be a positive integer or None, got {curvature_samples!r}")
+        check_number(damping, "damping", optional=True)
+        check_number(damping_ratio, "damping_ratio", optional=True)
+        check_int(batch_size, "batch_size")
+        check_int(shard_size, "shard_size")
+        if curvature_samples is not None:
+            check_int(curvature_samples, "curvature_samples")
         idx.validate_storage_dtype(storage_dtype)
-        self.model = model
-        self.task = task if task is not None else ClassificationTask()
-        cls = method_class(method)
-        if damping_ratio is not None and not cls.uses_curvature and "damping_ratio" in cls.options:
-            options = {**options, "damping_ratio": damping_ratio}  # methods with their own curvature
-        self.method = cls(**options)
-        self.options = options
+        self.model, self.task = model, task if task is not None else ClassificationTask()
+        self.fm = FunctionalModel(model, self.task.parameters, forward=self.task.forward)
         self.read = dict(input_column=input_column, label_column=label_column, transform=transform,
                          collate_fn=collate_fn)
         self.train = None if train is None else as_data(train, "train", **self.read)
-        self.damping = damping
-        self.curvature_kind = curvature
-        self.damping_ratio = damping_ratio
-        self.batch_size = batch_size
-        self.curvature_samples = curvature_samples
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.storage_dtype = storage_dtype
-        self.shard_size = shard_size
-        self.progress = progress
-        self.seed = seed
-        self.fm = FunctionalModel(model, self.task.parameters, forward=self.task.forward)
+        self.folder = None if cache_dir is None else IndexFolder(cache_dir)
+        self.method_choice = f"method={method!r} given"
+        if method == "auto":
+            if options:
+                raise InvalidArgumentError(f"method='auto' takes no method options (got {sorted(options)}); "
+                                           "name a method to pass its options")
+            method, options, self.method_choice = auto.choose(self.fm, len(self.train or ()))
+        self.method = method_class(method)(**options)
+        self.settings = dict(curvature=curvature, damping=damping, damping_ratio=damping_ratio,
+                             curvature_samples=curvature_samples, seed=seed, storage_dtype=storage_dtype,
+                             shard_size=shard_size)
+        self.batch_size, self.progress, self.damping = batch_size, progress, damping
+        self.features = FeaturePass(self.method, self.fm, self.task, batch_size, progress)
         self.index: idx.MemoryIndex | idx.ShardedIndex | None = None
-        self._self_influence: Tensor | None = None
         self.diagnostics: dict[str, Any] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        self._self_influence: Tensor | None = None
+        self._last_query: tuple[str, Tensor] | None = None  # (test data digest, preconditioned features)
 
     # ------------------------------------------------------------------ fitting
     def fit(self) -> Attributor:
         """Compute the training features and the preconditioner once; returns self.
 
         With `cache_dir`, features go to checksummed shards: a finished index with the same
-        model and settings is reused as is, an interrupted one resumes from its last
-        complete shard, and one built for another model or settings is refused.
+        model, settings and training data is reused as is, an interrupted one resumes from
+        its last complete shard, and one built for another model, settings or data is refused.
         """
         if self.train is None:
             raise InvalidArgumentError("this Attributor was loaded without `train`; it is already fitted")
-        if self.cache_dir is not None:
-            return self._fit_to_folder()
+        if self.folder is not None:
+            self._fit_folder()
+            return self
         if rank_and_world()[1] > 1:
             raise InvalidArgumentError("a distributed fit (torchrun) needs `cache_dir`, a folder all processes share")
-        curvature = self._curvature(self._curvature_data())
-        if self.method.features_use_curvature:
-            self.method.prepare(curvature)
-        self.index = idx.MemoryIndex(self._gradients(self.train, self.task.loss, "train gradients"))
-        self._fit_method(curvature)
+        self.features.warn_if_suspicious(self.train)
+        curvature, prepared = self._prepare()
+        self.index = idx.MemoryIndex(self.features.data(self.train, self.task.loss, "train gradients"))
+        self._fit_method(curvature, prepared)
         return self
 
-    def _fit_method(self, curvature: Curvature | None) -> None:
-        if curvature is not None:
-            self.damping, source = self._resolve_damping(curvature)
-        else:
-            source = "chosen by the method" if self.damping is None else "given"
+    def _prepare(self) -> tuple[Curvature | None, dict]:
+        """The curvature (for methods that use one) and, when the features depend on it, the method's prep."""
+        if not self.method.uses_curvature:
+            return None, {}
+        data = self.train.sample(self.settings["curvature_samples"], self.settings["seed"])
+        curvature = Curvature(self.fm, self.task, data, self.settings["curvature"], batch_size=self.batch_size)
+        return curvature, self.method.prepare(curvature) if self.method.features_use_curvature else {}
+
+    def _fit_method(self, curvature: Curvature | None, prepared: dict) -> None:
         index = self.index
+        damping = Damping(self.settings["damping"], self.settings["damping_ratio"])
+        if self.method.uses_curvature and damping.value is None and damping.ratio is None:
+            damping = replace(damping, default_ratio=default_ratio(self.fm, self.train))
         try:
-            self.method.fit(curvature, self.damping,
-                            lambda: (b.to(self.fm.dtype) for _, b in index.blocks(BLOCK_ROWS)))
+            info = self.method.fit(self.fm, curvature, damping,
+                                   lambda: (b.to(self.fm.dtype) for _, b in index.blocks(scoring.BLOCK_ROWS)))
         except torch.linalg.LinAlgError as error:
             raise InfluenceError(f"the {self.method.name} factorisation failed ({error}); the curvature is "
                                  "non-finite or too ill-conditioned: check the scale of the inputs, or pass a "
                                  "larger `damping`") from error
         self.damping = self.method.damping
-        raised = self.method.diagnostics.get("damping_raised")
-        if raised:
-            source += f"; raised from {raised['from']:.4g} to make the curvature positive definite"
-        self.diagnostics = {"method": self.method.name, "curvature": self.curvature_kind if curvature else None,
-                            "curvature_backend": curvature.backend if curvature else None,
-                            "damping": self.damping, "damping_source": source, "n_train": index.n,
-                            "n_params": self.fm.p, "feature_dim": index.dim,
-                            "parameters": parameter_report(self.fm.model, self.fm.names), **self.method.diagnostics}
-        if self.fm.upcast_from:
-            self.diagnostics["precision"] = (f"the model's {self.fm.upcast_from} parameters are attributed in float32 "
-                                             "(float32 copies; the model is not changed)")
-        self._self_influence = None
-
-    def _curvature(self, data: ExampleData) -> Curvature | None:
-        if not self.method.uses_curvature:
-            return None
-        return Curvature(self.fm, self.task, data, self.curvature_kind, batch_size=self.batch_size)
-
-    def _key(self) -> dict:
-        """Everything an index depends on; a stored index with another key is refused."""
-        return idx.jsonable({
-            "model_fingerprint": self.fm.fingerprint(), "method": self.method.name, "options": self.options,
-            "task": f"{type(self.task).__module__}.{type(self.task).__qualname__}",
-            "weight_decay": self.task.weight_decay, "parameters": self.fm.names, "curvature": self.curvature_kind,
-            "damping": self.damping, "damping_ratio": self.damping_ratio,
-            "curvature_samples": self.curvature_samples, "seed": self.seed, "storage_dtype": self.storage_dtype,
-            "shard_size": self.shard_size, "n_train": None if self.train is None else len(self.train),
-            "feature_dim": self.method.feature_dim(self.fm), "dtype": str(self.fm.dtype),
-        })
-
-    def _fit_to_folder(self) -> Attributor:
-        folder = self.cache_dir
-        rank, world = rank_and_world()
-        key = self._key()
-        manifest = idx.read_manifest(folder)
-        if manifest is not None:
-            idx.check_key(manifest, key, folder)
-            if manifest.get("complete"):
-                self._open(folder, manifest, verify=True)
-                return self
-        barrier()
-        if rank == 0:
-            folder.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(folder)  # left by a writer killed mid-write
-            if manifest is None:
-                write_json(folder / "manifest.json", {"format_version": idx.FORMAT_VERSION, "key": key,
-                                                      "complete": False})
-        barrier()
-        n = len(self.train)
-        curvature = None
-        if self.method.features_use_curvature:  # every rank needs it for its features
-            curvature = self._curvature(self._curvature_data())
-            self.method.prepare(curvature)
-        idx.build_shards(folder, n, self.shard_size, self.storage_dtype, self.train.batch,
-                         lambda x, y: self._features(x, y, self.task.loss, "train"),
-                         rank=rank, world=world, progress=self.progress and n >= 5000)
-        barrier()
-        if rank == 0:
-            shards = idx.collect_shards(folder, n, self.shard_size)
-            self.index = idx.ShardedIndex(folder, {"n_train": n, "dim": key["feature_dim"],
-                                                   "storage_dtype": self.storage_dtype, "shards": shards})
-            if curvature is None:
-                curvature = self._curvature(self._curvature_data())
-            self._fit_method(curvature)
-            self._save_state(folder, key, shards, curvature)
-        barrier()
-        if rank != 0:
-            self._open(folder, idx.read_manifest(folder), verify=False)
-        return self
-
-    def _save_state(self, folder: Path, key: dict, shards: list[dict], curvature: Curvature | None) -> None:
-        state = {k: v.detach().cpu().contiguous() for k, v in self.method.state_dict().items()}
-        if curvature is not None and self.method.queries_use_curvature:
-            state.update({k: v.detach().cpu().contiguous() for k, v in curvature.state_dict().items()})
-        atomic_write(folder / "method.safetensors", lambda f: f.write(_safetensors_bytes(state)))
-        write_json(folder / "manifest.json", {
-            "format_version": idx.FORMAT_VERSION, "key": key, "complete": True, "n_train": len(self.train),
-            "dim": key["feature_dim"], "storage_dtype": self.storage_dtype, "shards": shards,
-            "method_state": {"file": "method.safetensors", "sha256": sha256_file(folder / "method.safetensors")},
-            "damping": self.damping, "diagnostics": idx.jsonable(self.diagnostics),
-        })
-
-    def _open(self, folder: Path, manifest: dict, verify: bool) -> None:
-        """Attach a complete index folder (checksums verified when `verify`)."""
-        if not manifest.get("complete"):
-            raise idx.IndexFolderError(f"index at {folder} is incomplete (its fit was interrupted); run fit() "
-                                       "with the same model and settings to resume it")
-        index = idx.ShardedIndex(folder, manifest)
-        state_path = folder / manifest["method_state"]["file"]
-        if verify:
-            index.verify()
-            if not state_path.exists() or sha256_file(state_path) != manifest["method_state"]["sha256"]:
-                raise idx.IndexFolderError(f"{state_path} is missing or corrupted (checksum mismatch)")
-        try:
-            state = {k: v.to(self.fm.device) for k, v in load_file(state_path).items()}
-        except Exception as error:  # noqa: BLE001 — safetensors raises its own error types
-            raise idx.IndexFolderError(f"{state_path} cannot be read ({type(error).__name__}: {error}); delete the "
-                                       "folder and fit again") from None
-        curvature = None
-        if "curvature_targets" in state:
-            curvature = Curvature.from_state(self.fm, self.task, state, self.curvature_kind, self.batch_size)
-        self.index = index
-        self.damping = manifest["damping"]
-        self.method.curvature, self.method.damping = curvature, self.damping
-        self.method.load_state_dict({k: v for k, v in state.items() if not k.startswith("curvature_") and k != "_empty"})
-        self.diagnostics = dict(manifest["diagnostics"])
-        self._self_influence = None
-
-    @classmethod
-    def load(cls, cache_dir: str | Path, model: nn.Module, task: Task | None = None, train: Any = None,
-             verify: bool = True, **settings: Any) -> Attributor:
-        """Reopen an index written by `fit()` with `cache_dir`, without the training data.
-
-        Args:
-            cache_dir: the index folder.
-            model: the same model (same architecture and weights) the index was built with.
-            task: the same task (default `ClassificationTask()`).
-            train: optional training data, only for `group_scores` by column name.
-            verify: check every shard's checksum (reads the whole index once).
-            **settings: the settings `fit` used (method, damping, options, ...); the method
-                and its options default to those stored in the manifest.
-        Raises:
-            IndexFolderError: missing, incomplete or corrupted index, or another model or
-                other settings than the index was built with.
-        """
-        folder = Path(cache_dir)
-        manifest = idx.read_manifest(folder)
-        if manifest is None:
-            raise idx.IndexFolderError(f"no index at {folder} (no manifest.json); fit() with cache_dir first")
-        stored = manifest["key"]
-        missing = [k for k in ("method", "curvature", "damping", "damping_ratio", "curvature_samples", "seed",
-                               "storage_dtype", "shard_size", "options", "n_train") if k not in stored]
-        if missing:
-            raise idx.IndexFolderError(f"{folder / 'manifest.json'} is damaged: its key lacks {missing}")
-        settings = {"method": stored["method"], "curvature": stored["curvature"], "damping": stored["damping"],
-                    "damping_ratio": stored["damping_ratio"], "curvature_samples": stored["curvature_samples"],
-                    "seed": stored["seed"], "storage_dtype": stored["storage_dtype"],
-                    "shard_size": stored["shard_size"], **stored["options"], **settings}
-        attr = cls(model, train, task=task, cache_dir=folder, **settings)
-        key = attr._key()
-        key["n_train"] = stored["n_train"] if train is None else key["n_train"]
-        idx.check_key(manifest, key, folder)
-        attr._open(folder, manifest, verify=verify)
-        return attr
-
-    def _curvature_data(self) -> ExampleData:
-        n, m = len(self.train), self.curvature_samples
-        if m is None or m >= n:
-            return self.train
-        rows = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[:m].sort().values.tolist()
-        return ExampleData(self.train.source, m, lambda ids: self.train.batch([rows[i] for i in ids]), "train")
-
-    def _resolve_damping(self, curvature: Curvature) -> tuple[float, str]:
-        if self.damping is not None:
-            return float(self.damping), "given"
-        ratio = self.damping_ratio
-        if ratio is None:
-            inputs, _ = self.train.batch(range(min(len(self.train), 64)))
-            convex = is_affine_in_parameters(self.fm, to_model(inputs, self.fm.device, self.fm.dtype))
-            ratio = DAMPING_RATIO_CONVEX if convex else DAMPING_RATIO_NONCONVEX
-        mean_eig = curvature.mean_eigenvalue(seed=self.seed)
-        if not math.isfinite(mean_eig) or mean_eig <= 0:
-            raise InfluenceError(
-                f"the curvature's mean eigenvalue is {mean_eig}; pass an explicit `damping` "
-                "(is the model output independent of the attributed parameters?)"
-            )
-        return ratio * mean_eig, f"auto: {ratio:g} × mean eigenvalue {mean_eig:.4g} (Hutchinson, 32 probes)"
-
-    def _features(self, inputs: Tensor, targets: Tensor, fn: Callable, argument: str) -> Tensor:
-        """Checked per-example features of `fn` for one batch: Tensor[b, feature_dim]."""
-        targets = targets.to(self.fm.device)
-        check_targets(self.fm, self.task, to_model(inputs, self.fm.device, self.fm.dtype), targets, argument)
-        out = torch.cat([self.method.features(self.fm, fn, take(inputs, slice(lo, lo + self.batch_size)),
-                                              targets[lo:lo + self.batch_size])
-                         for lo in range(0, len(targets), self.batch_size)])
-        _check_finite(out, f"the gradients of `{argument}` (check the model outputs and loss)")
-        return out
-
-    def _gradients(self, data: ExampleData, fn: Callable, desc: str) -> Tensor:
-        """Per-example gradient features of `fn` over `data`: Tensor[len(data), feature_dim]."""
-        dim = self.method.feature_dim(self.fm)
-        try:
-            out = torch.empty(len(data), dim, dtype=self.fm.dtype, device=self.fm.device)
-        except (RuntimeError, MemoryError) as error:  # torch reports a failed allocation as RuntimeError
-            size = len(data) * dim * self.fm.dtype.itemsize / 2**30
-            raise InfluenceError(
-                f"the {desc} of method {self.method.name!r} need {size:.1f} GiB in memory ({len(data):,} × {dim:,} "
-                f"{str(self.fm.dtype)[6:]}), more than this machine can allocate; pass cache_dir= to keep the index "
-                "on disk (memory-mapped), storage_dtype='float16' to halve it, or use a method with a small "
-                "feature dimension (trak: projection_dim, arnoldi: rank)"
-            ) from error
-        with tqdm(total=len(data), desc=desc, unit="ex", disable=not self.progress or len(data) < 5000,
-                  leave=False) as bar:
-            for rows, inputs, targets in data.batches(self.batch_size):
-                out[rows.start:rows.stop] = self._features(inputs, targets, fn, data.argument)
-                bar.update(len(rows))
-        return out
+        self.diagnostics = {"method": self.method.name, "method_choice": self.method_choice,
+                            "curvature": self.settings["curvature"] if curvature else None,
+                            "curvature_backend": curvature.backend if curvature else None, "damping": self.damping,
+                            "n_train": index.n, "n_params": self.fm.p, "feature_dim": index.dim,
+                            "parameters": parameter_report(self.fm.model, self.fm.names, self.fm.upcast_from),
+                            **prepared, **info}
+        self._reset()
 
     # ------------------------------------------------------------------ queries
     def _require_fit(self) -> idx.MemoryIndex | idx.ShardedIndex:
@@ -370,42 +183,25 @@ class Attributor:
             raise NotFittedError("call Attributor.fit() before asking for scores")
         return self.index
 
-    def _precondition(self, G: Tensor) -> Tensor:
-        Q = self.method.precondition(G)
-        info = self.method.diagnostics
-        self.diagnostics.update(info)
-        if info.get("diverged"):
-            hint = (" or a larger `scale` (scale=None picks one above the largest eigenvalue)"
-                    if self.method.name == "lissa" else "")
-            raise InfluenceError(f"{self.method.name} diverged: relative residual {info['residual']:.3g} after "
-                                 f"{info['iterations']} iterations (the damped curvature is not positive definite, "
-                                 f"or the products overflow). Raise `damping`, use curvature='ggn'{hint}. "
-                                 f"Diagnostics: {info}")
-        if info.get("negative_curvature"):
-            warnings.warn(f"{self.method.name}: the damped curvature has negative eigenvalues "
-                          f"(damping={self.damping:.4g}); scores may be meaningless. Use curvature='ggn' "
-                          "or a larger damping.", InfluenceWarning, stacklevel=3)
-        if info.get("converged") is False:
-            warnings.warn(f"{self.method.name} did not converge: relative residual {info['residual']:.3g} after "
-                          f"{info['iterations']} iterations. Raise max_iter or damping.",
-                          InfluenceWarning, stacklevel=3)
-        _check_finite(Q, f"the {self.method.name} solve (diagnostics: {info})")
-        return Q.to(self.fm.dtype)  # methods may solve in float64; scoring runs in the model's dtype
-
     def test_gradients(self, test: Any) -> Tensor:
         """Features of the test measurement's gradients, Tensor[n_test, feature_dim]."""
         self._require_fit()
-        return self._gradients(as_data(test, "test", **self.read), self.task.measurement, "test gradients")
+        return self.features.data(as_data(test, "test", **self.read), self.task.measurement, "test gradients")
 
-    def _score_blocks(self, test: Any, block: int = BLOCK_ROWS):
-        """Yield `(offset, scores[n_test, b])` over blocks of training examples."""
-        index = self._require_fit()
-        Q = self._precondition(self.test_gradients(test))
-        for lo, features in index.blocks(block):
-            s = Q @ features.to(Q.dtype).T
-            _check_finite(s, f"the scores of training examples {lo}..{lo + s.shape[1] - 1} (they overflow "
-                             f"{Q.dtype}; use a float64 model or rescale the inputs)")
-            yield lo, s
+    def _preconditioned(self, test: Any) -> Tensor:
+        """φ(∇m(test)) P, Tensor[n_test, dim]; reused while the same test set is asked about."""
+        self._require_fit()
+        data = as_data(test, "test", **self.read)
+        key = digest(fingerprints(data))
+        last = self._last_query
+        if last is not None and last[0] == key:
+            return last[1]
+        G = self.features.data(data, self.task.measurement, "test gradients")
+        with SolveReport(self.method.name, self.damping, self.diagnostics) as report:
+            Q = report.add(*self.method.precondition(G))
+        scoring.check_finite(Q, f"the {self.method.name} solve (diagnostics: {self.diagnostics['last_solve']})")
+        self._last_query = (key, Q.to(self.fm.dtype))  # methods may solve in float64; scores use the model's dtype
+        return self._last_query[1]
 
     def scores(self, test: Any) -> Tensor:
         """Influence of every training example on every test example.
@@ -414,7 +210,7 @@ class Attributor:
             Tensor[n_test, n_train] with `score[j, i] = ∇m(test_j)ᵀ (H + λI)⁻¹ ∇ℓ(train_i)`;
             positive = helpful (removing train_i raises test_j's loss by ≈ score / n_train).
         """
-        return torch.cat([s for _, s in self._score_blocks(test)], dim=1)
+        return torch.cat([s for _, s in scoring.score_blocks(self._preconditioned(test), self._require_fit())], dim=1)
 
     def top_k(self, test: Any, k: int = 10) -> TopK:
         """The k most helpful (highest score) and k most harmful (lowest score) training
@@ -424,13 +220,8 @@ class Attributor:
             `TopK` with `.helpful` and `.harmful`, each a `Ranking` of `indices` and
             `scores`, Tensor[n_test, min(k, n_train)], most extreme first.
         """
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise InvalidArgumentError(f"`k` must be a positive integer, got {k!r}")
-        top = bottom = None
-        for lo, s in self._score_blocks(test):
-            top = merge_top(*(top or (None, None)), s, lo, k, largest=True)
-            bottom = merge_top(*(bottom or (None, None)), s, lo, k, largest=False)
-        return TopK(helpful=Ranking(top[1], top[0]), harmful=Ranking(bottom[1], bottom[0]))
+        check_int(k, "k")
+        return scoring.top_k(scoring.score_blocks(self._preconditioned(test), self._require_fit()), k)
 
     def self_influence(self) -> Tensor:
         """`∇ℓ(train_i)ᵀ (H + λI)⁻¹ ∇ℓ(train_i)` for every training example, Tensor[n_train].
@@ -439,14 +230,9 @@ class Attributor:
         """
         index = self._require_fit()
         if self._self_influence is None:
-            parts = []
-            for _, features in tqdm(index.blocks(256), total=-(-index.n // 256), desc="self-influence", leave=False,
-                                    disable=not self.progress or index.n <= 1024):
-                features = features.to(self.fm.dtype)
-                parts.append((self._precondition(features) * features).sum(dim=1))
-            values = torch.cat(parts)
-            _check_finite(values, f"the self-influence scores (they overflow {values.dtype})")
-            self._self_influence = values
+            with SolveReport(self.method.name, self.damping, self.diagnostics) as report:
+                precondition = lambda F: report.add(*self.method.precondition(F))
+                self._self_influence = scoring.self_influence(index, precondition, self.fm.dtype, self.progress)
         return self._self_influence
 
     def group_scores(self, test: Any, groups: str | Sequence) -> GroupScores:
@@ -461,54 +247,12 @@ class Attributor:
             Tensor[n_test, n_groups] and `count` LongTensor[n_groups]. Same sign convention
             as `scores`: a negative sum means the group as a whole pushed the test loss up.
         """
-        n = self._require_fit().n
-        if isinstance(groups, str):
-            if self.train is None:
-                raise InvalidArgumentError(f"`groups` names the column {groups!r}, but this Attributor was loaded "
-                                           "without `train`; pass train= to load() or a sequence of labels")
-            labels = self.train.column(groups)
-        elif hasattr(groups, "tolist") and not isinstance(groups, (list, tuple)):
-            labels = groups.tolist()  # a tensor, array or Series: plain values, not 0-d tensors
-        else:
-            labels = list(groups)
-        if len(labels) != n:
-            raise InvalidArgumentError(f"`groups` has {len(labels)} entries but the training set has {n} examples")
-        try:
-            values = list(dict.fromkeys(labels))
-        except TypeError:
-            raise InvalidArgumentError("`groups` must hold one hashable label (a string or a number) per training "
-                                       f"example; got {type(labels[0]).__name__} values") from None
-        position = {v: c for c, v in enumerate(values)}
-        codes = torch.tensor([position[v] for v in labels], device=self.fm.device)
-        total = None
-        for lo, s in self._score_blocks(test):
-            if total is None:
-                total = torch.zeros(s.shape[0], len(values), dtype=s.dtype, device=s.device)
-            total.index_add_(1, codes[lo:lo + s.shape[1]], s)
-        return GroupScores(values, total, torch.bincount(codes, minlength=len(values)))
+        values, codes = scoring.group_codes(groups, self.train, self._require_fit().n)
+        return scoring.group_totals(scoring.score_blocks(self._preconditioned(test), self.index), values, codes)
 
     def __repr__(self) -> str:
         state = "fitted" if self.index is not None else "not fitted"
         n = self.index.n if self.index is not None else len(self.train)
-        return (f"Attributor(method={self.method.name!r}, n_train={n}, n_params={self.fm.p}, "
-                f"damping={self.damping}, {state})")
+        return (f"Attributor(method={self.method.name!r} ({self.method_choice}), n_train={n}, "
+                f"n_params={self.fm.p}, damping={self.damping}, {state})")
 
-
-def _safetensors_bytes(state: dict[str, Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    return save(state) if state else save({"_empty": torch.zeros(0)})
-
-
-def _check_number(value: Any, name: str) -> None:
-    """None, or a finite number >= 0."""
-    if value is None:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0:
-        raise InvalidArgumentError(f"`{name}` must be a finite number >= 0 or None, got {value!r}")
-
-
-def _check_finite(t: Tensor, what: str) -> None:
-    if not torch.isfinite(t).all():
-        raise InfluenceError(f"non-finite values (NaN or inf) in {what}")

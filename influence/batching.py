@@ -61,7 +61,8 @@ def is_finite(inputs: Inputs) -> Tensor:
     ok = None
     for t in leaves(inputs):
         if t.is_floating_point():
-            row = torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+            finite = torch.isfinite(t)
+            row = finite.all(dim=tuple(range(1, t.ndim))) if t.ndim > 1 else finite
             ok = row if ok is None else ok & row
     return ok if ok is not None else torch.ones(num_rows(inputs), dtype=torch.bool)
 

@@ -29,8 +29,8 @@ EXIT_OK, EXIT_BREACHED, EXIT_BAD_INPUT, EXIT_ATTRIBUTION_FAILED, EXIT_INTERNAL =
 # ------------------------------------------------------------------ influence report
 def _report(args: argparse.Namespace) -> int:
     import influence as inf
-    from influence.report.inputs import load_model, load_table, parse_fail_on
     from influence.report import regression_report
+    from influence.report.inputs import load_model, load_table, parse_fail_on
 
     fail_on = parse_fail_on(args.fail_on)
     old_model = load_model(args.old_factory, args.old_weights, "--old-factory", "--old-weights")
@@ -78,8 +78,8 @@ def _demo(args: argparse.Namespace) -> int:
             args.dataset = "digits"
     if args.dataset == "digits" and args.corruption == "none":
         return _trace_demo(args)
-    from influence.report import regression_report
     from influence.demos.regression import adult_scenario, digits_scenario, train_model
+    from influence.report import regression_report
 
     started = time.perf_counter()
     corruption = tuple(args.corruption.split(",")) if args.corruption else (
@@ -176,8 +176,8 @@ def _trace_demo(args: argparse.Namespace) -> int:
     import influence as inf
     from influence.data import as_data
     from influence.demos.data import load_digits_dataset
-    from influence.plots import save_trace_grid
     from influence.demos.training import train_adam
+    from influence.plots import save_trace_grid
 
     started = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -223,6 +223,7 @@ def _trace_demo(args: argparse.Namespace) -> int:
 
 
 def _solver_line(d: dict) -> str:
+    d = d.get("last_solve") or {}
     if "iterations" not in d:
         return "direct (no iterative solve)"
     state = "converged" if d.get("converged") else "NOT converged"

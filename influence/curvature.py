@@ -18,15 +18,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from influence.batching import concat, from_state, take, to_model, to_state
+from influence.batching import concat, from_state, take, to_model, to_state, unsqueeze
 from influence.data import ExampleData
 from influence.errors import InvalidArgumentError
 from influence.gradients import check_targets
 from influence.head import LinearHeadProducts, find_linear_head
 from influence.model import FunctionalModel
+from influence.solvers.lanczos import top_eigenpairs
 from influence.task import Task
 
 CURVATURES = ("ggn", "hessian")
+
+
+def output_hessian(task: Task, outputs: Tensor, targets: Tensor) -> Tensor:
+    """Per-example Hessian of `task.loss` w.r.t. the outputs, Tensor[b, O, O] (O outputs per
+    example), from `task.output_hessian_vp` applied to the O unit directions."""
+    b, O = outputs.shape[0], outputs[0].numel()
+    eye = torch.eye(O, dtype=outputs.dtype, device=outputs.device)
+    directions = eye[:, None, :].expand(O, b, O).reshape(O, *outputs.shape)
+    return task.output_hessian_vp(outputs, targets, directions).reshape(O, b, O).transpose(0, 1)
 
 
 class Curvature:
@@ -95,33 +105,14 @@ class Curvature:
         return (self.kind == "ggn" or self.head is not None) and bool(getattr(self.task, "convex_loss", False))
 
     def extreme_eigenvalues(self, steps: int = 30, seed: int = 0) -> tuple[float, float]:
-        """Lanczos estimates `(smallest, largest)` of the eigenvalues of C + weight_decay·I.
-
-        `steps` products (full re-orthogonalisation); exact when steps >= p. Ritz values lie
-        inside the spectrum, so the smallest estimate is never below the true smallest.
-        """
+        """Lanczos estimates `(smallest, largest)` of the eigenvalues of C + weight_decay·I:
+        the extreme Ritz values of a `steps`-dimensional Krylov space (exact when steps >= p).
+        Ritz values lie inside the spectrum, so the smallest estimate is never below the
+        true smallest."""
         steps = min(steps, self.p)
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        q = torch.randn(self.p, generator=gen, dtype=torch.float64).to(self.fm.device, self.fm.dtype)
-        basis, alphas, betas = [q / q.norm()], [], []
-        for _ in range(steps):
-            w = self.matvec(basis[-1])
-            alphas.append(float(w @ basis[-1]))
-            Q = torch.stack(basis)
-            for _ in range(2):  # full re-orthogonalisation, twice for precision
-                w = w - (Q @ w) @ Q
-            beta = float(w.norm())
-            scale = max([abs(a) for a in alphas] + betas + [1e-300])
-            if len(basis) == steps or beta <= 1e-10 * scale:
-                break
-            betas.append(beta)
-            basis.append(w / beta)
-        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if betas:
-            off = torch.tensor(betas[:len(alphas) - 1], dtype=torch.float64)
-            T += torch.diag(off, 1) + torch.diag(off, -1)
-        values = torch.linalg.eigvalsh(T)
-        return float(values[0]), float(values[-1])
+        values = top_eigenpairs(self.matvec, self.p, steps, steps, block_size=1, seed=seed, dtype=self.fm.dtype,
+                                device=self.fm.device)[0]
+        return float(values.min()), float(values.max())
 
     def matvec(self, V: Tensor) -> Tensor:
         """(C + weight_decay·I) V for V: Tensor[k, p] (or Tensor[p]); same shape out."""
@@ -158,14 +149,47 @@ class Curvature:
         return torch.func.vmap(lambda v: torch.func.jvp(grad_fn, (self.fm.theta,), (v,))[1])(V)
 
     def dense(self, chunk: int = 256) -> Tensor:
-        """The full p×p matrix `C + weight_decay·I`, built from p products (small p only)."""
-        eye = torch.eye(self.p, dtype=self.fm.dtype, device=self.fm.device)
-        cols = [self.matvec(eye[i:i + chunk]) for i in range(0, self.p, chunk)]
-        H = torch.cat(cols)
+        """The full p×p matrix `C + weight_decay·I` (small p only).
+
+        The GGN is accumulated from per-example output Jacobians, `(1/n) Σ_i J_iᵀ H_out,i J_i`
+        (O backward passes per example for O outputs, then one product per chunk): far
+        cheaper than p curvature products. The Hessian (and the fused head) use p products.
+        """
+        if self.kind == "ggn" and self.head is None:
+            H = self._ggn_dense()
+        else:
+            eye = torch.eye(self.p, dtype=self.fm.dtype, device=self.fm.device)
+            H = torch.cat([self.matvec(eye[i:i + chunk]) for i in range(0, self.p, chunk)])
         return 0.5 * (H + H.T)
 
+    def _jacobians(self, max_elements: int = 1 << 23):
+        """Yield `(J, H_out)` per chunk of the curvature data: the per-example output Jacobians
+        Tensor[b, O, p] (O backward passes per example) and output Hessians Tensor[b, O, O]."""
+        single = lambda th, x: self.fm(th, unsqueeze(x))[0]
+        jacobian = torch.func.vmap(torch.func.jacrev(single), in_dims=(None, 0))
+        for x, y in self.batches():
+            outputs = self.fm(self.fm.theta, x).detach()
+            per_row = max(1, max_elements // (outputs[0].numel() * self.p))
+            for lo in range(0, len(y), per_row):
+                rows = slice(lo, lo + per_row)
+                J = jacobian(self.fm.theta, take(x, rows)).reshape(len(outputs[rows]), -1, self.p)
+                yield J, output_hessian(self.task, outputs[rows], y[rows])
+
+    def _ggn_dense(self, max_elements: int = 1 << 23) -> Tensor:
+        total = torch.zeros(self.p, self.p, dtype=self.fm.dtype, device=self.fm.device)
+        for J, H in self._jacobians(max_elements):
+            total += J.reshape(-1, self.p).T @ torch.einsum("bok,bkp->bop", H, J).reshape(-1, self.p)
+        return total / self.n + self.task.weight_decay * torch.eye(self.p, dtype=total.dtype, device=total.device)
+
     def mean_eigenvalue(self, probes: int = 32, seed: int = 0) -> float:
-        """Hutchinson estimate of trace(C + weight_decay·I) / p with Rademacher probes."""
+        """trace(C + weight_decay·I) / p: exact for the GGN, `(1/n) Σ_i tr(H_out,i J_i J_iᵀ)`
+        from the per-example Jacobians (one Jacobian pass), and for the fused head; a
+        Hutchinson estimate with `probes` Rademacher vectors for the Hessian."""
+        if self.head is not None:
+            return self.head.mean_eigenvalue()
+        if self.kind == "ggn":
+            trace = sum(float((H * (J @ J.transpose(1, 2))).sum()) for J, H in self._jacobians())
+            return trace / (self.n * self.p) + self.task.weight_decay
         gen = torch.Generator(device="cpu").manual_seed(seed)
         Z = (torch.randint(0, 2, (probes, self.p), generator=gen) * 2 - 1).to(self.fm.dtype).to(self.fm.device)
         return float((Z * self.matvec(Z)).sum() / (probes * self.p))

@@ -60,16 +60,19 @@ class ExampleData:
         length: number of examples.
         fetch: `fetch(indices) -> (inputs, targets)` for a list of integer indices.
         argument: the user-facing argument name (`"train"`, `"test"`) used in errors.
+        metadata_columns: columns of `source` that are metadata (groups such as `source`).
         ragged: whether `fetch` may return sequences of different widths for different
             indices; they are then padded to the widest in the dataset (found by one pass
             over `fetch` on the first read).
     """
 
-    def __init__(self, source: Any, length: int, fetch: Fetch, argument: str, ragged: bool = False):
+    def __init__(self, source: Any, length: int, fetch: Fetch, argument: str, metadata_columns: Sequence[str] = (),
+                 ragged: bool = False):
         if length == 0:
             raise InvalidArgumentError(f"`{argument}` is empty; it needs at least one example")
         self.source = source
         self.argument = argument
+        self.metadata_columns = list(metadata_columns)
         self._length = length
         self._fetch = fetch
         self._ragged = ragged
@@ -103,6 +106,24 @@ class ExampleData:
             rows = range(lo, min(lo + batch_size, stop))
             inputs, targets = self.batch(rows)
             yield rows, inputs, targets
+
+    def subset(self, rows: Sequence[int]) -> ExampleData:
+        """The examples at `rows`, in that order (metadata look-ups still go to the source)."""
+        rows = list(rows)
+        return ExampleData(self.source, len(rows), lambda ids: self.batch([rows[i] for i in ids]), self.argument)
+
+    def sample(self, size: int | None, seed: int) -> ExampleData:
+        """A fixed random subset of `size` examples (in data order); all of them for None."""
+        if size is None or size >= len(self):
+            return self
+        generator = torch.Generator().manual_seed(seed)
+        return self.subset(torch.randperm(len(self), generator=generator)[:size].sort().values.tolist())
+
+    def metadata(self, rows: Sequence[int]) -> dict[str, list]:
+        """{column: values at `rows`} for the metadata columns (empty without any)."""
+        if not self.metadata_columns:
+            return {}
+        return self.source.select_columns(self.metadata_columns)[list(rows)]
 
     def column(self, name: str) -> list:
         """Values of a metadata column, one per example (only for `datasets.Dataset`)."""
@@ -282,6 +303,12 @@ def _from_tensors(data: tuple, argument: str) -> ExampleData:
             f"`{argument}` as a tuple must be (inputs, labels); got a tuple of length {len(data)}"
         )
     inputs, targets = _as_inputs(data[0], argument), _as_inputs(data[1], argument)
+    if isinstance(inputs, Tensor) and isinstance(targets, Tensor) and inputs.ndim == 1 and inputs.shape[0] != 1 \
+            and (targets.ndim == 0 or targets.shape[0] == 1):
+        raise InvalidArgumentError(
+            f"`{argument}` looks like one example without a batch dimension (inputs of shape "
+            f"{tuple(inputs.shape)}, {targets.numel()} label); pass (X[None], y.reshape(1)) for a single example"
+        )
     if not isinstance(targets, Tensor) or targets.ndim == 0:
         raise InvalidArgumentError(f"the labels of `{argument}` must be a tensor with a leading example dimension")
     try:
@@ -299,7 +326,7 @@ def _from_dict(data: Mapping, input_column: str | Sequence[str], label_column: s
 
 
 def _from_items(source: Any, length: int, item: Callable[[int], Any], input_column, label_column: str,
-                collate_fn: Callable | None, argument: str) -> ExampleData:
+                collate_fn: Callable | None, argument: str, metadata_columns: Sequence[str] = ()) -> ExampleData:
     """Examples read one at a time by `item(i)`: `(input, label)` pairs or dicts holding the label."""
 
     def split(value: Any) -> tuple[Any, Any]:
@@ -320,7 +347,7 @@ def _from_items(source: Any, length: int, item: Callable[[int], Any], input_colu
         return collate([x for x, _ in pairs], argument), collate([y for _, y in pairs], argument, IGNORE_INDEX)
 
     ragged = collate_fn is not None or _is_sequence_like(item(0))
-    return ExampleData(source, length, fetch, argument, ragged=ragged)
+    return ExampleData(source, length, fetch, argument, metadata_columns, ragged=ragged)
 
 
 def _from_torch_dataset(data: torch.utils.data.Dataset, input_column, label_column: str,
@@ -371,7 +398,9 @@ def _from_hf(data: Any, input_column: str | Sequence[str], label_column: str, tr
     columns = [inputs_at] if isinstance(inputs_at, str) else inputs_at
     if collate_fn is not None:
         view = data.select_columns([*columns, label_column])
-        return _from_items(data, len(data), lambda i: view[int(i)], input_column, label_column, collate_fn, argument)
+        metadata = [c for c in data.column_names if c not in (*columns, label_column)]
+        return _from_items(data, len(data), lambda i: view[int(i)], input_column, label_column, collate_fn, argument,
+                           metadata)
     view = data.with_format("numpy", columns=[*columns, label_column]) if transform is None else data
 
     def fetch(idx: Sequence[int]) -> tuple[Any, Tensor]:
@@ -387,7 +416,8 @@ def _from_hf(data: Any, input_column: str | Sequence[str], label_column: str, tr
         return inputs, collate(list(rows[label_column]), argument, IGNORE_INDEX)
 
     ragged = any(_hf_may_be_ragged(data.features[c]) for c in [*columns, label_column])
-    return ExampleData(data, len(data), fetch, argument, ragged=ragged)
+    metadata = [c for c in data.column_names if c not in (*columns, label_column)]
+    return ExampleData(data, len(data), fetch, argument, metadata, ragged=ragged)
 
 
 def _hf_may_be_ragged(feature: Any) -> bool:

@@ -7,7 +7,8 @@ pass per batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -64,3 +65,49 @@ def per_example_grads(fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor
             fm.per_example_loop = True
     grad = torch.func.grad(single)
     return torch.stack([grad(theta, take(inputs, i), targets[i]) for i in range(len(targets))])
+
+
+class CheckpointGradients:
+    """Per-example gradients of one model architecture at several parameter values.
+
+    Args:
+        checkpoints: `None` (only the attributor's model) or a non-empty sequence of
+            `state_dict()`s of the attributor's model (same architecture). Each checkpoint
+            supplies every parameter and buffer, attributed or not.
+    """
+
+    def __init__(self, checkpoints: Sequence[Mapping[str, Tensor]] | None):
+        if checkpoints is not None:
+            if isinstance(checkpoints, Mapping) or not isinstance(checkpoints, Sequence) or not checkpoints:
+                raise InvalidArgumentError("`checkpoints` must be a non-empty list of state_dicts of the model "
+                                           f"(or None for the model as given); got {type(checkpoints).__name__}")
+            if not all(isinstance(c, Mapping) for c in checkpoints):
+                raise InvalidArgumentError("every entry of `checkpoints` must be a state_dict (a mapping of "
+                                           "parameter names to tensors)")
+        self.checkpoints = checkpoints
+        self._models: list[FunctionalModel] | None = None
+        self._source: FunctionalModel | None = None
+
+    def __len__(self) -> int:
+        return 1 if self.checkpoints is None else len(self.checkpoints)
+
+    def models(self, fm: FunctionalModel) -> list[FunctionalModel]:
+        """One `FunctionalModel` per checkpoint, built once from copies of `fm.model`."""
+        if self.checkpoints is None:
+            return [fm]
+        if self._source is not fm:
+            self._models = []
+            for c, state in enumerate(self.checkpoints):
+                model = copy.deepcopy(fm.model)
+                try:
+                    model.load_state_dict(state)
+                except RuntimeError as err:
+                    raise InvalidArgumentError(f"`checkpoints[{c}]` does not fit the model: {err}") from None
+                self._models.append(FunctionalModel(model.to(fm.device, fm.dtype), fm.names, forward=fm.forward))
+            self._source = fm
+        return self._models
+
+    def grads(self, fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor,
+              targets: Tensor) -> list[Tensor]:
+        """Per-example gradients at every checkpoint: a list of C tensors [b, p]."""
+        return [per_example_grads(m, fn, inputs, targets) for m in self.models(fm)]

@@ -75,6 +75,13 @@ class LinearHeadProducts:
             raise LookupError("the head's output is transformed before the model returns it")
         self.phi, self.probs = phi, torch.softmax(outputs, dim=-1)
 
+    def mean_eigenvalue(self) -> float:
+        """trace(C + weight_decay·I) / p, exactly: `(1/n) Σ_i tr(diag(p_i) − p_i p_iᵀ)·‖φ̃_i‖²`
+        with φ̃_i the head input (and a 1 for the bias)."""
+        width = (self.phi**2).sum(dim=1) + float(self.has_bias)
+        trace = float(((1 - (self.probs**2).sum(dim=1)) * width).mean())
+        return trace / (self.C * (self.d + self.has_bias)) + self.weight_decay
+
     def matvec(self, V: Tensor) -> Tensor:
         """V: Tensor[k, p] in the flattening order (weight C×d, then bias C) -> Tensor[k, p]."""
         k, Cd = V.shape[0], self.C * self.d

@@ -1,13 +1,8 @@
-"""The training-side index: per-example gradient features, in memory or in shards on disk.
+"""The training-side feature store: per-example gradient features in memory, or in
+checksummed, memory-mapped shards on disk (the folder around them: `influence.index_folder`).
 
-On disk (`Attributor(..., cache_dir=...)`) an index folder holds
-
-    manifest.json          format version, compatibility key (model fingerprint, method,
-                           options, task, storage dtype...), shapes, shard list with
-                           SHA-256 checksums, `complete` flag
-    shards/features-00000.npy   Tensor[rows, dim] rows start..stop of the training set
+    shards/features-00000.npy   Tensor[rows, dim], rows start..stop of the training set
     shards/features-00000.json  its sidecar: rows, checksum of the file and of the data
-    method.safetensors     what the method needs at query time (factorisation, curvature data)
 
 Every file is written atomically (temp file, fsync, rename). A shard counts only when its
 sidecar exists and both checksums match, so a fit killed at any point resumes from the
@@ -16,12 +11,12 @@ last complete shard and a reader never uses a half-written index.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,13 +24,16 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from influence.errors import IndexFolderError, InfluenceError, InvalidArgumentError
-from influence.storage import remove_stale_temporaries, sha256_file, write_array, write_json
+from influence.storage import (
+    remove_stale_temporaries,
+    sha256_file,
+    write_array,
+    write_json,
+)
 
-FORMAT_VERSION = 1
 STORAGE_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
                   "bfloat16": torch.bfloat16}
 SHARD_NAME = re.compile(r"features-\d{5,}\.npy")
-STATE_FILE = "method.safetensors"
 
 
 class MemoryIndex:
@@ -112,40 +110,6 @@ def to_storage(features: Tensor, storage_dtype: str, where: str) -> np.ndarray:
     return (cast.view(torch.uint16) if target == torch.bfloat16 else cast).numpy()
 
 
-def data_digest(inputs: Tensor, targets: Tensor) -> str:
-    """SHA-256 of a batch's inputs and targets (detects changed training data on resume)."""
-    h = hashlib.sha256()
-    for t in (inputs, targets):
-        h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def read_manifest(folder: Path) -> dict | None:
-    """The folder's manifest, checked for shape (not yet for completeness); None if absent."""
-    path = Path(folder) / "manifest.json"
-    if not path.exists():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise IndexFolderError(f"{path} is not valid JSON ({error}); delete the folder and fit again") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("key"), dict) \
-            or not isinstance(manifest.get("complete"), bool):
-        raise IndexFolderError(f"{path} is not an index manifest (it needs an object with `key` and `complete`); "
-                               "delete the folder and fit again")
-    if manifest["complete"]:
-        fields = {"n_train": int, "dim": int, "storage_dtype": str, "shards": list, "method_state": dict,
-                  "diagnostics": dict}
-        bad = [k for k, kind in fields.items() if not isinstance(manifest.get(k), kind)]
-        bad += [] if "damping" in manifest else ["damping"]
-        if bad or manifest["storage_dtype"] not in STORAGE_DTYPES \
-                or manifest["method_state"].get("file") != STATE_FILE:
-            raise IndexFolderError(f"{path} is damaged: field(s) {bad or ['storage_dtype/method_state']} missing or "
-                                   "invalid; delete the folder and fit again")
-    return manifest
-
-
 def check_shard_list(manifest: dict, folder: Path) -> None:
     """Shard entries must name files `features-NNNNN.npy` inside `shards/` (a manifest from
     elsewhere cannot make us open another path) and cover rows 0..n_train-1 in order."""
@@ -164,26 +128,16 @@ def check_shard_list(manifest: dict, folder: Path) -> None:
                                f"not n_train={manifest['n_train']}")
 
 
-def check_key(manifest: dict, key: dict, folder: Path) -> None:
-    """Refuse an index built for another model or other settings, naming what differs."""
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexFolderError(f"index at {folder} has format version {manifest.get('format_version')}, "
-                          f"this version reads {FORMAT_VERSION}; fit again into a new folder")
-    differ = sorted(k for k in set(key) | set(manifest["key"]) if manifest["key"].get(k) != key.get(k))
-    if differ:
-        details = "; ".join(f"{k}: index has {manifest['key'].get(k)!r}, now {key.get(k)!r}" for k in differ)
-        raise IndexFolderError(f"index at {folder} was built with different settings ({details}). "
-                          "Use a new cache_dir, or delete this one to rebuild it.")
-
-
 def build_shards(folder: Path, n: int, shard_size: int, storage_dtype: str,
-                 read: Callable[[range], tuple[Tensor, Tensor]],
-                 compute: Callable[[Tensor, Tensor], Tensor], rank: int = 0, world: int = 1,
+                 read: Callable[[range], tuple[Any, Tensor]], digest: Callable[[range, Any, Tensor], str],
+                 compute: Callable[[Any, Tensor], Tensor], rank: int = 0, world: int = 1,
                  progress: bool = True) -> None:
     """Write (or resume) the shards owned by this rank: shard s belongs to rank s % world.
 
     Args:
         read: rows -> (inputs, targets) of those training examples.
+        digest: (rows, inputs, targets) -> a digest of that data (a shard built from other
+            data is refused on resume).
         compute: (inputs, targets) -> features Tensor[len(rows), dim].
     """
     shard_dir = Path(folder) / "shards"
@@ -196,15 +150,15 @@ def build_shards(folder: Path, n: int, shard_size: int, storage_dtype: str,
             rows = range(start, min(start + shard_size, n))
             name = f"features-{start // shard_size:05d}"
             inputs, targets = read(rows)
-            digest = data_digest(inputs, targets)
+            data_sha256 = digest(rows, inputs, targets)
             sidecar = shard_dir / f"{name}.json"
-            if sidecar.exists() and _shard_is_valid(shard_dir, _read_sidecar(sidecar), digest):
+            if sidecar.exists() and _shard_is_valid(shard_dir, _read_sidecar(sidecar), data_sha256):
                 bar.update(len(rows))
                 continue
             array = to_storage(compute(inputs, targets), storage_dtype, f"shard {name}")
             write_array(shard_dir / f"{name}.npy", array)
             write_json(sidecar, {"file": f"{name}.npy", "start": rows.start, "stop": rows.stop,
-                                 "sha256": sha256_file(shard_dir / f"{name}.npy"), "data_sha256": digest})
+                                 "sha256": sha256_file(shard_dir / f"{name}.npy"), "data_sha256": data_sha256})
             bar.update(len(rows))
 
 
@@ -236,24 +190,10 @@ def collect_shards(folder: Path, n: int, shard_size: int) -> list[dict]:
         sidecar = Path(folder) / "shards" / f"features-{start // shard_size:05d}.json"
         entry = _read_sidecar(sidecar) if sidecar.exists() else None
         if entry is None:
-            raise IndexFolderError(f"index shard {sidecar.with_suffix('.npy')} was not written; run fit() again to resume")
+            raise IndexFolderError(f"index shard {sidecar.with_suffix('.npy')} was not written; run fit() again "
+                                   "to resume")
         entries.append(entry)
     return entries
-
-
-def jsonable(value):
-    """A JSON-serialisable, comparable description of an option value (tensors by digest)."""
-    if isinstance(value, Tensor):
-        return "tensor:" + data_digest(value, torch.empty(0))[:16]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if callable(value):
-        return f"callable:{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
-    return repr(value)
 
 
 def validate_storage_dtype(name: str) -> None:

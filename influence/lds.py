@@ -29,8 +29,10 @@ from scipy import stats
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from influence.batching import to_model
 from influence.data import as_data
 from influence.errors import InvalidArgumentError
+from influence.model import eval_mode
 from influence.storage import atomic_write
 
 
@@ -162,13 +164,8 @@ def spearman_per_column(a: Tensor, b: Tensor) -> Tensor:
 
 def _measure(model: nn.Module, task, X: Tensor, y: Tensor) -> Tensor:
     param = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        inputs = X.to(param.device, param.dtype) if X.is_floating_point() else X.to(param.device)
-        values = task.measurement(model(inputs), y.to(param.device))
-    model.train(was_training)
-    return values
+    with torch.no_grad(), eval_mode(model):
+        return task.measurement(task.forward(model, to_model(X, param.device, param.dtype)), y.to(param.device))
 
 
 def _save(path: Path, settings: dict, masks: Tensor, actual: np.ndarray, done: np.ndarray) -> None:

@@ -121,13 +121,14 @@ def _summarise(names: Sequence[str], limit: int) -> list[str]:
     return modules if len(modules) <= limit else modules[:limit] + [f"... ({len(modules) - limit} more)"]
 
 
-def parameter_report(model: nn.Module, names: Sequence[str]) -> dict:
+def parameter_report(model: nn.Module, names: Sequence[str], upcast_from: str | None = None) -> dict:
     """What is attributed and what is held fixed.
 
     Returns:
         `{"attributed": {...}, "held_fixed": {...}}`, each with `tensors` (count), `numel`
         (number of scalars) and `groups` (`{name with layer numbers as *: numel}`), plus
-        `dtypes` of the attributed parameters.
+        `dtypes` of the attributed parameters and, for a half-precision model attributed in
+        float32 (`upcast_from`, e.g. "bfloat16"), a `precision` note.
     """
     params = dict(model.named_parameters())
     chosen = set(names)
@@ -138,6 +139,10 @@ def parameter_report(model: nn.Module, names: Sequence[str]) -> dict:
             groups[_group(n)] = groups.get(_group(n), 0) + params[n].numel()
         return {"tensors": len(selected), "numel": sum(params[n].numel() for n in selected), "groups": groups}
 
-    return {"attributed": part([n for n in params if n in chosen]),
-            "held_fixed": part([n for n in params if n not in chosen]),
-            "dtypes": sorted({str(params[n].dtype).removeprefix("torch.") for n in chosen})}
+    report = {"attributed": part([n for n in params if n in chosen]),
+              "held_fixed": part([n for n in params if n not in chosen]),
+              "dtypes": sorted({str(params[n].dtype).removeprefix("torch.") for n in chosen})}
+    if upcast_from:
+        report["precision"] = (f"the model's {upcast_from} parameters are attributed in float32 (float32 copies; "
+                               "the model is not changed)")
+    return report

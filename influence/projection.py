@@ -6,6 +6,10 @@ Triton kernel generates R on the fly; on the CPU, regenerating R for every query
 dominate its latency, so R is materialised once when it fits in `cache_bytes` and reused.
 Cost O(b·p·k) per block, and one query reads all of R (p·k values).
 
+`OrthogonalProjector`: k ≤ p orthonormal columns from a seeded QR (materialises p×k: small p).
+
+`make_projector(kind, p, k, seed)` picks one by name (`PROJECTIONS`).
+
 `CountSketch` (sparse R, one ±1 per row; Charikar et al. 2002, Weinberger et al. 2009):
 coordinate j of the gradient is added, with a random sign, to one random bucket of k.
 Inner products are preserved in expectation with a variance comparable to a dense
@@ -76,3 +80,31 @@ class CountSketch:
         bucket, sign = self.bucket.to(G.device), self.sign.to(G.device, dtype)
         out = torch.zeros(G.shape[0], self.k, dtype=dtype, device=G.device)
         return out.index_add_(1, bucket, G.to(dtype) * sign)
+
+
+class OrthogonalProjector:
+    """φ(G) = G Q with Q: p×k orthonormal columns from the QR of a seeded Gaussian matrix."""
+
+    def __init__(self, p: int, k: int, seed: int):
+        if k > p:
+            raise ValueError(f"an orthogonal projection needs k <= p = {p}, got k = {k}")
+        self.p, self.k = p, k
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.Q = torch.linalg.qr(torch.randn(p, k, generator=generator, dtype=torch.float64))[0]
+
+    def __call__(self, G: Tensor) -> Tensor:
+        _check_width(G, self.p, "OrthogonalProjector")
+        return G @ self.Q.to(G.device, G.dtype)
+
+
+PROJECTIONS = {
+    "rademacher": lambda p, k, seed: Projector(p, k, seed, dist="rademacher"),
+    "gaussian": lambda p, k, seed: Projector(p, k, seed, dist="gaussian"),
+    "countsketch": CountSketch,
+    "orthogonal": OrthogonalProjector,
+}
+
+
+def make_projector(kind: str, p: int, k: int, seed: int):
+    """The projection named `kind` (a key of `PROJECTIONS`) from p to k dimensions."""
+    return PROJECTIONS[kind](p, k, seed)

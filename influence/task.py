@@ -12,6 +12,7 @@ convention of the package (see `influence.Attributor`): the test side uses
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -88,6 +89,11 @@ class Task(ABC):
     def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
         """Raise `InvalidArgumentError` if `targets` cannot go with `outputs` (hook)."""
 
+    def suspicious(self, outputs: Tensor, targets: Tensor) -> list[str]:
+        """Reasons to doubt that the model fits this task (hook; checked once on a sample of the
+        training data and warned about): e.g. an untrained model, or probabilities for logits."""
+        return []
+
     def forward(self, model: torch.nn.Module, inputs) -> Tensor:
         """The model outputs for a batch of inputs (hook): `model(**inputs)` for a dict,
         `model(*inputs)` for a tuple, else `model(inputs)`; `.logits` of a Hugging Face output."""
@@ -108,6 +114,23 @@ class ClassificationTask(Task):
 
     def output_hessian_vp(self, outputs: Tensor, targets: Tensor, U: Tensor) -> Tensor:
         return softmax_jacobian_vp(torch.softmax(outputs, dim=-1), U)
+
+    def suspicious(self, outputs: Tensor, targets: Tensor) -> list[str]:
+        """Probabilities instead of logits (rows ≥ 0 summing to 1), and a model no better than
+        the best constant guess (mean loss ≥ 95% of the labels' entropy: untrained)."""
+        reasons = []
+        if (outputs >= 0).all() and torch.allclose(outputs.sum(-1), outputs.new_ones(()), atol=1e-4):
+            reasons.append("the model's outputs look like probabilities (every row is >= 0 and sums to 1), but "
+                           "ClassificationTask expects logits: remove the final softmax (or pass a Task whose loss "
+                           "takes probabilities)")
+        frequencies = torch.bincount(targets, minlength=outputs.shape[-1]).to(outputs.dtype) / len(targets)
+        entropy = float(-(frequencies * frequencies.clamp_min(1e-30).log()).sum())
+        loss = float(self.loss(outputs, targets).mean())
+        if entropy > 0 and loss >= 0.95 * entropy:
+            reasons.append(f"the model looks untrained: its mean training loss {loss:.3g} is no better than the best "
+                           f"constant guess ({entropy:.3g}, the labels' entropy). Influence assumes a model trained to "
+                           "a minimum of its objective; attribute the trained model")
+        return reasons
 
     def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
         if outputs.ndim != 2:
@@ -243,3 +266,25 @@ def token_labels(input_ids: Tensor, attention_mask: Tensor | None = None,
         raise InvalidArgumentError(f"`prompt_length` must be >= 0, got {prompt_length!r}")
     labels[(torch.arange(input_ids.shape[1], device=input_ids.device) < start).expand_as(labels)] = IGNORE_INDEX
     return labels
+
+
+def describe_task(task: Task) -> dict:
+    """What an index stores of its task: class path, weight decay, attributed parameters."""
+    cls = type(task)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "weight_decay": task.weight_decay,
+            "parameters": task.parameters}
+
+
+def task_from_description(description: dict) -> Task:
+    """Rebuild a task stored with an index (`{"class", "weight_decay", "parameters"}`); an
+    `InvalidArgumentError` names the `task=` to pass when the class cannot be rebuilt."""
+    path = description.get("class", "")
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        return cls(weight_decay=description["weight_decay"], parameters=description["parameters"])
+    except Exception as error:  # noqa: BLE001 — any failure means: the user must pass the task
+        raise InvalidArgumentError(
+            f"the index was built with task {path}(weight_decay={description.get('weight_decay')}, "
+            f"parameters={description.get('parameters')}), which cannot be rebuilt here ({type(error).__name__}: "
+            f"{error}); pass task= to load()") from None

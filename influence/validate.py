@@ -20,10 +20,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from influence.attributor import Attributor
+from influence.batching import to_model
 from influence.data import as_data
 from influence.errors import InvalidArgumentError
-from influence.model import FunctionalModel
 from influence.lds import lds  # noqa: F401  (re-export: influence.validate.lds)
+from influence.model import FunctionalModel
 from influence.training import minimize
 
 
@@ -78,12 +79,12 @@ def leave_one_out(attr: Attributor, test: Any, train_indices: Tensor | list, tol
 
     predicted = torch.gather(attr.scores(test).cpu(), 1, idx) / n
 
-    model = copy.deepcopy(attr.model).double().eval()
-    fm = FunctionalModel(model, attr.task.parameters)
+    model = copy.deepcopy(attr.model).double()
+    fm = FunctionalModel(model, attr.task.parameters, forward=attr.task.forward)
     X, y = attr.train.batch(range(n))
-    X = X.double() if X.is_floating_point() else X
+    X = to_model(X, fm.device, fm.dtype)
     Xt, yt = test_data.batch(range(m))
-    Xt = Xt.double() if Xt.is_floating_point() else Xt
+    Xt = to_model(Xt, fm.device, fm.dtype)
     theta_full = minimize(fm, attr.task, X, y, fm.theta, tol=tol, max_iter=max_iter)
 
     def measure(theta: Tensor) -> Tensor:

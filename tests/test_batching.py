@@ -3,7 +3,17 @@
 import pytest
 import torch
 
-from influence.batching import concat, describe, from_state, is_finite, leaves, num_rows, take, to_model, to_state
+from influence.batching import (
+    concat,
+    describe,
+    from_state,
+    is_finite,
+    leaves,
+    num_rows,
+    take,
+    to_model,
+    to_state,
+)
 from influence.gradients import per_example_grads
 from influence.model import FunctionalModel, eval_mode
 from influence.task import ClassificationTask

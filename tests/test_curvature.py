@@ -72,6 +72,25 @@ def test_ggn_product_matches_explicit_matrix(mlp):
     assert torch.allclose(got, V @ G, rtol=1e-10, atol=1e-12)
 
 
+def test_dense_ggn_from_jacobians_equals_p_products(mlp):
+    model, task, (X, y), _ = mlp
+    for regression in (False, True):
+        t = inf.RegressionTask(weight_decay=0.1) if regression else task
+        targets = torch.randn(len(y), 3, dtype=X.dtype) if regression else y
+        curvature = Curvature(FunctionalModel(model), t, as_data((X, targets), "train"), "ggn", batch_size=17)
+        from_products = torch.cat([curvature.matvec(row) for row in torch.eye(curvature.p, dtype=X.dtype).split(7)])
+        torch.testing.assert_close(curvature._ggn_dense(max_elements=100), from_products, rtol=1e-10, atol=1e-13)
+        mean = float(from_products.diagonal().mean())
+        assert abs(curvature.mean_eigenvalue() - mean) < 1e-10 * mean  # the exact trace, not an estimate
+
+
+def test_fused_head_mean_eigenvalue_is_the_exact_trace():
+    X, y = make_blobs(80, 7, 4, seed=0)
+    fused, _, _ = products(torch.nn.Linear(7, 4).double(), inf.ClassificationTask(weight_decay=0.1), X, y, fused=True)
+    dense = fused.dense()
+    assert abs(fused.mean_eigenvalue() - float(dense.diagonal().mean())) < 1e-10
+
+
 def test_attributor_reports_fused_backend():
     X, y = make_blobs(60, 5, 3, seed=2)
     model = torch.nn.Linear(5, 3).double()

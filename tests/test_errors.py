@@ -139,7 +139,7 @@ def test_non_finite_model_output_is_an_error_not_nan_scores(small):
 def test_exact_refuses_huge_models():
     model = torch.nn.Linear(200, 60)
     X, y = torch.randn(5, 200), torch.randint(0, 60, (5,))
-    with pytest.raises(inf.InvalidArgumentError, match="above max_params=10000; use method='cg'"):
+    with pytest.raises(inf.InvalidArgumentError, match="above max_params=10000; use method='auto'"):
         inf.Attributor(model, (X, y), method="exact", progress=False).fit()
 
 

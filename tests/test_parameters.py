@@ -77,6 +77,7 @@ def test_report_sizes_add_up_and_group_layers():
     assert report["held_fixed"]["tensors"] == 12 * 2 + 2 and report["dtypes"] == ["float32"]
 
 
+@pytest.mark.filterwarnings("ignore:the model looks untrained")
 def test_a_task_passes_its_patterns_to_the_attributor():
     model = Encoder()
     X, y = torch.randn(6, 4), torch.tensor([0, 1, 0, 1, 1, 0])

@@ -6,7 +6,12 @@ Every method scores with the same formula,
 
 where φ is an optional transform of gradients (identity, or a projection) that the index
 stores for the training side, and P ≈ (H + λI)⁻¹ in φ-space is applied by `precondition`.
-A new method is a new module with a `Method` subclass decorated by `@register`.
+Positive = helpful (removing train_i raises the test loss by ≈ score / n_train).
+
+A method is configured by a frozen options dataclass (`Method.Options`), prepared once by
+`fit` (or `restore` from an index folder), and is immutable afterwards: `precondition`
+returns its result and solver diagnostics and changes nothing, so queries can run
+concurrently. A new method is a new module with a `Method` subclass decorated by `@register`.
 """
 
 from __future__ import annotations
@@ -19,14 +24,17 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from influence.curvature import Curvature
+from influence.damping import Damping
 from influence.errors import InfluenceError, InfluenceWarning, InvalidArgumentError
 from influence.gradients import per_example_grads
 from influence.model import FunctionalModel
+from influence.options import NoOptions, parse_options
+from influence.solvers import SolveInfo
 
 TrainFeatures = Callable[[], Iterator[Tensor]]
 
 # What a method does when the damped curvature H + λI is not positive definite (an indefinite
-# Hessian off a convex model, or a singular curvature with λ = 0): see `Method.handle_indefinite`.
+# Hessian off a convex model, or a singular curvature with λ = 0): see `positive_definite_damping`.
 INDEFINITE = ("raise_damping", "abs", "warn")
 
 METHODS: dict[str, type[Method]] = {}
@@ -40,7 +48,7 @@ def register(cls: type[Method]) -> type[Method]:
 
 def method_class(name: str) -> type[Method]:
     if name not in METHODS:
-        raise InvalidArgumentError(f"method must be one of {sorted(METHODS)}, got {name!r}")
+        raise InvalidArgumentError(f"method must be one of {sorted(['auto', *METHODS])}, got {name!r}")
     return METHODS[name]
 
 
@@ -49,74 +57,32 @@ class Method(ABC):
 
     Class attributes:
         name: the `method=` string.
-        uses_curvature: whether `fit` needs a `Curvature` and a damping value.
+        Options: the frozen dataclass of its options (`Attributor(**options)`).
+        uses_curvature: whether `fit` needs a `Curvature`.
         queries_use_curvature: whether `precondition` needs curvature products (iterative
             solvers); the index then stores the curvature data.
         features_use_curvature: whether `features` depends on the curvature (e.g. projects
             onto its eigenvectors); the attributor then calls `prepare` before computing them.
-        options: option names with their defaults, accepted as `Attributor(**options)`.
+    Attributes:
+        options: the parsed options.
+        damping: λ in use after `fit` / `restore` (None for methods without damping).
     """
 
     name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
     uses_curvature: ClassVar[bool] = True
     queries_use_curvature: ClassVar[bool] = False
     features_use_curvature: ClassVar[bool] = False
-    options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **options: Any):
-        unknown = set(options) - set(self.options)
-        if unknown:
-            raise InvalidArgumentError(
-                f"unknown option(s) {sorted(unknown)} for method {self.name!r}; "
-                f"its options are {sorted(self.options) or 'none'}"
-            )
-        self.config = {**self.options, **options}
-        self.diagnostics: dict[str, Any] = {}
-
-    def _check_indefinite_option(self, allowed: tuple[str, ...] = INDEFINITE) -> None:
-        if self.config.get("indefinite") not in allowed:
-            raise InvalidArgumentError(f"`indefinite` must be one of {list(allowed)} for method {self.name!r}, "
-                                       f"got {self.config.get('indefinite')!r}")
-
-    def handle_indefinite(self, smallest: float, largest: float, estimated: bool = False) -> None:
-        """Make `H + λI` positive definite when it is not, as `config["indefinite"]` says.
-
-        Args:
-            smallest, largest: the extreme eigenvalues of H (exact, or Lanczos estimates when
-                `estimated`; a Ritz value never lies below the true smallest eigenvalue, hence
-                the factor 2 below).
-        With "raise_damping", a curvature with `smallest + λ <= 0` gets
-        `λ ← max(λ + 2·max(−smallest, 0), 1e-6·max|eigenvalue|)`; the change is recorded in
-        `diagnostics["damping_raised"]` and warned about. "abs" (exact, arnoldi) inverts
-        `|e| + λ` instead; "warn" keeps λ (queries then warn about negative curvature).
-        A zero curvature with λ = 0 cannot be inverted at all: `InfluenceError`.
-        """
-        mode = self.config.get("indefinite", "warn")
-        self.diagnostics["smallest_eigenvalue"] = float(smallest)
-        scale = max(abs(smallest), abs(largest))
-        if scale == 0 and self.damping == 0:
-            raise InfluenceError(f"{self.name}: the curvature is zero and damping is 0, so H + λI cannot be "
-                                 "inverted; pass damping > 0 (is the loss constant in the attributed parameters?)")
-        if smallest + self.damping > 0 or mode != "raise_damping":
-            return
-        old = self.damping
-        self.damping = max(old + 2 * max(-smallest, 0.0), 1e-6 * scale)
-        how = "a Lanczos estimate" if estimated else "exact"
-        self.diagnostics["damping_raised"] = {"from": old, "to": self.damping, "smallest_eigenvalue": float(smallest)}
-        if smallest < -1e-8 * scale:
-            what = f"is indefinite (smallest eigenvalue {smallest:.4g}, {how})"
-            hint = "Use curvature='ggn' for a positive semi-definite curvature, or indefinite='abs' / 'warn'."
-        else:
-            what = f"is singular (smallest eigenvalue {smallest:.3g}, {how})"
-            hint = "Pass damping > 0 to choose it yourself."
-        warnings.warn(f"{self.name}: the curvature {what} and damping {old:.4g} does not make it positive definite; "
-                      f"damping raised to {self.damping:.4g}. {hint}", InfluenceWarning, stacklevel=4)
+        self.options = parse_options(self.Options, options, self.name)
+        self.damping: float | None = None
 
     def feature_dim(self, fm: FunctionalModel) -> int:
         """Length of the per-example feature vector φ(∇) that `features` returns."""
         return fm.p
 
-    def features(self, fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs: Tensor,
+    def features(self, fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs: Any,
                  targets: Tensor) -> Tensor:
         """φ(∇_θ fn) for each example of a batch: Tensor[b, feature_dim].
 
@@ -126,29 +92,81 @@ class Method(ABC):
         """
         return per_example_grads(fm, fn, inputs, targets)
 
-    def prepare(self, curvature: Curvature) -> None:
-        """Called before any `features` when `features_use_curvature`, with the curvature
-        (undamped); e.g. find the eigenvectors the features are projected on."""
+    def prepare(self, curvature: Curvature) -> dict[str, Any]:
+        """Called before any `features` when `features_use_curvature`, with the (undamped)
+        curvature; e.g. find the eigenvectors the features are projected on. Returns
+        diagnostics."""
+        return {}
 
-    def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
-        """Prepare the preconditioner; default: nothing to factorise.
+    @abstractmethod
+    def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
+            train_features: TrainFeatures) -> dict[str, Any]:
+        """Prepare the preconditioner once; sets `self.damping` and returns diagnostics.
 
         Args:
+            fm: the model as a function of its attributed parameters.
             curvature: products with H + weight_decay·I (None when `uses_curvature` is False).
-            damping: λ, already resolved for curvature methods; for the others the user's
-                value or None, and the method sets `self.damping` to what it uses.
+            damping: what the user asked for; the method resolves it (see `Damping.resolve`).
             train_features: callable returning an iterator over blocks of the training
                 features, Tensor[b, feature_dim], in training-set order.
         """
-        self.curvature, self.damping = curvature, damping
-
-    def state_dict(self) -> dict[str, Tensor]:
-        """Tensors that `precondition` needs, for saving with an index (default: none)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore what `state_dict` returned."""
 
     @abstractmethod
-    def precondition(self, G: Tensor) -> Tensor:
-        """(H + λI)⁻¹ applied to each row of G: Tensor[m, dim] -> Tensor[m, dim] (feature space)."""
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors that `precondition` needs, for saving with an index (including λ)."""
+
+    @abstractmethod
+    def restore(self, state: dict[str, Tensor], curvature: Curvature | None) -> None:
+        """Become the fitted method that `state_dict` describes (`curvature`: rebuilt from the
+        index when `queries_use_curvature`)."""
+
+    @abstractmethod
+    def precondition(self, G: Tensor) -> tuple[Tensor, SolveInfo | None]:
+        """(H + λI)⁻¹ applied to each row of G: Tensor[m, dim] -> Tensor[m, dim] (feature
+        space), and the solver's diagnostics (None for a direct method)."""
+
+    def damped_curvature(self) -> Tensor:
+        """H + λI as a dense Tensor[p, p], for methods that factorise it (`exact`)."""
+        raise InvalidArgumentError(f"method={self.name!r} does not form the p×p curvature; use method='exact'")
+
+
+def check_indefinite_option(value: str, method: str, allowed: tuple[str, ...] = INDEFINITE) -> None:
+    if value not in allowed:
+        raise InvalidArgumentError(f"`indefinite` must be one of {list(allowed)} for method {method!r}, got {value!r}")
+
+
+def positive_definite_damping(method: str, mode: str, damping: float, source: str, smallest: float, largest: float,
+                              estimated: bool = False) -> tuple[float, dict[str, Any]]:
+    """λ that makes `H + λI` positive definite when `mode="raise_damping"`, and diagnostics
+    (`damping_source`: `source`, plus how λ was raised).
+
+    Args:
+        smallest, largest: the extreme eigenvalues of H (exact, or Lanczos estimates when
+            `estimated`; a Ritz value never lies below the true smallest eigenvalue, hence
+            the factor 2 below).
+    With "raise_damping", a curvature with `smallest + λ <= 0` gets
+    `λ ← max(λ + 2·max(−smallest, 0), 1e-6·max|eigenvalue|)`, recorded in
+    `damping_raised` and warned about. "abs" (exact, arnoldi) inverts `|e| + λ` instead;
+    "warn" keeps λ (queries then warn about negative curvature). A zero curvature with
+    λ = 0 cannot be inverted at all: `InfluenceError`.
+    """
+    info: dict[str, Any] = {"smallest_eigenvalue": float(smallest), "damping_source": source}
+    scale = max(abs(smallest), abs(largest))
+    if scale == 0 and damping == 0:
+        raise InfluenceError(f"{method}: the curvature is zero and damping is 0, so H + λI cannot be "
+                             "inverted; pass damping > 0 (is the loss constant in the attributed parameters?)")
+    if smallest + damping > 0 or mode != "raise_damping":
+        return damping, info
+    raised = max(damping + 2 * max(-smallest, 0.0), 1e-6 * scale)
+    info["damping_raised"] = {"from": damping, "to": raised, "smallest_eigenvalue": float(smallest)}
+    info["damping_source"] += f"; raised from {damping:.4g} to make the curvature positive definite"
+    how = "a Lanczos estimate" if estimated else "exact"
+    if smallest < -1e-8 * scale:
+        what = f"is indefinite (smallest eigenvalue {smallest:.4g}, {how})"
+        hint = "Use curvature='ggn' for a positive semi-definite curvature, or indefinite='abs' / 'warn'."
+    else:
+        what = f"is singular (smallest eigenvalue {smallest:.3g}, {how})"
+        hint = "Pass damping > 0 to choose it yourself."
+    warnings.warn(f"{method}: the curvature {what} and damping {damping:.4g} does not make it positive definite; "
+                  f"damping raised to {raised:.4g}. {hint}", InfluenceWarning, stacklevel=5)
+    return raised, info

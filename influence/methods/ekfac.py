@@ -28,12 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from influence.curvature import Curvature
+from influence.curvature import Curvature, output_hessian
+from influence.damping import Damping
 from influence.errors import InvalidArgumentError
 from influence.methods.base import Method, TrainFeatures, register
 from influence.model import FunctionalModel
@@ -115,41 +117,53 @@ def find_layers(fm: FunctionalModel, skip_unsupported: bool) -> tuple[list[_Laye
     return layers, skipped
 
 
-@register
-class EKFAC(Method):
-    """Block-diagonal (E)K-FAC preconditioner over `nn.Linear` / `nn.Conv2d` layers.
+@dataclass(frozen=True)
+class EKFACOptions:
+    """Options of `method="ekfac"`.
 
-    Options:
+    Attributes:
         correct_eigenvalues: True (default) for EK-FAC; False for plain K-FAC (Kronecker
             product of the factor eigenvalues).
         skip_unsupported: ignore attributed parameters outside supported modules instead of
             raising (their preconditioned components are set to zero).
+    """
 
-    Features are the flat per-example gradients (p-dimensional index). Diagnostics list the
+    correct_eigenvalues: bool = True
+    skip_unsupported: bool = False
+
+
+@register
+class EKFAC(Method):
+    """Block-diagonal (E)K-FAC preconditioner over `nn.Linear` / `nn.Conv2d` layers.
+
+    Features are the flat per-example gradients (p-dimensional index). The automatic damping
+    uses the mean of the corrected eigenvalues — the exact trace of the GGN's diagonal
+    blocks, which is the trace of the GGN — so it costs no extra pass. Diagnostics list the
     layers with their factor sizes and the skipped parameters.
     """
 
     name = "ekfac"
-    options = {"correct_eigenvalues": True, "skip_unsupported": False}
+    Options = EKFACOptions
 
-    def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
-        super().fit(curvature, damping, train_features)
-        self.layers, skipped = find_layers(curvature.fm, self.config["skip_unsupported"])
+    def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
+            train_features: TrainFeatures) -> dict[str, Any]:
+        self.layers, skipped = find_layers(curvature.fm, self.options.skip_unsupported)
         A, S = self._factors(curvature)
         self.blocks = {}
         for layer, a, s in zip(self.layers, A, S):
             (ea, qa), (es, qs) = torch.linalg.eigh(a), torch.linalg.eigh(s)
             self.blocks[layer.key] = {"index": layer.index, "QA": qa, "QS": qs, "eigenvalues": torch.outer(es, ea)}
-        if self.config["correct_eigenvalues"]:
+        if self.options.correct_eigenvalues:
             for layer, lam in zip(self.layers, self._corrected_eigenvalues(curvature)):
                 self.blocks[layer.key]["eigenvalues"] = lam
-        self.weight_decay = curvature.task.weight_decay
-        self.load_state_dict(self.state_dict())
-        self.diagnostics = {
-            "layers": {l.key: {"A": tuple(A[i].shape), "S": tuple(S[i].shape)} for i, l in enumerate(self.layers)},
-            "skipped_parameters": skipped, "eigenvalue_correction": self.config["correct_eigenvalues"],
-            "ekfac_curvature": "ggn (exact output-Hessian factorisation)",
-        }
+        wd = curvature.task.weight_decay
+        spectrum = torch.cat([b["eigenvalues"].reshape(-1) for b in self.blocks.values()])
+        lam, source = damping.resolve(lambda: float(spectrum.mean()) + wd, "mean eigenvalue (EK-FAC trace)")
+        self.restore({**self._block_state(), "damping": _scalar(lam), "weight_decay": _scalar(wd)}, curvature)
+        return {"damping_source": source,
+                "layers": {l.key: {"A": tuple(A[i].shape), "S": tuple(S[i].shape)} for i, l in enumerate(self.layers)},
+                "skipped_parameters": skipped, "eigenvalue_correction": self.options.correct_eigenvalues,
+                "ekfac_curvature": "ggn (exact output-Hessian factorisation)"}
 
     # ------------------------------------------------------------------ passes over the data
     def _pseudo_gradients(self, curvature: Curvature) -> Iterator[tuple[list[Tensor], list[Tensor]]]:
@@ -177,7 +191,7 @@ class EKFAC(Method):
                     if unused:
                         raise InvalidArgumentError(f"method='ekfac': layers {unused} hold attributed parameters but do "
                                                    "not run in the forward pass")
-                    factor = _output_hessian_sqrt(task, out.detach(), y)  # [b, O, O]
+                    factor = _sqrt_psd(output_hessian(task, out.detach(), y))  # [b, O, O]
                     acts = [l.inputs(captured[i][0]) for i, l in enumerate(self.layers)]
                     outs = [captured[i][1] for i in range(len(self.layers))]
                     grads = []
@@ -212,13 +226,14 @@ class EKFAC(Method):
         return [x / curvature.n for x in lam]
 
     # ------------------------------------------------------------------ solve and persistence
-    def state_dict(self) -> dict[str, Tensor]:
-        state = {"damping": _scalar(self.damping), "weight_decay": _scalar(self.weight_decay)}
-        for key, block in self.blocks.items():
-            state |= {f"{key}/{name}": t for name, t in block.items()}
-        return state
+    def _block_state(self) -> dict[str, Tensor]:
+        return {f"{key}/{name}": t for key, block in self.blocks.items() for name, t in block.items()
+                if name != "inverse"}
 
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"damping": _scalar(self.damping), "weight_decay": _scalar(self.weight_decay), **self._block_state()}
+
+    def restore(self, state: dict[str, Tensor], curvature: Curvature | None) -> None:
         """Restore the per-layer blocks (flat-θ index, Q_A, Q_S, eigenvalues) and λ."""
         self.damping, self.weight_decay = float(state["damping"]), float(state["weight_decay"])
         self.blocks = {}
@@ -229,25 +244,18 @@ class EKFAC(Method):
         for block in self.blocks.values():
             block["inverse"] = 1.0 / (block["eigenvalues"] + self.weight_decay + self.damping)
 
-    def precondition(self, G: Tensor) -> Tensor:
+    def precondition(self, G: Tensor) -> tuple[Tensor, None]:
         out = torch.zeros_like(G)
         for b in self.blocks.values():
             qa, qs, index = b["QA"], b["QS"], b["index"].to(G.device)
             X = qs.T @ G[:, index].to(qa.dtype) @ qa  # [m, d_out, d_in] in the Kronecker eigenbasis
             out[:, index] = (qs @ (X * b["inverse"]) @ qa.T).to(G.dtype)
-        return out
+        return out, None
 
 
-def _output_hessian_sqrt(task, outputs: Tensor, targets: Tensor) -> Tensor:
-    """U: Tensor[b, O, O] with U Uᵀ = ∂²loss/∂outputs² per example (O = outputs per example).
-
-    The per-example output Hessian of `task.loss` by double differentiation, then a
-    symmetric eigendecomposition (negative eigenvalues of a non-convex loss are clipped to
-    zero, as the GGN does).
-    """
-    b = outputs.shape[0]
-    single = lambda o, t: task.loss(o.reshape(1, *outputs.shape[1:]), t[None]).sum()
-    H = torch.func.vmap(torch.func.hessian(single))(outputs.reshape(b, -1), targets)
+def _sqrt_psd(H: Tensor) -> Tensor:
+    """U: Tensor[b, O, O] with U Uᵀ = H per example (negative eigenvalues of a non-convex
+    loss are clipped to zero, as the Gauss-Newton curvature does)."""
     w, V = torch.linalg.eigh(0.5 * (H + H.transpose(1, 2)))
     return V * w.clamp_min(0).sqrt()[:, None, :]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from influence.methods.base import Method, register
@@ -15,5 +17,14 @@ class Identity(Method):
     name = "identity"
     uses_curvature = False
 
-    def precondition(self, G: Tensor) -> Tensor:
-        return G
+    def fit(self, fm, curvature, damping, train_features) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {}
+
+    def restore(self, state: dict[str, Tensor], curvature) -> None:
+        pass
+
+    def precondition(self, G: Tensor) -> tuple[Tensor, None]:
+        return G, None

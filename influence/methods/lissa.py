@@ -3,62 +3,98 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from influence.curvature import Curvature
+from influence.damping import Damping
 from influence.errors import InfluenceError
-from influence.methods.base import Method, TrainFeatures, register
-from influence.solvers import lissa
+from influence.methods.base import (
+    Method,
+    TrainFeatures,
+    check_indefinite_option,
+    positive_definite_damping,
+    register,
+)
+from influence.model import FunctionalModel
+from influence.options import check_int, check_number
+from influence.solvers import SolveInfo, lissa
+
+
+@dataclass(frozen=True)
+class LiSSAOptions:
+    """Options of `method="lissa"`.
+
+    Attributes:
+        tol: relative residual at which a full-batch series stops.
+        max_iter: recursion depth cap.
+        scale: s, above the largest eigenvalue of H + λI; None picks 1.1 × (power-iteration
+            estimate + λ). A hand-set scale below it diverges (detected and reported).
+        hvp_batch_size: None for full-batch products (deterministic, stops at `tol`); an
+            integer for minibatch products (classic stochastic LiSSA, `max_iter` steps).
+        repeats: stochastic runs averaged.
+        sample_seed: seed of the minibatches and the power iteration.
+        indefinite: "raise_damping" (default) or "warn", as for cg.
+    """
+
+    tol: float = 1e-5
+    max_iter: int = 20_000
+    scale: float | None = None
+    hvp_batch_size: int | None = None
+    repeats: int = 1
+    sample_seed: int = 0
+    indefinite: str = "raise_damping"
+
+    def __post_init__(self):
+        check_number(self.tol, "tol", positive=True)
+        check_int(self.max_iter, "max_iter")
+        check_int(self.repeats, "repeats")
+        check_int(self.sample_seed, "sample_seed", minimum=0)
+        if self.hvp_batch_size is not None:
+            check_int(self.hvp_batch_size, "hvp_batch_size")
+        check_indefinite_option(self.indefinite, "lissa", ("raise_damping", "warn"))
 
 
 @register
 class LiSSA(Method):
-    """Neumann series `(1/s) Σ (I − (H + λI)/s)^t g`.
-
-    `scale=None` picks s = 1.1 × (largest eigenvalue of H, by power iteration, + λ) so the
-    series converges; a hand-set scale below that diverges (detected and reported).
-    `hvp_batch_size=None` uses full-batch products (deterministic, stops at `tol`);
-    an integer uses minibatch products (classic stochastic LiSSA) for `max_iter` steps,
-    averaged over `repeats` runs. Needs O(κ) iterations, against O(√κ) for CG. A diverging
-    series is detected and raised as an `InfluenceError` with its residual. An indefinite
-    curvature is handled as by `cg` (option `indefinite`).
-    """
+    """Neumann series `(1/s) Σ (I − (H + λI)/s)^t g`: O(κ) iterations, against O(√κ) for
+    CG. A diverging series is detected and raised as an `InfluenceError` with its residual."""
 
     name = "lissa"
+    Options = LiSSAOptions
     queries_use_curvature = True
-    options = {"tol": 1e-5, "max_iter": 20_000, "scale": None, "hvp_batch_size": None, "repeats": 1, "sample_seed": 0,
-               "indefinite": "raise_damping"}
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        self._check_indefinite_option(("raise_damping", "warn"))
-
-    def fit(self, curvature: Curvature | None, damping: float | None, train_features: TrainFeatures) -> None:
-        super().fit(curvature, damping, train_features)
+    def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
+            train_features: TrainFeatures) -> dict[str, Any]:
+        lam, source = damping.resolve(lambda: curvature.mean_eigenvalue(), "mean eigenvalue")
+        info: dict[str, Any] = {"damping_source": source}
         if not curvature.positive_semidefinite:
-            self.handle_indefinite(*curvature.extreme_eigenvalues(), estimated=True)
-        scale = self.config["scale"]
+            lam, info = positive_definite_damping(self.name, self.options.indefinite, lam, source,
+                                                  *curvature.extreme_eigenvalues(), estimated=True)
+        scale = self.options.scale
         if scale is None:
-            scale = 1.1 * (curvature.largest_eigenvalue(seed=self.config["sample_seed"]) + self.damping)
+            scale = 1.1 * (curvature.largest_eigenvalue(seed=self.options.sample_seed) + lam)
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
             raise InfluenceError(f"lissa: the scale s must be a finite number > 0 (above the largest eigenvalue of "
                                  f"H + λI), got {scale!r}; with a zero curvature pass damping > 0")
-        self.scale = float(scale)
+        self.restore({"damping": torch.tensor(lam, dtype=torch.float64),
+                      "scale": torch.tensor(float(scale), dtype=torch.float64)}, curvature)
+        return {**info, "scale": self.scale}
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"scale": torch.tensor(self.scale, dtype=torch.float64)}
+        return {"damping": torch.tensor(self.damping, dtype=torch.float64),
+                "scale": torch.tensor(self.scale, dtype=torch.float64)}
 
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.scale = float(state["scale"])
+    def restore(self, state: dict[str, Tensor], curvature: Curvature | None) -> None:
+        self.curvature, self.damping, self.scale = curvature, float(state["damping"]), float(state["scale"])
 
-    def precondition(self, G: Tensor) -> Tensor:
-        c = self.curvature
+    def precondition(self, G: Tensor) -> tuple[Tensor, SolveInfo]:
+        c, o = self.curvature, self.options
         sample = None
-        if self.config["hvp_batch_size"] is not None:
-            sample = lambda V, step: c.minibatch_matvec(V, self.config["hvp_batch_size"], self.config["sample_seed"] + step)
-        X, info = lissa(c.matvec, G.to(c.fm.dtype), self.damping, self.scale, tol=self.config["tol"],
-                        max_iter=self.config["max_iter"], sample_matvec=sample, repeats=self.config["repeats"])
-        self.diagnostics = {**info.as_dict(), "scale": self.scale}
-        return X
+        if o.hvp_batch_size is not None:
+            sample = lambda V, step: c.minibatch_matvec(V, o.hvp_batch_size, o.sample_seed + step)
+        return lissa(c.matvec, G.to(c.fm.dtype), self.damping, self.scale, tol=o.tol, max_iter=o.max_iter,
+                     sample_matvec=sample, repeats=o.repeats)

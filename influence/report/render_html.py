@@ -9,7 +9,14 @@ import base64
 import html
 
 from influence.report.render_md import (
-    EXAMPLE_HEADER, GROUP_HEADER, REGRESSION_HEADER, SIGN_NOTE, example_rows, fmt, group_rows, regression_rows,
+    EXAMPLE_HEADER,
+    GROUP_HEADER,
+    REGRESSION_HEADER,
+    SIGN_NOTE,
+    example_rows,
+    fmt,
+    group_rows,
+    regression_rows,
     regressions_sentence,
 )
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from influence.solvers.base import SolveInfo, relative_residual
+from influence.solvers.base import SolveInfo, attainable_residual, relative_residual
 
 
 def lissa(matvec: Callable[[Tensor], Tensor], B: Tensor, damping: float, scale: float, tol: float = 1e-5,
@@ -34,6 +34,7 @@ def lissa(matvec: Callable[[Tensor], Tensor], B: Tensor, damping: float, scale: 
     Returns:
         X: Tensor[k, p] and the `SolveInfo`.
     """
+    tol = max(tol, attainable_residual(B.dtype))
     product = matvec if sample_matvec is None else None
     runs = 1 if sample_matvec is None else repeats
     bnorm = B.norm(dim=1).clamp_min(1e-300)
@@ -60,5 +61,6 @@ def lissa(matvec: Callable[[Tensor], Tensor], B: Tensor, damping: float, scale: 
     X = total / (runs * scale)
     # a diverged run reports the residual of its last finite iterate (it grew past 1e8 or overflowed)
     residual = relative_residual(matvec, X, B, damping) if not diverged else last_finite
-    return X, SolveInfo("lissa", iterations, residual, converged=not diverged and residual <= max(tol, 1e-12) * 10,
-                        diverged=diverged)
+    converged = not diverged and residual <= tol * (1 if sample_matvec is None else 10)
+    return X, SolveInfo("lissa", iterations, residual, converged=converged, tol=tol,
+                        max_iter_reached=iterations >= max_iter, diverged=diverged)

@@ -88,7 +88,8 @@ def test_a_bfloat16_model_is_attributed_in_float32_with_a_note(data):
     attr = inf.Attributor(model, train, method="identity", progress=False).fit()
     scores = attr.scores(test)
     assert scores.dtype == torch.float32 and next(model.parameters()).dtype == torch.bfloat16
-    assert "bfloat16" in attr.diagnostics["precision"] and "float32" in attr.diagnostics["precision"]
+    note = attr.diagnostics["parameters"]["precision"]
+    assert "bfloat16" in note and "float32" in note and attr.diagnostics["parameters"]["dtypes"] == ["bfloat16"]
     reference = tiny_bert().to(torch.bfloat16).float()  # the same weights, rounded to bfloat16, in float32
     G, Gt = brute_force_grads(reference, train), brute_force_grads(reference, test)
     torch.testing.assert_close(scores, Gt @ G.T, rtol=1e-4, atol=1e-6)

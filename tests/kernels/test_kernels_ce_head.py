@@ -5,7 +5,6 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
-
 from kernel_test_utils import BACKENDS, TOL, nan_padded, needs_interpreter, rel_err
 
 import kernels

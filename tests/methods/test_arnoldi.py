@@ -4,9 +4,7 @@ import pytest
 import torch
 
 import influence as inf
-from influence.solvers import top_eigenpairs
-
-from _reference import ggn, hessian, per_example_grads
+from tests.methods._reference import ggn, hessian, per_example_grads
 
 
 def truncated_scores(H, G_test, G_train, damping, rank):
@@ -85,18 +83,6 @@ def test_the_index_is_rank_dimensional_on_disk_and_reloads(mlp, tmp_path):
     assert torch.allclose(attr.scores(test), expected, rtol=1e-7, atol=1e-10)
     loaded = inf.Attributor.load(tmp_path, model, task=task)
     assert torch.allclose(loaded.scores(test), expected, rtol=1e-7, atol=1e-10)
-
-
-def test_eigenpairs_with_repeated_eigenvalues_and_indefinite_spectrum():
-    gen = torch.Generator().manual_seed(0)
-    Q, _ = torch.linalg.qr(torch.randn(40, 40, generator=gen, dtype=torch.float64))
-    e = torch.cat([torch.tensor([9.0, -7.0, 5.0]), torch.full((37,), 0.5)]).double()  # invariant subspaces
-    A = Q @ torch.diag(e) @ Q.T
-    values, vectors, residual = top_eigenpairs(lambda V: V @ A, 40, rank=40, krylov_dim=40, block_size=3, seed=1)
-    assert torch.allclose(values[:3], torch.tensor([9.0, -7.0, 5.0], dtype=torch.float64))
-    assert torch.allclose(vectors.T @ torch.diag(values) @ vectors, A, atol=1e-10)
-    assert torch.allclose(vectors @ vectors.T, torch.eye(40, dtype=torch.float64), atol=1e-10)
-    assert residual < 1e-10
 
 
 @pytest.mark.parametrize("options,match", [({"rank": 0}, "`rank`"), ({"block_size": 1.5}, "`block_size`"),

@@ -7,6 +7,8 @@ import torch
 
 import influence as inf
 
+pytestmark = pytest.mark.cross_cpu  # compares computation paths: run again under another CPU capability
+
 
 @pytest.mark.parametrize("method,options", [
     ("arnoldi", {"rank": 12}), ("ekfac", {}), ("trak", {"projection_dim": 16}),

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import influence as inf
-
-from _reference import per_example_grads
+from tests.methods._reference import per_example_grads
 
 
 def test_weighted_sum_over_checkpoints(mlp):

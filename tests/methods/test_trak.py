@@ -8,8 +8,7 @@ import torch
 import influence as inf
 from influence.projection import CountSketch
 from kernels import projection_rows
-
-from _reference import per_example_grads
+from tests.methods._reference import per_example_grads
 
 
 def fisher_scores(Gt, Gtr, damping):
