@@ -11,7 +11,8 @@ from tests.hf.conftest import tiny_bert
 from tests.hf.test_transformers import brute_force_grads, tokenized
 
 peft = pytest.importorskip("peft", reason="the [hf] extra (transformers, peft) is not installed")
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning"),
+              pytest.mark.filterwarnings("ignore:the model looks untrained")]  # random weights, on purpose
 
 
 def lora(seed=0):
