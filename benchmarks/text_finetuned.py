@@ -90,11 +90,24 @@ class Setup:
                                                             reduction="none").numpy()
 
 
+def source_ranks(setup: Setup, self_influence: np.ndarray, harmful: np.ndarray, harm: dict[str, float]) -> dict:
+    """The noisy feed's rank (1 = most suspicious) among the feeds by three measures: how often
+    its reviews are among the top-K harmful of a wrong prediction, its mean self-influence, and
+    the signed harm sum −Σ_j Σ_{i∈feed} score[j, i] over the wrong predictions."""
+    sources = np.array(setup.sources)
+    feeds = sorted(set(sources))
+    counts = {f: int((sources[harmful] == f).sum()) for f in feeds}
+    mean_self = {f: float(self_influence[sources == f].mean()) for f in feeds}
+    def rank(values: dict) -> int:
+        return sorted(feeds, key=lambda f: -values[f]).index(demo.NOISY_SOURCE) + 1
+
+    return {"rank_count": rank(counts), "rank_self": rank(mean_self),
+            "rank_sum": list(harm).index(demo.NOISY_SOURCE) + 1}
+
+
 def summarise(setup: Setup, self_influence: np.ndarray, harmful: np.ndarray, harm: dict[str, float]) -> dict:
-    ranking = list(harm)
-    return {"auc": roc_auc_score(setup.flipped, self_influence),
-            "noisy_rank": ranking.index(demo.NOISY_SOURCE) + 1, "harm_top": ranking[0],
-            "flipped_in_top": float(setup.flipped[harmful].mean())}
+    return {"auc": roc_auc_score(setup.flipped, self_influence), "flipped_in_top": float(setup.flipped[harmful].mean()),
+            **source_ranks(setup, self_influence, harmful, harm)}
 
 
 def run_ours(setup: Setup, method: str, options: dict) -> dict:
@@ -111,7 +124,9 @@ def run_ours(setup: Setup, method: str, options: dict) -> dict:
             top = attr.top_k(setup.wrong, k=K)
             harm = demo.source_harm(attr, setup.wrong, setup.sources)
     harmful = top.harmful.indices[top.harmful.scores < 0].numpy()
-    label = method + (f" ({options['projection']})" if "projection" in options else "")
+    chosen = attr.diagnostics["method"] + (" (count-sketch)" if attr.diagnostics.get("projection") == "countsketch"
+                                           else "")
+    label = f"{method} → {chosen}" if method == "auto" else chosen
     return {"tool": "influence-debugger", "method": label, "times": clock.times, "rss": peak_rss_gib(),
             "p": attr.fm.p, "damping": attr.damping, **summarise(setup, self_influence, harmful, harm)}
 
@@ -196,7 +211,8 @@ def run_full_model(setup: Setup, n: int) -> dict:
         attr.top_k(setup.wrong, k=K)
     return {"tool": "influence-debugger", "method": f"trak (countsketch), every parameter, first {n} reviews",
             "times": clock.times, "rss": peak_rss_gib(), "p": attr.fm.p, "damping": attr.damping,
-            "auc": roc_auc_score(setup.flipped[:n], self_influence), "noisy_rank": None, "flipped_in_top": None}
+            "auc": roc_auc_score(setup.flipped[:n], self_influence), "flipped_in_top": None, "rank_count": None,
+            "rank_self": None, "rank_sum": None}
 
 
 def in_child(fn, *args) -> dict:
@@ -223,9 +239,9 @@ def fmt(v, digits=3):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="trak,ekfac")
+    parser.add_argument("--methods", default="auto", help="ours, comma-separated (e.g. auto,ekfac)")
     parser.add_argument("--no-kronfluence", action="store_true")
-    parser.add_argument("--full-model", type=int, default=512, help="reviews for the all-parameters row (0: skip)")
+    parser.add_argument("--full-model", type=int, default=256, help="reviews for the all-parameters row (0: skip)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--limit", type=int, default=None, help="first N training reviews only (a quick check)")
     args = parser.parse_args()
@@ -234,13 +250,10 @@ def main() -> None:
     setup = Setup(args.limit)
     print(f"setup {time.perf_counter() - start:.0f} s; eval accuracy {setup.accuracy:.3f}; {len(setup.wrong)} wrong; "
           f"{setup.flipped.sum()} flipped of {len(setup.flipped)}", flush=True)
-    options = {"trak": {"projection": "countsketch"}, "ekfac": {}}
+    options = {"trak": {"projection": "countsketch"}}
     rows = []
     for method in args.methods.split(","):
-        opts = dict(options.get(method, {}))
-        if method == "ekfac":  # automatic damping would need Hutchinson products through the transformer
-            opts["damping"] = ekfac_damping(setup)
-        rows.append(in_child(run_ours, setup, method, opts))
+        rows.append(in_child(run_ours, setup, method, dict(options.get(method, {}))))
         print(rows[-1], flush=True)
     if not args.no_kronfluence:
         rows.append(in_child(run_kronfluence, setup))
@@ -252,19 +265,22 @@ def main() -> None:
     info = json.loads((cache_folder() / "fine_tune.json").read_text()) if (cache_folder() / "fine_tune.json"
                                                                           ).exists() else {}
     header = ["tool", "method", "p attributed", "fit, s: wall (CPU)", "self-influence, s", "queries, s", "peak RSS (GiB)",
-              "mislabel AUC (self-influence)", f"noisy feed's harm rank (of {demo.N_SOURCES})",
-              f"flipped among top-{K} harmful"]
+              "mislabel AUC (self-influence)", f"flipped among top-{K} harmful",
+              f"noisy feed's rank of {demo.N_SOURCES}: top-{K} harmful count / mean self-influence / harm sum"]
     table = []
     for r in rows:
         if "error" in r:
             table.append(["?", "?", "—", r["error"], "", "", "", "", "", ""])
             continue
         t = {phase: f"{wall:.0f} ({cpu:.0f} CPU)" for phase, (wall, cpu) in r["times"].items()}
+        ranks = " / ".join(fmt(r[k]) for k in ("rank_count", "rank_self", "rank_sum"))
         table.append([r["tool"], r["method"], f"{r['p']:,}", t["fit"], t["self"], t["query"], fmt(r["rss"], 2),
-                      fmt(r["auc"]), fmt(r["noisy_rank"]), fmt(r["flipped_in_top"], 2)])
-    table.append(["training loss", "(baseline)", "—", "—", "—", "—", "—", fmt(loss_auc), "—", "—"])
-    table.append(["random order", "(baseline)", "—", "—", "—", "—", "—", "0.500", "—",
-                  fmt(float(setup.flipped.mean()), 2)])
+                      fmt(r["auc"]), fmt(r["flipped_in_top"], 2), ranks])
+    by_loss = source_ranks(setup, setup.train_loss, np.array([], dtype=int), {demo.NOISY_SOURCE: 0})["rank_self"]
+    table.append(["training loss", "(baseline)", "—", "—", "—", "—", "—", fmt(loss_auc), "—",
+                  f"— / {by_loss} (mean loss) / —"])
+    table.append(["random order", "(baseline)", "—", "—", "—", "—", "—", "0.500",
+                  fmt(float(setup.flipped.mean()), 2), "—"])
     notes = [
         f"MiniLM-L6 (22.7 M parameters) + LoRA r={demo.RANK} on query/value and the head (74,498 trained), fine-tuned "
         f"{info.get('epochs', demo.EPOCHS)} epochs in {info.get('seconds', '?')} s ({info.get('threads', '?')} thread, "
@@ -272,28 +288,17 @@ def main() -> None:
         f"{int(setup.flipped.sum())} of {len(setup.flipped)} training labels flipped, all in {demo.NOISY_SOURCE}; "
         f"{len(setup.wrong)} wrong eval predictions are the queries. Load average at the end: "
         f"{os.getloadavg()[0]:.1f} (the machine is shared: timings are inflated by other jobs).",
-        "Ours: attributed parameters = the default (PEFT adapters and head); ekfac's damping = 0.1 × a Hutchinson "
-        "estimate of the mean GGN eigenvalue on 64 reviews (automatic damping through the transformer would take "
-        "an hour here). Kronfluence: EK-FAC over the same LoRA and head Linear modules, its defaults; its queries "
-        "make a pass over the training set.",
+        "Ours: every setting at its default (method auto; attributed parameters: the PEFT adapters and head). "
+        "Kronfluence: EK-FAC over the same LoRA and head Linear modules, its defaults; its queries make a pass over "
+        "the training set. Times: wall seconds (CPU seconds of the one thread). The signed harm sum cancels for "
+        "symmetric noise (flips both ways help the wrong predictions of one class and harm the other's); counting "
+        "appearances among the top-10 harmful does not.",
     ]
     for line in [" | ".join(map(str, row)) for row in table] + notes:
         print(line)
     if not args.no_write and not args.limit:
         append_section("Fine-tuned transformer (MiniLM + LoRA, Rotten Tomatoes, noisy feed) — benchmarks/"
                        "text_finetuned.py", markdown_table(header, table) + [""] + notes)
-
-
-def ekfac_damping(setup: Setup, samples: int = 64) -> float:
-    """0.1 × the mean GGN eigenvalue (Hutchinson) of the attributed parameters on a few reviews."""
-    from influence.curvature import Curvature
-    from influence.data import as_data
-    from influence.model import FunctionalModel
-
-    task = inf.ClassificationTask()
-    fm = FunctionalModel(setup.model, task.parameters, forward=task.forward)
-    data = as_data(setup.train.select(range(samples)), "train")
-    return 0.1 * Curvature(fm, task, data, batch_size=8).mean_eigenvalue(probes=8)
 
 
 if __name__ == "__main__":
