@@ -262,9 +262,9 @@ def main() -> None:
         rows.append(in_child(run_full_model, setup, args.full_model))
         print(rows[-1], flush=True)
     loss_auc = roc_auc_score(setup.flipped, setup.train_loss)
-    info = json.loads((cache_folder() / "fine_tune.json").read_text()) if (cache_folder() / "fine_tune.json"
-                                                                          ).exists() else {}
-    header = ["tool", "method", "p attributed", "fit, s: wall (CPU)", "self-influence, s", "queries, s", "peak RSS (GiB)",
+    info_file = cache_folder() / "fine_tune.json"
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    header = ["tool", "method", "p attributed", "fit, s: wall (CPU)", "self-influence, s", "queries, s", "peak RSS, GiB",
               "mislabel AUC (self-influence)", f"flipped among top-{K} harmful",
               f"noisy feed's rank of {demo.N_SOURCES}: top-{K} harmful count / mean self-influence / harm sum"]
     table = []
