@@ -264,7 +264,7 @@ def main() -> None:
     loss_auc = roc_auc_score(setup.flipped, setup.train_loss)
     info_file = cache_folder() / "fine_tune.json"
     info = json.loads(info_file.read_text()) if info_file.exists() else {}
-    header = ["tool", "method", "p attributed", "fit, s: wall (CPU)", "self-influence, s", "queries, s", "peak RSS, GiB",
+    header = ["tool", "method", "p attributed", "fit, s: wall (CPU)", "self-influence, s", "queries, s", "RSS, GiB",
               "mislabel AUC (self-influence)", f"flipped among top-{K} harmful",
               f"noisy feed's rank of {demo.N_SOURCES}: top-{K} harmful count / mean self-influence / harm sum"]
     table = []
