@@ -62,12 +62,12 @@ class ExampleData:
         argument: the user-facing argument name (`"train"`, `"test"`) used in errors.
         metadata_columns: columns of `source` that are metadata (groups such as `source`).
         ragged: whether `fetch` may return sequences of different widths for different
-            indices; they are then padded to the widest in the dataset (found by one pass
-            over `fetch` on the first read).
+            indices (or a function saying so, asked after the first `fetch`); they are then
+            padded to the widest in the dataset (found by one pass over `fetch` on the first read).
     """
 
     def __init__(self, source: Any, length: int, fetch: Fetch, argument: str, metadata_columns: Sequence[str] = (),
-                 ragged: bool = False):
+                 ragged: bool | Callable[[], bool] = False):
         if length == 0:
             raise InvalidArgumentError(f"`{argument}` is empty; it needs at least one example")
         self.source = source
@@ -85,6 +85,8 @@ class ExampleData:
         """Inputs and targets of the given examples, checked for NaN/inf inputs."""
         indices = list(indices)
         inputs, targets = self._fetch(indices)
+        if callable(self._ragged):
+            self._ragged = bool(self._ragged())
         if self._ragged:
             widths = self._dataset_widths()
             inputs, targets = _pad_tree(inputs, widths[0], 0), _pad_tree(targets, widths[1], IGNORE_INDEX)
@@ -337,8 +339,11 @@ def _from_items(source: Any, length: int, item: Callable[[int], Any], input_colu
         raise InvalidArgumentError(f"items of `{argument}` must be (input, label) pairs or dicts holding "
                                    f"{label_column!r}; got {type(value).__name__}")
 
+    first: list = []  # the first item read, to tell whether examples may differ in length
+
     def fetch(idx: Sequence[int]) -> tuple[Any, Tensor]:
         items = [item(i) for i in idx]
+        first[:] = first or items[:1]
         if collate_fn is not None:
             batch = collate_fn(items)
             inputs, labels = split(dict(batch) if isinstance(batch, Mapping) else batch)
@@ -346,7 +351,7 @@ def _from_items(source: Any, length: int, item: Callable[[int], Any], input_colu
         pairs = [split(v) for v in items]
         return collate([x for x, _ in pairs], argument), collate([y for _, y in pairs], argument, IGNORE_INDEX)
 
-    ragged = collate_fn is not None or _is_sequence_like(item(0))
+    ragged = lambda: collate_fn is not None or _is_sequence_like(first[0])  # noqa: E731 — asked after a read
     return ExampleData(source, length, fetch, argument, metadata_columns, ragged=ragged)
 
 
