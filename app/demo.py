@@ -286,4 +286,6 @@ def text_finetuned(folder: Path, log=print) -> Setup:
                  flags_path=folder / "flags.json", encode=encode, text_column="text",
                  group_columns=["source", "movie_name"],
                  notes=f"MiniLM fine-tuned with LoRA; its adapters and head are attributed. {flipped} training labels "
-                       f"of {demo.NOISY_SOURCE} were flipped on purpose (columns original_label, flipped).")
+                       f"of {demo.NOISY_SOURCE} were flipped both ways on purpose (columns original_label, flipped): "
+                       "Suspects (self-influence) surfaces them; in Groups, flips both ways of a binary label help "
+                       "as many wrong predictions as they harm, so the signed harm does not single the feed out.")
