@@ -1,8 +1,9 @@
-"""Command line of the app: `python -m app ...` and the `influence app ...` subcommand.
+"""Command line of the app: `influence app ...` (or `python -m app ...`).
 
-    python -m app                                   # the digits demo
-    python -m app --demo text --port 7861
-    python -m app --index FOLDER --factory module:function [--weights FILE] --train DATA --eval DATA
+    influence app --report DIR                         # a folder written by `influence report` / `influence demo`
+    influence app                                      # the digits demo
+    influence app --demo text --port 7861
+    influence app --index FOLDER --factory module:function [--weights FILE] --train DATA --eval DATA [--report DIR]
 
 Binds 127.0.0.1 unless --host says otherwise (and warns when it does); never creates a
 share link (GRADIO_SHARE is refused); caps uploads (--max-upload) and decoded image size;
@@ -31,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from app.demo import DEMOS
 
     source = parser.add_argument_group("what to open (default: the digits demo)")
+    source.add_argument("--report", help="a report folder written by `influence report` or `influence demo`: opens its "
+                                         "model, index and eval data with the Regression tab, nothing else to pass; "
+                                         "with --index or --demo, adds the Regression tab if the report was computed "
+                                         "on that model and eval data")
     source.add_argument("--demo", choices=DEMOS, help="a built-in offline demo")
     source.add_argument("--index", help="an index folder written by Attributor(..., cache_dir=FOLDER).fit()")
     source.add_argument("--factory", help="module:function returning the model (or a dict, see app/sources.py)")
@@ -41,9 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--modality", default="auto", choices=["auto", "image", "text", "table"])
     source.add_argument("--input-column", default="input")
     source.add_argument("--label-column", default="label")
-    source.add_argument("--flags", help="verdicts file (default: beside the index)")
-    source.add_argument("--report", help="a regression report folder (report.json from influence.report): adds the "
-                                         "Regression tab; open the new model and the report's eval data with it")
+    source.add_argument("--flags", help="verdicts file (default: beside the index, or in the report folder)")
     source.add_argument("--cache", help="cache folder of the demos (default: $INFLUENCE_APP_CACHE or "
                                         "~/.cache/influence-debugger/app)")
     serve = parser.add_argument_group("serving")
@@ -53,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="largest uploaded file, e.g. 500kb, 10mb (default 10mb); larger uploads are refused")
     serve.add_argument("--k", type=int, default=8, help="training examples per side in a trace")
     serve.add_argument("--max-bad", type=int, default=300,
-                       help="worst wrong predictions used by the Suspects and Groups tabs")
+                       help="worst wrong predictions the Review and Groups tabs can rank on")
 
 
 def upload_size(text: str) -> str:
@@ -87,26 +90,34 @@ def exposure_notes(host: str) -> list[str]:
     return notes
 
 
-def add_app_subcommand(subparsers) -> argparse.ArgumentParser:
-    """Register `app` on the `influence` CLI's subparsers; dispatch to `run(args)`."""
-    parser = subparsers.add_parser("app", help="browse bad predictions and the training data behind them (Gradio)")
-    add_arguments(parser)
-    return parser
-
-
 def open_setup(args: argparse.Namespace):
+    """The `Setup` the options name: a report folder, an index with its model and data, or a demo."""
+    from influence.errors import InvalidArgumentError
+
     if args.index:
         missing = [f"--{name}" for name in ("factory", "train", "eval") if not getattr(args, name)]
         if missing:
-            raise SystemExit(f"--index needs {', '.join(missing)}")
+            raise InvalidArgumentError(f"--index needs {', '.join(missing)} (or open a report folder alone: "
+                                       "--report DIR)")
         from app.sources import open_index
 
         return open_index(args.index, args.factory, args.train, args.eval, weights=args.weights,
                           modality=args.modality, input_column=args.input_column, label_column=args.label_column,
-                          flags=args.flags)
+                          flags=args.flags, report=args.report)
+    if args.report and not args.demo:
+        from app.sources import open_report
+
+        return open_report(args.report, flags=args.flags, modality=args.modality)
     from app.demo import load_demo
 
-    return load_demo(args.demo or "digits", args.cache)
+    setup = load_demo(args.demo or "digits", args.cache)
+    if args.flags:
+        setup.flags_path = Path(args.flags)
+    if args.report:
+        from app.sources import attach_report
+
+        attach_report(setup, args.report)
+    return setup
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,10 +128,6 @@ def run(args: argparse.Namespace) -> int:
     from app.ui import build
 
     setup = open_setup(args)
-    if args.flags and not args.index:
-        setup.flags_path = Path(args.flags)
-    if args.report:
-        setup.report_folder = Path(args.report)
     session = Session(setup, max_bad=args.max_bad)
     page = build(session, k=args.k)
     page.queue(default_concurrency_limit=4)
@@ -143,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app", description="Trace bad predictions to training data.")
+    prog = os.environ.get("INFLUENCE_APP_PROG", "influence app")
+    parser = argparse.ArgumentParser(prog=prog, description="Trace bad predictions to training data, review and "
+                                                            "flag it, and export the flags for `influence report "
+                                                            "--flags`.")
     add_arguments(parser)
     args = parser.parse_args(argv)
     from influence.errors import InfluenceError

@@ -37,11 +37,10 @@ import torch
 from torch import nn
 
 import influence as inf
+from app.setup import Setup
 from influence.data import as_data
 from influence.demos.text_finetuned import load_reviews
 from influence.demos.training import train_adam
-
-from app.session import Setup
 
 DEMOS = ("digits", "adult", "text", "text-finetuned")
 
@@ -140,8 +139,8 @@ def adult(folder: Path, epochs: int = 300, log=print) -> Setup:
     import datasets
     import pandas as pd
 
-    from influence.demos.data import (ADULT_COLUMNS, TabularEncoder, adult_encoder, corrupt_rows, load_adult_frames,
-                                     split_into_sources)
+    from influence.demos.data import ADULT_COLUMNS, TabularEncoder, adult_encoder, corrupt_rows, load_adult_frames
+    from influence.demos.data import split_into_sources
 
     folder.mkdir(parents=True, exist_ok=True)
     encoder: TabularEncoder = adult_encoder()

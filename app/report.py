@@ -1,57 +1,63 @@
-"""The Regression tab's data: a report folder written by `influence.report` (`report.json`).
+"""The Regression tab's data: the report.json of the report folder the app was opened on.
 
-Only reads and tabulates: every number is the report's. Sign convention (the report's):
-harm = −(sum of scores over the regressions), so harm > 0 means "caused the regressions".
+Only reads and tabulates: every number is the report's (`influence.report`), shown with the
+report's readable formatting. Harm > 0 caused the regressions (units: the eval loss).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pandas as pd
 
-from influence.errors import InvalidArgumentError
-
-
-def load_report(folder: str | Path) -> dict:
-    """`folder/report.json`, checked against the report schema when `influence.report` is there."""
-    path = Path(folder) / "report.json"
-    if not path.exists():
-        raise InvalidArgumentError(f"--report {folder} has no report.json (write one with Report.save(folder))")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InvalidArgumentError(f"--report {path} is not valid JSON ({error})") from None
-    try:
-        from influence.report import validate
-    except ImportError:  # the report package is optional for the app
-        return doc
-    validate(doc)
-    return doc
+from app.tabs.common import plain_finding
+from influence.report.readable import class_name, percent, sig, verification_sentence
 
 
 def summary_text(doc: dict) -> str:
+    """The headline and the counts, as plain text (finding code spans as quoted names)."""
     s = doc["summary"]
     accuracy = ""
     if s.get("old_accuracy") is not None and s.get("new_accuracy") is not None:
-        accuracy = f"; accuracy {s['old_accuracy']:.3f} → {s['new_accuracy']:.3f}"
-    return (f"{s['headline']}\n{s['n_regressions']} regressions ({s['n_flipped']} flipped right → wrong, "
-            f"{s['n_loss_rise']} with the largest loss rise) over {s['n_eval']} eval examples{accuracy}; "
-            f"mean loss {s['old_mean_loss']:.4f} → {s['new_mean_loss']:.4f}")
+        accuracy = f"; accuracy {sig(s['old_accuracy'])} → {sig(s['new_accuracy'])}"
+    return (f"{plain_finding(s['headline'])}\n{s['n_regressions']} regressions ({s['n_flipped']} flipped right → "
+            f"wrong, {s['n_loss_rise']} with the largest loss rise) over {s['n_eval']} eval examples{accuracy}; "
+            f"mean loss {sig(s['old_mean_loss'])} → {sig(s['new_mean_loss'])}")
+
+
+def verification_table(doc: dict) -> pd.DataFrame:
+    """Per candidate fix: what was removed or relabelled, accuracy now / estimated / measured, recovered."""
+    s, names = doc["summary"], ["candidate", "removed", "relabelled", "accuracy now", "estimated accuracy",
+                                "measured accuracy", "recovered (estimated)", "recovered (measured)"]
+
+    def accuracy(m):
+        return "—" if m is None else sig(m.get("accuracy"))
+
+    rows = [[v["candidate"], v["removed"], v["relabelled"], sig(s.get("new_accuracy")), accuracy(v["estimated"]),
+             accuracy(v["measured"]), percent(v["estimated_recovered"]), percent(v["recovered"])]
+            for v in doc["verification"]]
+    return pd.DataFrame(rows, columns=names)
+
+
+def verification_text(doc: dict) -> str:
+    """One sentence per candidate fix ("Without source = day-4: accuracy 0.815 → 0.853, ...")."""
+    lines = [verification_sentence(v, doc["summary"]) for v in doc["verification"]]
+    return "\n".join(lines) or "no candidate fix was verified (no harmful group, no flags)"
 
 
 def groups_table(doc: dict) -> pd.DataFrame:
-    rows = [{"column": g["column"], "value": str(g["value"]), "harm": g["harm"], "share": g["share"],
-             "confidence": g["confidence"], "count": g["count"], "finding": g.get("headline") or ""}
-            for g in doc["groups"]]
-    return pd.DataFrame(rows, columns=["column", "value", "harm", "share", "confidence", "count", "finding"])
+    rows = [{"column": g["column"], "value": str(g["value"]), "harm": sig(g["harm"]),
+             "estimator": g["estimator"].replace("_", " "), "share": percent(g["share"], 2),
+             "confidence": f"{g['confidence']:.3f}", "count": g["count"],
+             "finding": plain_finding(g.get("headline") or "")} for g in doc["groups"]]
+    return pd.DataFrame(rows, columns=["column", "value", "harm", "estimator", "share", "confidence", "count",
+                                       "finding"])
 
 
 def regressions_table(doc: dict) -> pd.DataFrame:
-    rows = [{"eval id": r["eval_index"], "kind": r["kind"], "label": str(r["label"]),
-             "old prediction": str(r["old_prediction"]), "new prediction": str(r["new_prediction"]),
-             "old loss": r["old_loss"], "new loss": r["new_loss"],
+    names = doc["settings"].get("class_names")
+    rows = [{"eval id": r["eval_index"], "kind": r["kind"], "label": class_name(r["label"], names),
+             "old prediction": class_name(r["old_prediction"], names),
+             "new prediction": class_name(r["new_prediction"], names),
+             "old loss": sig(r["old_loss"]), "new loss": sig(r["new_loss"]),
              "most harmful train ids": " ".join(str(h["train_index"]) for h in r["harmful"][:5])}
             for r in doc["regressions"]]
     return pd.DataFrame(rows, columns=["eval id", "kind", "label", "old prediction", "new prediction", "old loss",
@@ -59,8 +65,10 @@ def regressions_table(doc: dict) -> pd.DataFrame:
 
 
 def suspects_table(doc: dict) -> pd.DataFrame:
-    rows = [{"train id": e["train_index"], "label": str(e["label"]), "harm": e["harm"],
-             "regressions harmed": e["harmful_to"], "self-influence": e["self_influence"],
+    names = doc["settings"].get("class_names")
+    rows = [{"train id": e["train_index"], "label": class_name(e["label"], names), "harm": sig(e["harm"]),
+             "regressions harmed": e["harmful_to"],
+             "self-influence percentile": percent(e["self_influence_percentile"]),
              **{str(k): str(v) for k, v in (e.get("groups") or {}).items()}}
             for e in doc["suspects"]]
     return pd.DataFrame(rows)

@@ -63,6 +63,6 @@ class LocalFilesOnly:
 
 async def _refuse(send, reason: str) -> None:
     body = f"403 Forbidden: {reason}\n".encode()
-    await send({"type": "http.response.start", "status": 403,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 403, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -1,73 +1,142 @@
-"""Open an existing influence index with its model factory and data.
+"""Open an existing influence index, or a report folder, as a `Setup`.
 
-    python -m app --index runs/v2-index --factory mypkg.models:make --weights model.safetensors \
-                  --train data/train --eval data/eval
+    influence app --report DIR              # a folder written by `influence report` / `influence demo`
+    influence app --index runs/v2-index --factory mypkg.models:make --weights model.safetensors \
+                  --train data/train --eval data/eval [--report DIR]
 
-The factory (`module:function`, called without arguments) returns either the model (an
-`nn.Module`, then the task is `ClassificationTask()`), or a dict with the key "model" and
-any of: "task" (the `influence.Task` the index was built with), "transform", "encode",
-"class_names", "modality", "image_shape", "text_column", "row_columns", "group_columns",
-"name" (see `app.session.Setup`). Weights: a `.safetensors` file, or a `torch.save` state
-dict read with `weights_only=True`. Data: a folder written by `datasets.Dataset.save_to_disk`,
-or a `.parquet`, `.csv`, `.json` / `.jsonl` file.
+The factory (`module:function`, called without arguments) returns the model, or a dict with
+"model" and any of `influence.report.inputs.FACTORY_KEYS` ("task": the `influence.Task` the
+index was built with; "class_names", "transform", "encode", "modality", "image_shape",
+"text_column", "row_columns", "group_columns", "name": see `app.setup.Setup`). Weights,
+tables and labels are read by `influence.report.inputs` (the one loader of the CLI too).
+A report folder added to another model or eval set is refused, naming what differs.
 """
 
 from __future__ import annotations
 
-import importlib
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 import influence as inf
+from app.setup import Setup
+from influence.batching import to_model
 from influence.data import as_data
-from influence.errors import InvalidArgumentError
-
-from app.session import Setup
-
-SETUP_KEYS = {"task", "transform", "encode", "class_names", "modality", "image_shape", "text_column", "row_columns",
-              "group_columns", "name"}
+from influence.errors import IndexFolderError, InvalidArgumentError
+from influence.report import inputs
+from influence.report.bundle import check_fingerprints, open_bundle, read_report
+from influence.report.fingerprint import data_fingerprint, model_fingerprint
 
 
-def load_factory(spec: str):
-    """The callable named by `module:function`."""
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        raise InvalidArgumentError(f"--factory must look like module:function, got {spec!r}")
+def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    """`--weights` into `model` (safetensors, or a state dict read with weights_only=True), strictly."""
+    return inputs.load_weights(model, path, "--weights", "the model built by --factory")
+
+
+def open_index(folder: str | Path, factory: str, train: str | Path, eval: str | Path, weights: str | Path | None = None,
+               modality: str = "auto", input_column: str = "input", label_column: str = "label",
+               flags: str | Path | None = None, report: str | Path | None = None) -> Setup:
+    """A `Setup` for an index folder written by `Attributor(..., cache_dir=folder).fit()`."""
+    folder = Path(folder)
+    spec = inputs.factory_spec(factory, "--factory")
+    if weights is not None:
+        spec["model"] = load_weights(spec["model"], weights)
+    tables = {"--train": inputs.load_table(train, "--train", input_column=input_column),
+              "--eval": inputs.load_table(eval, "--eval", input_column=input_column)}
+    tables, class_names = inputs.encode_labels(tables, label_column, spec.get("class_names"))
+    task = spec.get("task") or inf.ClassificationTask()
+    _check_index_task(folder, task, factory)
+    read = dict(input_column=input_column, label_column=label_column, transform=spec.get("transform"))
     try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as error:
-        raise InvalidArgumentError(f"--factory {spec!r} cannot be loaded: {error}") from error
+        attr = inf.Attributor.load(folder, spec["model"], task=task, train=tables["--train"], progress=False, **read)
+    except IndexFolderError as error:
+        if "model_fingerprint" in str(error):
+            raise InvalidArgumentError(f"--index {folder} was built for other weights than the model opened here: "
+                                       "pass the --weights the index was fitted with (or fit a new index)") from None
+        raise
+    setup = build_setup(spec, attr, tables["--train"], tables["--eval"], class_names, read, modality,
+                        name=folder.name, flags=Path(flags) if flags else folder.parent / f"{folder.name}.flags.json")
+    return attach_report(setup, report) if report else setup
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a `.safetensors` file or a state dict read with `torch.load(weights_only=True)`
-    (never a pickle that could run code) into `model`, strictly."""
-    from influence.report.inputs import read_state_dict
+def open_report(folder: str | Path, flags: str | Path | None = None, modality: str = "auto") -> Setup:
+    """A `Setup` for a report folder written by `influence report` or `influence demo`: its new
+    model, index, training and eval data, and the report (see `influence.report.bundle`)."""
+    opened = open_bundle(folder)
+    read = dict(input_column=opened.bundle["input_column"], label_column=opened.bundle["label_column"],
+                transform=opened.spec.get("transform"))
+    groups = [c for c in opened.bundle["group_by"] if c in opened.train.column_names]
+    display = {k: v for k, v in opened.bundle.get("display", {}).items() if k in ("image_shape", "text_column")}
+    spec = {"group_columns": groups, **display, **opened.spec}  # the report's, unless the factory says otherwise
+    if modality == "auto" and opened.bundle.get("display", {}).get("modality"):
+        modality = opened.bundle["display"]["modality"]
+    setup = build_setup(spec, opened.attributor, opened.train, opened.eval, opened.class_names, read, modality,
+                        name=f"regression report {Path(folder).name}",
+                        flags=Path(flags) if flags else Path(folder) / "flags.json")
+    setup.report_folder, setup.report = Path(folder), opened.report
+    return setup
 
-    state = read_state_dict(str(path), "--weights")
+
+def attach_report(setup: Setup, folder: str | Path) -> Setup:
+    """Add a report folder to an opened setup, refusing it when the report was computed on
+    another new model or another eval set (by fingerprint)."""
+    from influence.report.schema import validate
+
+    doc = read_report(folder)
+    validate(doc)
+    read = dict(input_column=setup.input_column, label_column=setup.label_column, transform=setup.transform)
+    check_fingerprints(doc, {"new_model": model_fingerprint(setup.model),
+                             "eval": data_fingerprint(as_data(setup.eval, "eval", **read))}, f"--report {folder}")
+    setup.report_folder, setup.report = Path(folder), doc
+    return setup
+
+
+def _check_index_task(folder: Path, task: inf.Task, factory: str) -> None:
+    """Name the real fix when the factory's task is not the one the index was built with."""
     try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        detail = " ".join(str(error).split())
-        raise InvalidArgumentError(f"--weights {path} does not fit the model built by --factory: {detail}") from None
+        key = json.loads((folder / "manifest.json").read_text())["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no readable manifest: Attributor.load says what is wrong with the folder
+    given = {"task": f"{type(task).__module__}.{type(task).__qualname__}", "weight_decay": task.weight_decay}
+    differ = [k for k, v in given.items() if k in key and key[k] != v]
+    if differ:
+        stored = f"{key.get('task', '?').rsplit('.', 1)[-1]}(weight_decay={key.get('weight_decay')})"
+        raise InvalidArgumentError(
+            f"--index {folder} was built with the task {stored}, but --factory {factory} gives "
+            f"{type(task).__name__}(weight_decay={task.weight_decay}); make the factory return "
+            f"{{'model': ..., 'task': {stored}}} (the task the index was fitted with)")
 
 
-def load_table(path: str | Path, argument: str):
-    """A `datasets.Dataset` from a `save_to_disk` folder or a parquet / csv / json(l) file."""
-    import datasets
+def build_setup(spec: dict, attr, train, eval, class_names, read: dict, modality: str, name: str,
+                flags: Path) -> Setup:
+    """A `Setup` from a factory spec, a fitted Attributor and the data (modality guessed)."""
+    input_column = read["input_column"]
+    modality = guess_modality(train, input_column, spec) if modality == "auto" else modality
+    first = train[0][input_column]
+    image_shape = spec.get("image_shape") or (_image_shape(first) if modality == "image" else None)
+    image_shape = None if image_shape is None else tuple(int(d) for d in image_shape)
+    encode = spec.get("encode")
+    if encode is None and modality == "image":
+        shape = torch.as_tensor(first).shape
 
-    path = Path(path)
-    if path.is_dir():
-        return datasets.load_from_disk(str(path))
-    readers = {".parquet": datasets.Dataset.from_parquet, ".csv": datasets.Dataset.from_csv,
-               ".json": datasets.Dataset.from_json, ".jsonl": datasets.Dataset.from_json}
-    if not path.exists() or path.suffix not in readers:
-        raise InvalidArgumentError(f"--{argument} must be a save_to_disk folder or a {list(readers)} file, got {path}")
-    return readers[path.suffix](str(path))
+        def encode(image):  # the view's [H, W] image, ink-high in [0, 1], in the input's layout
+            return torch.as_tensor(image, dtype=torch.float32).reshape(shape)
+    metadata = [c for c in train.column_names if c not in (input_column, read["label_column"])]
+    groups = spec.get("group_columns")
+    if groups is None:
+        groups = [c for c in metadata if 2 <= len(set(map(str, train[c]))) <= 100]
+    n_classes = _n_classes(spec["model"], train, read)
+    return Setup(name=spec.get("name", name), model=spec["model"], attributor=attr, train=train, eval=eval,
+                 modality=modality, class_names=list(class_names or [str(c) for c in range(n_classes)]),
+                 flags_path=flags, input_column=input_column, label_column=read["label_column"],
+                 transform=read["transform"], encode=encode, image_shape=image_shape,
+                 text_column=spec.get("text_column") or ("text" if modality == "text" else None),
+                 row_columns=spec.get("row_columns") or ([c for c in metadata if c in eval.column_names]
+                                                         if modality == "table" else []),
+                 group_columns=list(groups))
 
 
 def guess_modality(train, input_column: str, spec: dict) -> str:
@@ -79,6 +148,15 @@ def guess_modality(train, input_column: str, spec: dict) -> str:
     return "table"
 
 
+def _image_shape(first: Any) -> tuple[int, int]:
+    if _ndim(first) >= 2:
+        return len(first), len(first[0])
+    side = math.isqrt(len(first))
+    if side * side != len(first):
+        raise InvalidArgumentError("image inputs are flat and not square; the factory must give 'image_shape'")
+    return side, side
+
+
 def _ndim(value: Any) -> int:
     n = 0
     while isinstance(value, (list, tuple)) and value:
@@ -86,55 +164,8 @@ def _ndim(value: Any) -> int:
     return n
 
 
-def open_index(folder: str | Path, factory: str, train: str | Path, eval: str | Path, weights: str | Path | None = None,
-               modality: str = "auto", input_column: str = "input", label_column: str = "label",
-               flags: str | Path | None = None, report: str | Path | None = None) -> Setup:
-    """A `Setup` for an index folder written by `Attributor(..., cache_dir=folder).fit()`."""
-    folder = Path(folder)
-    made = load_factory(factory)()
-    spec = dict(made) if isinstance(made, dict) else {"model": made}
-    unknown = set(spec) - SETUP_KEYS - {"model"}
-    if unknown:
-        raise InvalidArgumentError(f"the factory returned unknown keys {sorted(unknown)}; known: {sorted(SETUP_KEYS)}")
-    model = spec["model"]
-    if not isinstance(model, nn.Module):
-        raise InvalidArgumentError(f"the factory must return an nn.Module or a dict with 'model', "
-                                   f"got {type(model).__name__}")
-    if weights is not None:
-        load_weights(model, weights)
-    model.eval()
-    train_data, eval_data = load_table(train, "train"), load_table(eval, "eval")
-    attr = inf.Attributor.load(folder, model, task=spec.get("task"), input_column=input_column,
-                               label_column=label_column, transform=spec.get("transform"), progress=False)
-    modality = guess_modality(train_data, input_column, spec) if modality == "auto" else modality
-    first = train_data[0][input_column]
-    image_shape = spec.get("image_shape")
-    if modality == "image" and image_shape is None:
-        if _ndim(first) >= 2:
-            image_shape = (len(first), len(first[0]))
-        else:
-            side = math.isqrt(len(first))
-            if side * side != len(first):
-                raise InvalidArgumentError("image inputs are flat and not square; the factory must give 'image_shape'")
-            image_shape = (side, side)
-    encode = spec.get("encode")
-    if encode is None and modality == "image":
-        shape = torch.as_tensor(first).shape
-
-        def encode(image):  # the view's [H, W] image, ink-high in [0, 1], in the input's layout
-            return torch.as_tensor(image, dtype=torch.float32).reshape(shape)
-    metadata = [c for c in train_data.column_names if c not in (input_column, label_column)]
-    groups = spec.get("group_columns")
-    if groups is None:
-        groups = [c for c in metadata if 2 <= len(set(map(str, train_data[c]))) <= 100]
-    x, _ = as_data(train_data, "train", input_column, label_column, spec.get("transform")).batch([0])
+def _n_classes(model: torch.nn.Module, train, read: dict) -> int:
+    x, _ = as_data(train, "train", **read).batch([0])
+    param = next(model.parameters())
     with torch.no_grad():
-        n_classes = int(model(x.to(next(model.parameters()).dtype) if x.is_floating_point() else x).shape[-1])
-    return Setup(name=spec.get("name", folder.name), model=model, attributor=attr, train=train_data, eval=eval_data,
-                 modality=modality, class_names=spec.get("class_names") or [str(c) for c in range(n_classes)],
-                 flags_path=Path(flags) if flags else folder.parent / f"{folder.name}.flags.json",
-                 input_column=input_column, label_column=label_column, transform=spec.get("transform"),
-                 encode=encode, image_shape=image_shape,
-                 text_column=spec.get("text_column") or ("text" if modality == "text" else None),
-                 row_columns=spec.get("row_columns") or (metadata if modality == "table" else []),
-                 group_columns=list(groups), report_folder=Path(report) if report else None)
+        return int(model(to_model(x, param.device, param.dtype)).shape[-1])

@@ -1,8 +1,9 @@
 """How an example is shown, one class per modality: images, texts, table rows.
 
-A view makes the Gradio components of its modality and turns a `Session`'s raw values and
-tables into their values. Data values are always handed to components that show text as
-text (gallery captions, highlighted text, table cells), never as HTML or Markdown.
+An `ExampleView` makes the Gradio components of its modality and turns a `Session`'s raw
+values and tables into their values. Data values are always handed to components that show
+text as text (gallery captions, highlighted text, table cells), never as HTML or Markdown;
+the only Markdown cells are the image thumbnails this module draws (`thumbnail`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import numpy as np
 import pandas as pd
 
 from app.session import Session, Trace
+from influence.report.readable import sig
 
 
-class View:
+class ExampleView:
     """Base: components for the query, the ranked training examples and a new input."""
 
     wide_query = False  # show the query across the page (rows) rather than beside the prediction
+    has_thumbnails = False  # tables get an image column (`thumbnail`)
 
     def __init__(self, session: Session):
         self.session = session
@@ -47,14 +50,21 @@ class View:
         return value
 
     def caption(self, row) -> str:
-        score = f" {row['score']:+.3g}" if "score" in row else ""
-        return f"#{row['train id']} {row['label']}{score}"
+        """"#12 · 7 · −0.00123": train id, label, and the estimated loss change if removed (when known)."""
+        change = row.get("loss change if removed")
+        effect = "" if change is None else f" · {sig(float(change))}"
+        return f"#{row['train id']} · {row['label']}{effect}"
+
+    def thumbnail(self, split: str, i: int) -> str:
+        """A Markdown cell for a table (images only: an inline PNG; else "")."""
+        return ""
 
 
-class ImageView(View):
+class ImageView(ExampleView):
     """Flattened grayscale images, ink-high values in [0, 1] (like the digits)."""
 
     scale = 12  # display pixels per image pixel
+    has_thumbnails = True
 
     def query_component(self, label, elem_id=None):
         import gradio as gr
@@ -83,6 +93,14 @@ class ImageView(View):
         return [(self.show(session.example("train", int(row["train id"]))), self.caption(row))
                 for _, row in table.iterrows()]
 
+    def thumbnail(self, split, i):
+        import base64
+
+        from influence.render import png
+
+        data = base64.b64encode(png(self.session.example(split, int(i)), scale=3)).decode("ascii")
+        return f"![#{int(i)}](data:image/png;base64,{data})"
+
     def parse(self, value):
         """Grayscale, resized to the model's image shape, scaled to [0, 1] with ink high."""
         from PIL import Image
@@ -100,7 +118,7 @@ class ImageView(View):
         return 1.0 - small if np.median(border) > 0.5 else small  # bright background: invert to ink-high
 
 
-class TextView(View):
+class TextView(ExampleView):
     """Texts: the ranked examples as highlighted passages (red harmful, green helpful)."""
 
     def query_component(self, label, elem_id=None):
@@ -137,7 +155,7 @@ class TextView(View):
         return str(value)
 
 
-class TableView(View):
+class TableView(ExampleView):
     """Table rows: the raw columns of each ranked example, with its score."""
 
     wide_query = True
@@ -145,12 +163,12 @@ class TableView(View):
     def query_component(self, label, elem_id=None):
         import gradio as gr
 
-        return gr.Dataframe(label=label, interactive=False, wrap=True, elem_id=elem_id)
+        return gr.Dataframe(label=label, interactive=False, wrap=False, elem_id=elem_id)
 
     def examples_component(self, label, rows=1, elem_id=None):
         import gradio as gr
 
-        return gr.Dataframe(label=label, interactive=False, wrap=True, max_height=420, elem_id=elem_id)
+        return gr.Dataframe(label=label, interactive=False, wrap=False, max_height=420, elem_id=elem_id)
 
     def input_component(self):
         import gradio as gr
@@ -163,11 +181,12 @@ class TableView(View):
         return pd.DataFrame([{c: _cell(v) for c, v in raw.items()}])
 
     def show_examples(self, table, kind):
-        rows = [{"train id": int(r["train id"]), "score": r.get("score"),
+        rows = [{"train id": int(r["train id"]), "label": r["label"],
+                 **({"loss change if removed": sig(float(r["loss change if removed"]))}
+                    if "loss change if removed" in r else {}),
                  **{c: _cell(v) for c, v in self.session.example("train", int(r["train id"])).items()}}
                 for _, r in table.iterrows()]
-        frame = pd.DataFrame(rows)
-        return frame.drop(columns=["score"]) if frame.get("score") is None or frame["score"].isna().all() else frame
+        return pd.DataFrame(rows)
 
     def parse(self, value):
         frame = value if isinstance(value, pd.DataFrame) else pd.DataFrame(value["data"], columns=value["headers"])
@@ -183,7 +202,7 @@ def _cell(value):
 VIEWS = {"image": ImageView, "text": TextView, "table": TableView}
 
 
-def view_for(session: Session) -> View:
+def view_for(session: Session) -> ExampleView:
     return VIEWS[session.setup.modality](session)
 
 
@@ -191,4 +210,4 @@ def trace_summary(trace: Trace) -> str:
     """A plain-text line about a traced prediction (shown in a textbox, as text)."""
     truth = f"true class {trace.label}, " if trace.label is not None else "unlabeled input, "
     return (f"{truth}predicted {trace.predicted} ({trace.probabilities[trace.predicted]:.1%}); "
-            f"attributed: the loss of class {trace.target} = {trace.loss:.3f}")
+            f"attributed: the loss of class {trace.target} = {sig(trace.loss)}")

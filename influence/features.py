@@ -64,7 +64,7 @@ class FeaturePass:
     def data(self, data: ExampleData, fn: Callable, desc: str) -> Tensor:
         """Features of `fn` over all of `data`: Tensor[len(data), feature_dim], in memory."""
         out = self._allocate(len(data), desc)
-        with phase(desc, len(data), enabled=self.progress and len(data) >= 5000,
+        with phase(desc, len(data), enabled=self.progress,
                    hint="pass cache_dir= to keep the result on disk and reuse it") as bar:
             for rows, inputs, targets in data.batches(self.batch_size):
                 out[rows.start:rows.stop] = self.batch(inputs, targets, fn, data.argument)

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from influence.errors import IndexFolderError, InfluenceError, InvalidArgumentError
+from influence.progress import phase
 from influence.storage import (
     remove_stale_temporaries,
     sha256_file,
@@ -33,6 +33,10 @@ from influence.storage import (
 
 STORAGE_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
                   "bfloat16": torch.bfloat16}
+# An index of per-example features larger than this (n × dim × itemsize) is not built by
+# default: the methods that would need one project or truncate instead (a p-dimensional
+# memory-mapped index stays an explicit opt-in).
+INDEX_BUDGET_BYTES = 2 << 30
 SHARD_NAME = re.compile(r"features-\d{5,}\.npy")
 
 
@@ -144,8 +148,8 @@ def build_shards(folder: Path, n: int, shard_size: int, storage_dtype: str,
     shard_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(shard_dir)
     starts = list(range(0, n, shard_size))[rank::world]
-    with tqdm(total=sum(min(s + shard_size, n) - s for s in starts), desc=f"indexing (rank {rank})" if world > 1
-              else "indexing", unit="ex", disable=not progress, leave=False) as bar:
+    with phase(f"indexing (rank {rank})" if world > 1 else "indexing", sum(min(s + shard_size, n) - s for s in starts),
+               enabled=progress) as bar:
         for start in starts:
             rows = range(start, min(start + shard_size, n))
             name = f"features-{start // shard_size:05d}"

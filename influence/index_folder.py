@@ -90,9 +90,7 @@ class IndexFolder:
 
     def open(self, manifest: dict, verify: bool, device: torch.device) -> tuple[ShardedIndex, dict[str, Tensor]]:
         """The feature store and the method state of a complete index (checksums verified when `verify`)."""
-        if not manifest.get("complete"):
-            raise IndexFolderError(f"index at {self.path} is incomplete (its fit was interrupted); run fit() "
-                                   "with the same model and settings to resume it")
+        self.require_complete(manifest)
         index = ShardedIndex(self.path, manifest)
         state_path = self.path / STATE_FILE
         if verify:
@@ -105,6 +103,11 @@ class IndexFolder:
                                    "folder and fit again") from None
         state.pop("_empty", None)
         return index, state
+
+    def require_complete(self, manifest: dict) -> None:
+        if not manifest.get("complete"):
+            raise IndexFolderError(f"index at {self.path} is incomplete (its fit was interrupted); run fit() "
+                                   "with the same model and settings to resume it")
 
     def _fingerprints(self, manifest: dict) -> np.ndarray:
         path = self.path / FINGERPRINT_FILE

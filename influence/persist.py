@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from influence import index as idx
@@ -30,7 +29,7 @@ class PersistentIndex:
         return {"model_fingerprint": self.fm.fingerprint(), "method": self.method.name,
                 "options": options_key(self.method.options), "task": describe_task(self.task)["class"],
                 "weight_decay": self.task.weight_decay, "parameters": self.fm.names,
-                "n_train": None if self.train is None else len(self.train), "feature_dim": self.features.dim,
+                "n_train": None if self.train is None else len(self.train),
                 "dtype": str(self.fm.dtype), **self.settings}
 
     def _fit_folder(self) -> None:
@@ -53,11 +52,12 @@ class PersistentIndex:
         idx.build_shards(folder.path, n, self.settings["shard_size"], self.settings["storage_dtype"], train.batch,
                          lambda rows, x, y: digest(batch_fingerprints(train, rows, x, y)),
                          lambda x, y: self.features.batch(x, y, self.task.loss, "train"),
-                         rank=rank, world=world, progress=self.progress and n >= 5000)
+                         rank=rank, world=world, progress=self.progress)
         barrier()
         if rank == 0:
             shards = idx.collect_shards(folder.path, n, self.settings["shard_size"])
-            self.index = idx.ShardedIndex(folder.path, {"n_train": n, "dim": key["feature_dim"], "shards": shards,
+            dim = self.features.dim
+            self.index = idx.ShardedIndex(folder.path, {"n_train": n, "dim": dim, "shards": shards,
                                                         "storage_dtype": self.settings["storage_dtype"]})
             if curvature is None:
                 curvature, prepared = self._prepare()
@@ -65,7 +65,7 @@ class PersistentIndex:
             state = self.method.state_dict()
             if curvature is not None and self.method.queries_use_curvature:
                 state.update(curvature.state_dict())
-            folder.finish(key, shards, (n, key["feature_dim"]), self.settings["storage_dtype"], state,
+            folder.finish(key, shards, (n, dim), self.settings["storage_dtype"], state,
                           fingerprints(train), {"damping": self.damping, "diagnostics": self.diagnostics,
                                                 "task": describe_task(self.task)})
         barrier()
@@ -106,8 +106,7 @@ class PersistentIndex:
         manifest = folder.manifest()
         if manifest is None:
             raise IndexFolderError(f"no index at {folder.path} (no manifest.json); fit() with cache_dir first")
-        if not manifest["complete"]:
-            folder.open(manifest, verify, torch.device("cpu"))  # raises: incomplete
+        folder.require_complete(manifest)
         stored = manifest["key"]
         missing = [k for k in ("method", "options", "n_train", *SETTINGS) if k not in stored]
         if missing:

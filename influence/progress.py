@@ -43,7 +43,7 @@ class _Phase:
 @contextmanager
 def phase(desc: str, total: int, unit: str = "ex", enabled: bool = True, hint: str = "") -> Iterator[_Phase]:
     """A progress bar over `total` units (shown when `enabled`) that announces a long phase."""
-    with tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False) as bar:
+    with tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False, delay=1.0) as bar:
         yield _Phase(bar, desc, total, hint, enabled)
 
 

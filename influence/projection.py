@@ -19,9 +19,13 @@ no p×k matrix to store or read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
+from influence.index import INDEX_BUDGET_BYTES
+from influence.options import check_choice, check_int
 from kernels import project, projection_rows
 
 DEFAULT_CACHE_BYTES = 1 << 30
@@ -108,3 +112,72 @@ PROJECTIONS = {
 def make_projector(kind: str, p: int, k: int, seed: int):
     """The projection named `kind` (a key of `PROJECTIONS`) from p to k dimensions."""
     return PROJECTIONS[kind](p, k, seed)
+
+
+class GradientProjection:
+    """φ(G) = G R for gradient rows of any width p, with R named by `kind` (or "none"), as
+    the projecting methods use it: when k ≥ p a random projection can only distort, so the
+    gradients are kept as they are (`kind_for(p)` says "none"); "orthogonal" needs k ≤ p.
+    One projector per p is built on first use and kept."""
+
+    def __init__(self, kind: str, k: int | None, seed: int):
+        self.kind, self.k, self.seed = kind, k, seed
+        self._projectors: dict[int, object] = {}
+
+    def kind_for(self, p: int) -> str:
+        if self.kind == "orthogonal" and self.k > p:
+            raise ValueError(f"an orthogonal projection needs projection_dim <= p = {p}, got {self.k}")
+        return "none" if self.k is None or self.kind == "none" or (self.kind != "orthogonal" and self.k >= p) \
+            else self.kind
+
+    def dim(self, p: int) -> int:
+        return p if self.kind_for(p) == "none" else self.k
+
+    def __call__(self, G: Tensor) -> Tensor:
+        p = G.shape[1]
+        kind = self.kind_for(p)
+        if kind == "none":
+            return G
+        if p not in self._projectors:
+            self._projectors[p] = make_projector(kind, p, self.k, self.seed)
+        return self._projectors[p](G)
+
+
+@dataclass(frozen=True)
+class ProjectionOptions:
+    """Options of a method that may project its gradients (identity, tracin).
+
+    Attributes:
+        projection_dim: k, or None for the gradients as they are, or "auto" (default): None
+            while the n × p index fits `influence.index.INDEX_BUDGET_BYTES`, else
+            `AUTO_PROJECTION_DIM`.
+        projection: the projection's name (default "countsketch": O(p) per example, no
+            p × k matrix; see `PROJECTIONS`).
+        projection_seed: seed of the projection (the same for train and test).
+    """
+
+    projection_dim: int | str | None = "auto"
+    projection: str = "countsketch"
+    projection_seed: int = 0
+
+    def __post_init__(self):
+        if self.projection_dim not in (None, "auto"):
+            check_int(self.projection_dim, "projection_dim")
+        check_choice(self.projection, "projection", tuple(PROJECTIONS))
+        check_int(self.projection_seed, "projection_seed", minimum=0)
+
+    def projection_for_features(self) -> GradientProjection:
+        k = None if self.projection_dim == "auto" else self.projection_dim
+        return GradientProjection(self.projection, k, self.projection_seed)
+
+
+AUTO_PROJECTION_DIM = 4096
+
+
+def auto_projection_dim(options: dict, fm, n_train: int | None, copies: int) -> dict:
+    """`projection_dim="auto"` made concrete: None while `copies` × n × p features fit the
+    index budget, else `AUTO_PROJECTION_DIM`."""
+    if options.get("projection_dim", "auto") != "auto":
+        return options
+    size = (n_train or 0) * copies * fm.p * fm.dtype.itemsize
+    return {**options, "projection_dim": AUTO_PROJECTION_DIM if size > INDEX_BUDGET_BYTES else None}

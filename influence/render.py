@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import base64
 import html
-import struct
-import zlib
+import io
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from influence.results import GroupScores, TopK
+if TYPE_CHECKING:  # results.py imports this module lazily for _repr_html_: no import cycle at run time
+    from influence.results import GroupScores, TopK
 
 STYLE = ("<style>.inf-r table{border-collapse:collapse;font-size:12px}.inf-r td,.inf-r th{border:1px solid #ddd;"
          "padding:2px 6px;text-align:left;vertical-align:top}.inf-r .harm{color:#a11}.inf-r .help{color:#171}"
@@ -30,10 +30,13 @@ STYLE = ("<style>.inf-r table{border-collapse:collapse;font-size:12px}.inf-r td,
 
 
 def png(image: Any, scale: int = 4, ink_high: bool = True) -> bytes:
-    """Encode a grayscale image [H, W] (floats in [0, 1] or uint8) as PNG bytes.
+    """Encode a grayscale image [H, W] (floats in [0, 1] or uint8) as PNG bytes (Pillow).
 
-    `ink_high`: high values are drawn dark (digits, MNIST). Dependency-free (zlib only).
+    `ink_high`: high values are drawn dark (digits, MNIST). Each pixel becomes a
+    `scale`×`scale` block.
     """
+    from PIL import Image
+
     a = np.asarray(image)
     if a.ndim != 2:
         raise ValueError(f"png() needs a 2-D grayscale image, got shape {a.shape}")
@@ -41,15 +44,9 @@ def png(image: Any, scale: int = 4, ink_high: bool = True) -> bytes:
         a = np.round(255 * np.clip(a.astype(np.float64), 0.0, 1.0)).astype(np.uint8)
     if ink_high:
         a = 255 - a
-    a = np.kron(a, np.ones((scale, scale), dtype=np.uint8))
-    h, w = a.shape
-    raw = b"".join(b"\x00" + a[r].tobytes() for r in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8-bit grayscale
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+    buffer = io.BytesIO()
+    Image.fromarray(np.kron(a, np.ones((scale, scale), dtype=np.uint8)), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def img_tag(image: Any, scale: int = 4, title: str = "") -> str:
@@ -132,13 +129,15 @@ def group_scores_html(groups: GroupScores, max_groups: int = 30, max_test: int =
     return "".join(out)
 
 
-class View:
+class HTMLView:
     """Wraps a result and rendering options; Jupyter calls `_repr_html_`."""
 
     def __init__(self, result: TopK | GroupScores, train: Any = None, **options: Any):
         self.result, self.train, self.options = result, train, options
 
     def _repr_html_(self) -> str:
+        from influence.results import GroupScores, TopK
+
         if isinstance(self.result, TopK):
             return topk_html(self.result, self.train, **self.options)
         if isinstance(self.result, GroupScores):
@@ -146,6 +145,6 @@ class View:
         raise TypeError(f"nothing to render for {type(self.result).__name__}")
 
 
-def view(result: TopK | GroupScores, train: Any = None, **options: Any) -> View:
+def view(result: TopK | GroupScores, train: Any = None, **options: Any) -> HTMLView:
     """A notebook view of `result`; see `topk_html` and `group_scores_html` for options."""
-    return View(result, train, **options)
+    return HTMLView(result, train, **options)

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from influence.data import ExampleData
 from influence.errors import InfluenceError, InvalidArgumentError
+from influence.progress import phase
 from influence.results import GroupScores, Ranking, TopK, merge_top
 
 BLOCK_ROWS = 8192  # training rows scored per block: bounds query memory to n_test × BLOCK_ROWS
@@ -82,14 +82,16 @@ def group_totals(blocks: Iterator[tuple[int, Tensor]], values: list, codes: Tens
     return GroupScores(values, total, torch.bincount(codes, minlength=len(values)))
 
 
-def self_influence(index, precondition: Callable[[Tensor], Tensor], dtype: torch.dtype, progress: bool,
+def self_influence(index, quadratic: Callable[[Tensor], Tensor], dtype: torch.dtype, progress: bool,
                    block: int = 256) -> Tensor:
-    """`φ(g_i)ᵀ P φ(g_i)` for every training example, Tensor[n_train], one block at a time."""
+    """`φ(g_i)ᵀ P φ(g_i)` for every training example, Tensor[n_train], one block at a time
+    (`quadratic`: Tensor[b, dim] -> Tensor[b])."""
     parts = []
-    for _, features in tqdm(index.blocks(block), total=-(-index.n // block), desc="self-influence", unit="block",
-                            leave=False, disable=not progress or index.n <= 1024):
-        features = features.to(dtype)
-        parts.append((precondition(features) * features).sum(dim=1))
+    with phase("self-influence", index.n, enabled=progress,
+               hint="a method with a factorised curvature (method='auto') answers in one product") as bar:
+        for _, features in index.blocks(block):
+            parts.append(quadratic(features.to(dtype)))
+            bar.update(len(features))
     values = torch.cat(parts)
     check_finite(values, f"the self-influence scores (they overflow {values.dtype})")
     return values

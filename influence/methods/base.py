@@ -78,6 +78,12 @@ class Method(ABC):
         self.options = parse_options(self.Options, options, self.name)
         self.damping: float | None = None
 
+    @classmethod
+    def resolve_options(cls, options: dict[str, Any], fm: FunctionalModel, n_train: int | None) -> dict[str, Any]:
+        """The options with size-dependent defaults (`"auto"`) made concrete for this model and
+        training set, before the method is built (hook; the index stores the concrete ones)."""
+        return options
+
     def feature_dim(self, fm: FunctionalModel) -> int:
         """Length of the per-example feature vector φ(∇) that `features` returns."""
         return fm.p
@@ -92,10 +98,10 @@ class Method(ABC):
         """
         return per_example_grads(fm, fn, inputs, targets)
 
-    def prepare(self, curvature: Curvature) -> dict[str, Any]:
+    def prepare(self, curvature: Curvature, damping: Damping) -> dict[str, Any]:
         """Called before any `features` when `features_use_curvature`, with the (undamped)
-        curvature; e.g. find the eigenvectors the features are projected on. Returns
-        diagnostics."""
+        curvature and the damping asked for; e.g. find the eigenvectors the features are
+        projected on. Returns diagnostics."""
         return {}
 
     @abstractmethod
@@ -124,6 +130,12 @@ class Method(ABC):
     def precondition(self, G: Tensor) -> tuple[Tensor, SolveInfo | None]:
         """(H + λI)⁻¹ applied to each row of G: Tensor[m, dim] -> Tensor[m, dim] (feature
         space), and the solver's diagnostics (None for a direct method)."""
+
+    def self_scores(self, F: Tensor) -> tuple[Tensor, SolveInfo | None]:
+        """`φᵀ P φ` for each row of F: Tensor[m, dim] -> Tensor[m] (self-influence), and the
+        solver's diagnostics. Methods with a factorised P override it with a cheaper form."""
+        X, info = self.precondition(F)
+        return (X * F.to(X.dtype)).sum(dim=1), info
 
     def damped_curvature(self) -> Tensor:
         """H + λI as a dense Tensor[p, p], for methods that factorise it (`exact`)."""

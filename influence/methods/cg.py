@@ -138,7 +138,8 @@ def _preconditioner_pairs(curvature: Curvature, rank: int) -> tuple[dict[str, Te
     for krylov in (2 * rank, 4 * rank):
         krylov = min(krylov, curvature.p)
         values, vectors, residual = top_eigenpairs(curvature.matvec, curvature.p, rank, krylov, block_size=16,
-                                                   seed=0, dtype=curvature.fm.dtype, device=curvature.fm.device)
+                                                   seed=0, dtype=curvature.fm.dtype, device=curvature.fm.device,
+                                                   progress=curvature.progress)
         info = {"rank": rank, "krylov_dim": krylov, "ritz_residual": residual,
                 "eigenvalue_max": float(values.abs().max()), "eigenvalue_min_kept": float(values.abs().min())}
         if residual <= RITZ_RESIDUAL_LIMIT or krylov == curvature.p:

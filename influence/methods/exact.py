@@ -93,6 +93,10 @@ class Exact(Method):
         Q = self.eigenvectors
         return ((G.to(Q.dtype) @ Q) * self.inverse_eigenvalues) @ Q.T, None
 
+    def self_scores(self, F: Tensor) -> tuple[Tensor, None]:
+        """Σ_k (v_kᵀ φ)² / (e_k + λ): one product instead of two."""
+        return ((F.to(self.eigenvectors.dtype) @ self.eigenvectors) ** 2 @ self.inverse_eigenvalues), None
+
     def damped_curvature(self) -> Tensor:
         """H + λI = V diag(e + λ) Vᵀ (|e| with indefinite="abs"), Tensor[p, p]."""
         V = self.eigenvectors

@@ -21,11 +21,12 @@ from influence.errors import InvalidArgumentError
 from influence.gradients import CheckpointGradients
 from influence.methods.base import Method, register
 from influence.model import FunctionalModel
+from influence.projection import ProjectionOptions, auto_projection_dim
 
 
 @dataclass(frozen=True)
-class TracInOptions:
-    """Options of `method="tracin"`.
+class TracInOptions(ProjectionOptions):
+    """Options of `method="tracin"` (and the gradient projection of `ProjectionOptions`).
 
     Attributes:
         checkpoints: list of state_dicts of the model (e.g. saved during training); `None`
@@ -37,6 +38,7 @@ class TracInOptions:
     weights: Any = None
 
     def __post_init__(self):
+        super().__post_init__()
         count = len(CheckpointGradients(self.checkpoints))
         if self.weights is not None and len(self.weights) != count:
             raise InvalidArgumentError(f"`weights` has {len(self.weights)} entries but there are {count} checkpoints")
@@ -51,21 +53,27 @@ class TracIn(Method):
     Options = TracInOptions
     uses_curvature = False
 
+    @classmethod
+    def resolve_options(cls, options: dict[str, Any], fm: FunctionalModel, n_train: int | None) -> dict[str, Any]:
+        copies = len(CheckpointGradients(options.get("checkpoints")))
+        return auto_projection_dim(options, fm, n_train, copies)
+
     def __init__(self, **options):
         super().__init__(**options)
         self.ckpts = CheckpointGradients(self.options.checkpoints)
+        self.project = self.options.projection_for_features()
         weights = self.options.weights or [1.0 / len(self.ckpts)] * len(self.ckpts)
         self.weights = torch.as_tensor(weights, dtype=torch.float64)
 
     def feature_dim(self, fm: FunctionalModel) -> int:
-        return len(self.ckpts) * fm.p
+        return len(self.ckpts) * self.project.dim(fm.p)
 
     def features(self, fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs: Any,
                  targets: Tensor) -> Tensor:
-        return torch.cat(self.ckpts.grads(fm, fn, inputs, targets), dim=1)
+        return torch.cat([self.project(g) for g in self.ckpts.grads(fm, fn, inputs, targets)], dim=1)
 
     def fit(self, fm, curvature, damping, train_features) -> dict[str, Any]:
-        return {"checkpoints": len(self.ckpts)}
+        return {"checkpoints": len(self.ckpts), "projection": self.project.kind_for(fm.p)}
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"weights": self.weights}

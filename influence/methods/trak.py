@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from influence.gradients import CheckpointGradients
 from influence.methods.base import Method, TrainFeatures, register
 from influence.model import FunctionalModel
 from influence.options import check_choice, check_int
-from influence.projection import PROJECTIONS, make_projector
+from influence.projection import PROJECTIONS, GradientProjection
 
 # Default λ_c as a multiple of the mean eigenvalue of Φ_cᵀΦ_c/n. The projected empirical Fisher
 # is singular when k > n and ill-conditioned otherwise. Chosen on the digits MLP LDS benchmark
@@ -81,30 +80,16 @@ class TRAK(Method):
     def __init__(self, **options):
         super().__init__(**options)
         self.ckpts = CheckpointGradients(self.options.checkpoints)
+        o = self.options
+        self.project = GradientProjection(o.projection, o.projection_dim, o.projection_seed)
 
     # ------------------------------------------------------------------ features
-    def _kind(self, p: int) -> str:
-        kind, k = self.options.projection, self.options.projection_dim
-        if kind == "orthogonal" and k > p:
-            raise InvalidArgumentError(f"`projection='orthogonal'` needs projection_dim <= p = {p}, got {k}")
-        return "none" if kind != "orthogonal" and k >= p else kind
-
     def feature_dim(self, fm: FunctionalModel) -> int:
-        k = fm.p if self._kind(fm.p) == "none" else self.options.projection_dim
-        return len(self.ckpts) * k
+        return len(self.ckpts) * _projected_dim(self.project, fm.p)
 
     def features(self, fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs: Any,
                  targets: Tensor) -> Tensor:
         return torch.cat([self.project(g) for g in self.ckpts.grads(fm, fn, inputs, targets)], dim=1)
-
-    def project(self, G: Tensor) -> Tensor:
-        """φ(G) = G R for gradients G: Tensor[b, p] -> Tensor[b, k]."""
-        kind = self._kind(G.shape[1])
-        return G if kind == "none" else self._projector(kind, G.shape[1])(G)
-
-    @cache  # noqa: B019 — one projector per (kind, p), built on first use and kept with the method
-    def _projector(self, kind: str, p: int):
-        return make_projector(kind, p, self.options.projection_dim, self.options.projection_seed)
 
     # ------------------------------------------------------------------ fitting and solve
     def fit(self, fm: FunctionalModel, curvature, damping: Damping, train_features: TrainFeatures) -> dict[str, Any]:
@@ -124,8 +109,8 @@ class TRAK(Method):
             f"auto: {damping.effective_ratio(DAMPING_RATIO):g} × {what}, per checkpoint"
         eigenvalues, eigenvectors = torch.linalg.eigh(gram)
         self.restore({"eigenvalues": eigenvalues, "eigenvectors": eigenvectors, "damping": lam}, None)
-        return {"damping_source": source, "projection": self._kind(fm.p), "projection_dim": k, "checkpoints": C,
-                "damping_per_checkpoint": lam.tolist(), "fisher_mean_eigenvalue": mean_eig.tolist()}
+        return {"damping_source": source, "projection": self.project.kind_for(fm.p), "projection_dim": k,
+                "checkpoints": C, "damping_per_checkpoint": lam.tolist(), "fisher_mean_eigenvalue": mean_eig.tolist()}
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"eigenvalues": self.eigenvalues, "eigenvectors": self.eigenvectors, "damping": self.lam}
@@ -141,3 +126,10 @@ class TRAK(Method):
         blocks = G.to(V.dtype).reshape(G.shape[0], V.shape[0], -1).transpose(0, 1)  # [C, m, k]
         out = ((blocks @ V) * self.inverse_eigenvalues[:, None, :]) @ V.transpose(1, 2)
         return out.transpose(0, 1).reshape(G.shape), None
+
+
+def _projected_dim(projection: GradientProjection, p: int) -> int:
+    try:
+        return projection.dim(p)
+    except ValueError as error:
+        raise InvalidArgumentError(f"`projection='orthogonal'`: {error}") from None

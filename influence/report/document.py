@@ -1,8 +1,10 @@
 """The `Report` object: what `regression_report` found, and how it is saved and checked.
 
 Sign convention: a training example's `score` on a regression is positive when it helped
-(removing it would raise that regression's loss) and negative when it harmed; `harm` is
-the negated sum of scores over the regressions, so harm > 0 means "caused the regressions".
+(removing it would raise that regression's loss) and negative when it harmed; its
+`loss_change` = score / n_train is the estimated change of that regression's loss if the
+example were removed. `harm` (`influence.harm`) is the estimated drop of the regressions'
+summed loss if the data were removed, in units of the eval loss: harm > 0 caused them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from influence.errors import InvalidArgumentError
 from influence.report.explain import Finding
 from influence.storage import atomic_write
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 # `--fail-on` metrics: name -> what is compared with the threshold (breached when ≥ it).
 FAIL_ON = {
@@ -25,6 +27,8 @@ FAIL_ON = {
     "regressions": "number of eval examples right under the old model and wrong under the new one",
     "accuracy_drop": "old accuracy − new accuracy on the eval set",
     "loss_rise": "new mean eval loss − old mean eval loss",
+    "recoverable": "largest fraction of the accuracy drop won back by removing or fixing a candidate "
+                   "(measured with --verify, else estimated)",
 }
 
 
@@ -32,9 +36,10 @@ FAIL_ON = {
 class GroupEntry:
     """One value of one group column, with its harm on the regressions.
 
-    `harm` > 0: the group caused the regressions (estimated by `estimator`: "newton", one
-    Newton step for removing the whole group, or "first_order", the sum of its members'
-    scores negated; `first_order_harm` is always the latter). `share` = harm / summed harm of
+    `harm` > 0: the group caused the regressions; in units of the eval loss, the estimated drop
+    of the regressions' summed loss without the group (`influence.harm`), from `estimator`:
+    "newton", one Newton step for removing the whole group, or "first_order", the sum of its
+    members' harm; `first_order_harm` is always the latter. `share` = harm / summed harm of
     the harmful groups of the same column; `confidence` = 1 − p of a permutation test
     against random training groups of the same size;
     `share_interval` = 5–95 % bootstrap interval over the regressions; `top_rate` = how
@@ -73,7 +78,7 @@ class RegressionEntry:
     new_prediction: Any
     old_loss: float
     new_loss: float
-    harmful: list[dict]  # [{"train_index": int, "score": float}], most harmful first
+    harmful: list[dict]  # [{"train_index", "score", "loss_change"}], most harmful first
     helpful: list[dict]  # same, most helpful first
 
 
@@ -110,6 +115,10 @@ class Report:
         diagnostics: the attribution method, damping, solver state and warnings, timings.
         settings: the options the report was made with.
         figures: PNG charts embedded in report.html (not part of report.json).
+        verification: per candidate fix (a top group removed, the flags applied): eval
+            metrics `estimated` by a Newton step and `measured` by retraining, and the
+            fraction of the accuracy drop `recovered` (see `influence.report.verification`).
+        fingerprints: SHA-256 of the old and new model and of the training and eval data.
     """
 
     summary: dict
@@ -120,6 +129,8 @@ class Report:
     diagnostics: dict
     settings: dict
     figures: list[Figure] = field(default_factory=list)
+    verification: list[dict] = field(default_factory=list)
+    fingerprints: dict = field(default_factory=dict)
 
     @property
     def headline(self) -> str:
@@ -132,8 +143,9 @@ class Report:
                "regressions": [asdict(r) for r in self.regressions],
                "harmful_examples": [asdict(e) for e in self.harmful_examples],
                "suspects": [asdict(e) for e in self.suspects],
-               "diagnostics": self.diagnostics, "settings": self.settings}
-        return plain(doc)
+               "diagnostics": self.diagnostics, "settings": self.settings,
+               "verification": self.verification, "fingerprints": self.fingerprints}
+        return to_json_types(doc)
 
     def save(self, folder: str | Path) -> dict[str, Path]:
         """Write `report.json` (validated against `schema.json`), `report.md` and the
@@ -159,8 +171,11 @@ class Report:
         s = self.summary
         confident = [g.share for g in self.groups if g.confidence >= min_confidence and g.harm > 0]
         drop = None if s.get("old_accuracy") is None else s["old_accuracy"] - s["new_accuracy"]
+        recovered = [v["recovered"] if v["recovered"] is not None else v["estimated_recovered"]
+                     for v in self.verification]
         return {"share": max(confident, default=0.0), "regressions": float(s["n_flipped"]),
-                "accuracy_drop": drop, "loss_rise": s["new_mean_loss"] - s["old_mean_loss"]}
+                "accuracy_drop": drop, "loss_rise": s["new_mean_loss"] - s["old_mean_loss"],
+                "recoverable": max((r for r in recovered if r is not None), default=None)}
 
     def breaches(self, fail_on: dict[str, float], min_confidence: float = 0.95) -> list[str]:
         """One message per threshold reached (metric ≥ threshold); empty when all pass.
@@ -181,14 +196,14 @@ class Report:
         return out
 
 
-def plain(value: Any) -> Any:
+def to_json_types(value: Any) -> Any:
     """Convert numpy / torch scalars and containers to JSON types; non-finite floats to None."""
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {str(k): to_json_types(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
+        return [to_json_types(v) for v in value]
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return plain(value.tolist())
+        return to_json_types(value.tolist())
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if value is None or isinstance(value, (bool, int, str)):

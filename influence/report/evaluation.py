@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 from torch import nn
 
+from influence.batching import to_model
 from influence.data import ExampleData
 from influence.errors import InvalidArgumentError
+from influence.model import eval_mode
 from influence.task import ClassificationTask, Task
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    was = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was)
 
 
 def outputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     param = next(model.parameters(), None)
-    if param is not None:
-        inputs = inputs.to(param.device)
-        if inputs.is_floating_point():
-            inputs = inputs.to(param.dtype)
-    return model(inputs)
+    return model(inputs if param is None else to_model(inputs, param.device, param.dtype))
 
 
 def evaluate(model: nn.Module, data: ExampleData, task: Task, name: str, batch_size: int) -> dict:
@@ -40,7 +26,7 @@ def evaluate(model: nn.Module, data: ExampleData, task: Task, name: str, batch_s
         for _, x, y in data.batches(batch_size):
             try:
                 out = outputs(model, x)
-            except Exception as error:  # noqa: BLE001 — name the model and the data that did not fit
+            except Exception as error:
                 raise InvalidArgumentError(f"`{name}` failed on the inputs of `{data.argument}`: {error}") from error
             shapes.add(tuple(out.shape[1:]))
             task.check_batch(out, y.to(out.device), data.argument)

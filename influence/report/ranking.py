@@ -1,17 +1,13 @@
-"""Rankings behind the regression report: harm per training example, per group, suspects.
+"""Rankings behind the regression report: shares, confidence and the most harmful examples.
+
+Harm comes from `influence.harm` (the one definition): per training example
+`harm_i = −Σ_j scores[j, i] / n_train`, per group the group-removal Newton step or the sum of
+its members' harm, in units of the eval loss, so harm > 0 means "pushed the regressed
+examples' loss up". A group's `share` is its harm divided by the summed harm of the harmful
+groups of the same column (the shares of the harmful groups of one column add up to 1).
 
 Sign convention (the package's): `scores[j, i] > 0` means training example i helped
-regression j (removing it would raise j's loss), `< 0` means it harmed it. Harm is the
-negated sum over the regressions:
-
-    harm_i = −Σ_j scores[j, i]            (per training example)
-    harm_g = Σ_{i ∈ g} harm_i             (per group: a value of a metadata column)
-
-so harm > 0 means "pushed the regressed examples' loss up". For groups the report prefers
-the Newton step for removing the whole group (`influence.report.group_influence`), with
-the same scale and sign. A group's `share` is its harm
-divided by the summed harm of the harmful groups of the same column (the shares of the
-harmful groups of one column add up to 1).
+regression j (removing it would raise j's loss), `< 0` means it harmed it.
 
 Confidence of a group: a permutation test against random groups of the same size drawn
 from the same training set (`confidence = 1 − p`, p with the +1 correction), and a
@@ -23,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
 
 
 @dataclass
@@ -45,16 +40,6 @@ class GroupStats:
     share_low: np.ndarray
     share_high: np.ndarray
     top_rate: np.ndarray
-
-
-def indicator(labels: list) -> tuple[list, np.ndarray, sparse.csr_matrix]:
-    """Distinct values (first-appearance order), each example's group code int[n], and the
-    0/1 membership matrix [n, g]."""
-    values = list(dict.fromkeys(labels))
-    position = {v: k for k, v in enumerate(values)}
-    codes = np.fromiter((position[v] for v in labels), dtype=np.int64, count=len(labels))
-    n = len(labels)
-    return values, codes, sparse.csr_matrix((np.ones(n), (np.arange(n), codes)), shape=(n, len(values)))
 
 
 def shares(harm: np.ndarray) -> np.ndarray:

@@ -1,12 +1,20 @@
-"""report.md: the report as Markdown (every data value escaped: HTML and table pipes)."""
+"""report.md: the report as Markdown (every data value escaped: HTML and table pipes).
+
+The tables are built once here (header + rows of plain values) and rendered by both this
+module and `render_html`. Numbers read at 3 significant digits (`influence.report.readable`);
+report.json keeps full precision.
+"""
 
 from __future__ import annotations
 
 import html
 
-SIGN_NOTE = ("Sign convention: a score > 0 means the training example helped the regressed eval example "
-             "(removing it would raise its loss), < 0 means it harmed it; harm = −(sum of scores over the "
-             "regressions), so harm > 0 caused the regressions. A group's share is its harm over the summed harm "
+from influence.report.readable import class_name, percent, sig, verification_sentence
+
+SIGN_NOTE = ("Sign convention: a training example's effect on a regressed eval example is the estimated change "
+             "of its loss if the training example were removed (score / n_train): < 0 harmful, > 0 helpful. "
+             "Harm = the estimated drop of the regressions' summed loss if the data were removed (units: the "
+             "eval loss), so harm > 0 caused the regressions. A group's share is its harm over the summed harm "
              "of the harmful groups of its column; confidence = 1 − p of a permutation test against random "
              "training groups of the same size.")
 ROWS = 15
@@ -19,7 +27,7 @@ def cell(value) -> str:
 
 def fmt(value) -> str:
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return sig(value)
     if isinstance(value, dict):
         return ", ".join(f"{k}={fmt(v)}" for k, v in value.items())
     return "—" if value is None else str(value)
@@ -35,39 +43,54 @@ def table(header: list[str], rows: list[list]) -> list[str]:
     return out + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
 
+GROUP_HEADER = ["rank", "column", "value", "harm", "estimator", "share", "share 5–95%", "count", "confidence",
+                "explanation"]
+EXAMPLE_HEADER = ["train index", "harm", "harmful to", "self-influence percentile", "label", "groups"]
+REGRESSION_HEADER = ["eval index", "kind", "label", "old → new prediction", "old → new loss",
+                     "most harmful training examples (loss change if removed)"]
+VERIFICATION_HEADER = ["candidate", "removed", "relabelled", "accuracy (estimated)", "accuracy (measured)",
+                       "recovered (estimated)", "recovered (measured)"]
+
+
 def group_rows(doc: dict, limit: int = ROWS) -> list[list]:
-    return [[rank, g["column"], g["value"], g["harm"], f"{100 * g['share']:.0f}%",
-             f"{100 * g['share_interval'][0]:.0f}–{100 * g['share_interval'][1]:.0f}%", g["count"],
-             g["confidence"], g["top_rate"], g["headline"] or ""]
+    return [[rank, g["column"], g["value"], g["harm"], g["estimator"].replace("_", " "), percent(g["share"], 2),
+             f"{percent(g['share_interval'][0], 2)}–{percent(g['share_interval'][1], 2)}", g["count"],
+             f"{g['confidence']:.3f}", g["headline"] or ""]
             for rank, g in enumerate(doc["groups"][:limit], 1)]
 
 
-GROUP_HEADER = ["rank", "column", "value", "harm", "share", "share 5–95%", "count", "confidence", "top rate",
-                "explanation"]
-EXAMPLE_HEADER = ["train index", "harm", "harmful to", "self-influence", "self-infl. percentile", "label", "groups"]
-REGRESSION_HEADER = ["eval index", "kind", "label", "old → new prediction", "old → new loss",
-                     "most harmful training examples (score)"]
+def _names(doc: dict):
+    return doc["settings"].get("class_names")
 
 
-def example_rows(examples: list[dict]) -> list[list]:
-    return [[e["train_index"], e["harm"], e["harmful_to"], e["self_influence"], e["self_influence_percentile"],
-             e["label"], e["groups"]] for e in examples[:ROWS]]
+def example_rows(doc: dict, examples: list[dict]) -> list[list]:
+    return [[e["train_index"], e["harm"], e["harmful_to"], percent(e["self_influence_percentile"]),
+             class_name(e["label"], _names(doc)), e["groups"]] for e in examples[:ROWS]]
 
 
 def regression_rows(doc: dict) -> list[list]:
-    return [[r["eval_index"], r["kind"], r["label"], f"{fmt(r['old_prediction'])} → {fmt(r['new_prediction'])}",
-             f"{r['old_loss']:.3g} → {r['new_loss']:.3g}",
-             ", ".join(f"#{h['train_index']} ({h['score']:+.3g})" for h in r["harmful"][:5])]
+    names = _names(doc)
+    return [[r["eval_index"], r["kind"], class_name(r["label"], names),
+             f"{class_name(r['old_prediction'], names)} → {class_name(r['new_prediction'], names)}",
+             f"{sig(r['old_loss'])} → {sig(r['new_loss'])}",
+             ", ".join(f"#{h['train_index']} ({sig(h['loss_change'])})" for h in r["harmful"][:5])]
             for r in doc["regressions"][:ROWS]]
 
 
-def summary_lines(doc: dict) -> list[str]:
+def verification_rows(doc: dict) -> list[list]:
+    def accuracy(m):
+        return None if m is None else m.get("accuracy")
+
+    return [[v["candidate"], v["removed"], v["relabelled"], accuracy(v["estimated"]), accuracy(v["measured"]),
+             percent(v["estimated_recovered"]), percent(v["recovered"])] for v in doc["verification"]]
+
+
+def summary_rows(doc: dict) -> list[list]:
     s = doc["summary"]
     rows = [["mean eval loss", s["old_mean_loss"], s["new_mean_loss"]]]
     if s.get("old_accuracy") is not None:
         rows.insert(0, ["eval accuracy", s["old_accuracy"], s["new_accuracy"]])
-    return table(["", "old model", "new model"], rows) + [
-        "", regressions_sentence(s)]
+    return rows
 
 
 def regressions_sentence(s: dict) -> str:
@@ -77,25 +100,38 @@ def regressions_sentence(s: dict) -> str:
             "examples).")
 
 
+def verification_lines(doc: dict) -> list[str]:
+    """One sentence per candidate, e.g. "Without source = day-4: accuracy 0.815 → 0.852, ...". """
+    return [verification_sentence(v, doc["summary"]) for v in doc["verification"]]
+
+
 def render_markdown(doc: dict) -> str:
     """The whole report.md from the report's JSON document."""
-    lines = ["# Regression report", "", f"**{text(doc['summary']['headline'])}**", "", *summary_lines(doc), "",
-             SIGN_NOTE, "", "## Most harmful groups", "", *table(GROUP_HEADER, group_rows(doc)), "",
-             "## Explanations", ""]
+    lines = ["# Regression report", "", f"**{text(doc['summary']['headline'])}**", "",
+             *table(["", "old model", "new model"], summary_rows(doc)), "", regressions_sentence(doc["summary"]), "",
+             SIGN_NOTE, "", "## Validate before promotion", ""]
+    if doc["verification"]:
+        lines += [*table(VERIFICATION_HEADER, verification_rows(doc)), ""]
+        lines += [f"- {text(line)}" for line in verification_lines(doc)] + [""]
+    else:
+        lines += ["No candidate to verify (no harmful group).", ""]
+    lines += ["## Most harmful groups", "", *table(GROUP_HEADER, group_rows(doc)), "", "## Explanations", ""]
     explained = [g for g in doc["groups"] if g["findings"]]
     for g in explained:
         lines += [f"### {text(g['column'])} = {text(g['value'])}", ""]
         lines += [f"- {text(f['text'])}" for f in g["findings"]]
         lines += ["- its most harmful rows (train index, harm): "
-                  + ", ".join(f"#{e['train_index']} ({e['harm']:+.3g})" for e in g["examples"]), ""]
+                  + ", ".join(f"#{e['train_index']} ({sig(e['harm'])})" for e in g["examples"]), ""]
     if not explained:
         lines += ["No harmful group has a column that stands out.", ""]
-    lines += ["## Most harmful training examples", "", *table(EXAMPLE_HEADER, example_rows(doc["harmful_examples"])),
-              "", "## Suspects", "", "Training examples among the most harmful for the most regressions.", "",
-              *table(EXAMPLE_HEADER, example_rows(doc["suspects"])), "",
+    lines += ["## Most harmful training examples", "",
+              *table(EXAMPLE_HEADER, example_rows(doc, doc["harmful_examples"])), "", "## Suspects", "",
+              "Training examples among the most harmful for the most regressions.", "",
+              *table(EXAMPLE_HEADER, example_rows(doc, doc["suspects"])), "",
               f"## Regressions (first {min(ROWS, len(doc['regressions']))} of {len(doc['regressions'])})", "",
               *table(REGRESSION_HEADER, regression_rows(doc)), "", "## Diagnostics", ""]
     d = doc["diagnostics"]
     lines += [f"- {cell(k)}: {cell(v)}" for k, v in d.items() if k != "warnings"]
     lines += [f"- warning: {cell(w)}" for w in d["warnings"]] + [""]
     return "\n".join(lines)
+

@@ -8,9 +8,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from influence.progress import phase
+
 
 def top_eigenpairs(matvec: Callable[[Tensor], Tensor], p: int, rank: int, krylov_dim: int, block_size: int,
-                   seed: int, dtype: torch.dtype = torch.float64, device=None) -> tuple[Tensor, Tensor, float]:
+                   seed: int, dtype: torch.dtype = torch.float64, device=None,
+                   progress: bool = False) -> tuple[Tensor, Tensor, float]:
     """The `rank` eigenpairs of largest |eigenvalue| of a symmetric p×p operator.
 
     Block Lanczos with full re-orthogonalisation: builds an orthonormal basis Q of the
@@ -29,18 +32,20 @@ def top_eigenpairs(matvec: Callable[[Tensor], Tensor], p: int, rank: int, krylov
     basis = _extend(torch.empty(0, p, dtype=dtype, device=device), random(min(block_size, krylov_dim)), random)
     T = torch.zeros(krylov_dim, krylov_dim, dtype=dtype, device=device)
     start, products = 0, []
-    while True:
-        block = basis[start:]
-        AQ = matvec(block)
-        coeff = basis @ AQ.T  # [len(basis), b] = Qᵀ A Q_block
-        stop = start + len(block)
-        T[:stop, start:stop] = coeff
-        T[start:stop, :stop] = coeff.T
-        products.append(AQ)
-        if stop >= krylov_dim:
-            break
-        basis = _extend(basis, AQ[: krylov_dim - stop], random)
-        start = stop
+    with phase("Lanczos: curvature products", krylov_dim, unit="vec", enabled=progress) as bar:
+        while True:
+            block = basis[start:]
+            AQ = matvec(block)
+            bar.update(len(block))
+            coeff = basis @ AQ.T  # [len(basis), b] = Qᵀ A Q_block
+            stop = start + len(block)
+            T[:stop, start:stop] = coeff
+            T[start:stop, :stop] = coeff.T
+            products.append(AQ)
+            if stop >= krylov_dim:
+                break
+            basis = _extend(basis, AQ[: krylov_dim - stop], random)
+            start = stop
     values, Y = torch.linalg.eigh(0.5 * (T + T.T))
     order = values.abs().argsort(descending=True)[:rank]
     values, Y = values[order], Y[:, order]

@@ -113,6 +113,49 @@ def server(digits_folder):
     app.stop()
 
 
+def run_cli(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    """`python -m influence.cli ARGS` with this checkout importable."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "influence.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or ROOT, env=dict(os.environ, PYTHONPATH=path))
+
+
+@pytest.fixture(scope="session")
+def demo_report(tmp_path_factory) -> Path:
+    """A report folder written by `influence demo --dataset digits --model logreg` (about 15 s):
+    report, index, models, data and bundle.json."""
+    pytest.importorskip("sklearn")
+    folder = tmp_path_factory.mktemp("demo") / "report"
+    proc = run_cli("demo", "--dataset", "digits", "--model", "logreg", "--worst", "1", "--k", "3", "--out",
+                   str(folder))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"influence app --report {folder}" in proc.stdout
+    return folder
+
+
+@pytest.fixture(scope="session")
+def loop_report(demo_report, tmp_path_factory) -> tuple[Path, float]:
+    """The report folder of the browser loop test and the seconds `influence demo` took: the digits
+    demo's (shared with other tests), or the default Adult demo's with APP_LOOP_DEMO=adult."""
+    if os.environ.get("APP_LOOP_DEMO", "digits") != "adult":
+        return demo_report, float("nan")
+    folder = tmp_path_factory.mktemp("adult-demo") / "report"
+    started = time.perf_counter()
+    proc = run_cli("demo", "--out", str(folder))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder, time.perf_counter() - started
+
+
+@pytest.fixture(scope="session")
+def report_server(demo_report):
+    """`influence app --report DIR` on the demo report (a subprocess on 127.0.0.1)."""
+    pytest.importorskip("gradio")
+    app = Server(["--report", str(demo_report)], demo_report.parent)
+    app.start()
+    yield app
+    app.stop()
+
+
 @pytest.fixture(scope="session")
 def tiny_text(tmp_path_factory):
     """A tiny text setup whose texts and group values contain HTML (see tests/app/tiny.py)."""

@@ -1,22 +1,30 @@
-"""The app in real headless Chromium (Playwright, sync API).
+"""The app in real headless Chromium (Playwright, sync API, Debian's /usr/bin/chromium).
 
-Skipped when gradio, playwright or /usr/bin/chromium is missing. Screenshots of every tab
-go to a temporary folder (or $APP_SCREENSHOTS).
+The whole loop on the demo: `influence demo` writes a report folder and prints the app line →
+`influence app --report DIR` → a regression row → its trace → two harmful training examples
+flagged with a corrected label → the flags exported as CSV (downloaded by the browser) →
+`influence report --flags ... --retrain ... --verify` measures the fix. Each step's time is
+printed; screenshots of every step go to a temporary folder (or $APP_SCREENSHOTS).
+
+Skipped when gradio, playwright or /usr/bin/chromium is missing.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import re
+import time
 
 import pytest
 
 pytest.importorskip("gradio", reason="gradio is not installed")
 pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
-from playwright.sync_api import expect  # noqa: E402
+from playwright.sync_api import expect
 
-from tests.app.conftest import free_port  # noqa: E402
-from tests.app.tiny import BOLD, SCRIPT  # noqa: E402
+from tests.app.conftest import Server, free_port, run_cli
+from tests.app.tiny import BOLD, SCRIPT
 
 LOCAL = ("http://127.0.0.1", "data:", "blob:", "about:")
 pytestmark = [  # gradio's own queue code against pandas 3
@@ -25,8 +33,8 @@ pytestmark = [  # gradio's own queue code against pandas 3
 ]
 
 
-def open_page(browser, url: str):
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+def open_page(browser, url: str, **options):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, **options)
     page.external = []  # requests that left this machine (there must be none)
     page.dialogs = []   # alert() and friends (an injected script would open one)
     page.on("request", lambda r: None if r.url.startswith(LOCAL) else page.external.append(r.url))
@@ -40,42 +48,105 @@ def grid_cell(page, table: str, text: str):
     return page.locator(f"#{table} [role=gridcell]").filter(has_text=re.compile(f"^\\s*{re.escape(text)}\\s*$")).first
 
 
-def test_click_a_wrong_prediction_and_see_its_trace(server, browser, screenshots):
-    page = open_page(browser, server.url)
+def cell(page, table: str, row: int, column: int):
+    return page.locator(f"#{table} [data-testid=cell-{row}-{column}]")
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    """Pick `option` in a gradio dropdown."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def flag_from_trace(page, row: int, corrected: str, classes: list[str]) -> tuple[int, str]:
+    """Click a harmful training example of the trace, flag it mislabeled with a corrected label."""
+    page.get_by_role("tab", name="Trace").click()
+    train_id = int(cell(page, "harmful-table", row, 1).inner_text())
+    label = cell(page, "harmful-table", row, 2).inner_text().strip()
+    cell(page, "harmful-table", row, 2).click()
+    expect(page.get_by_role("tab", name="Review")).to_have_attribute("aria-selected", "true", timeout=20_000)
+    expect(page.locator("#review-id textarea, #review-id input").first).to_have_value(str(train_id), timeout=20_000)
+    expect(page.locator("#review-verdict input:checked")).to_have_count(0)  # nothing preselected
+    corrected = corrected if corrected != label else next(c for c in classes if c != label)
+    page.locator("#review-verdict").get_by_label("mislabeled").check()
+    choose(page, "review-corrected", corrected)
+    page.get_by_role("button", name="Save verdict").click()
+    expect(page.locator("#review-status textarea")).to_have_value(
+        re.compile(f"saved: training example {train_id} → mislabeled, corrected label {corrected}"), timeout=20_000)
+    return train_id, corrected
+
+
+def test_report_to_app_to_flags_to_verify(loop_report, browser, screenshots, tmp_path):
+    folder, demo_seconds = loop_report
+    times = {"influence demo": demo_seconds}
+    started = time.perf_counter()
+    app = Server(["--report", str(folder)], tmp_path)
+    app.start()
+    times["app start (influence app --report DIR)"] = time.perf_counter() - started
+    doc = json.loads((folder / "report.json").read_text())
+    bundle = json.loads((folder / "bundle.json").read_text())
+    classes, top = doc["settings"]["class_names"], doc["groups"][0]
+    page = open_page(browser, app.url, accept_downloads=True)
     try:
-        row = 1  # the second-worst prediction (row 0 is traced on load)
-        first_cell = page.locator(f"#predictions-table [data-testid=cell-{row}-0]")
-        expect(first_cell).to_be_visible(timeout=30_000)
-        eval_id = first_cell.inner_text().strip()
-        assert page.locator(f"#predictions-table [data-testid=cell-{row}-3]").inner_text().strip() == "no"
-        page.screenshot(path=screenshots / "predictions.png", full_page=True)
-
-        page.locator(f"#predictions-table [data-testid=cell-{row}-1]").click()
-        expect(page.get_by_role("tab", name="Trace")).to_have_attribute("aria-selected", "true")
+        started = time.perf_counter()
+        page.get_by_role("tab", name="Regression").click()
+        expect(page.locator("#report-summary textarea")).to_have_value(
+            re.compile(f"Most harmful: {top['column']} {top['value']}"), timeout=30_000)
+        expect(page.locator("#report-verification")).to_contain_text(f"{top['column']} = {top['value']}")
+        page.screenshot(path=screenshots / "loop-1-regression.png", full_page=True)
+        eval_id = cell(page, "report-regressions", 0, 0).inner_text().strip()
+        assert int(eval_id) == doc["regressions"][0]["eval_index"]
+        cell(page, "report-regressions", 0, 1).click()
+        expect(page.get_by_role("tab", name="Trace")).to_have_attribute("aria-selected", "true", timeout=20_000)
         expect(page.locator("#eval-id input")).to_have_value(eval_id, timeout=20_000)
-        expect(page.locator("#harmful-examples img")).to_have_count(8, timeout=20_000)
-        expect(page.locator("#helpful-examples img")).to_have_count(8)
-        expect(page.locator("#trace-summary textarea")).to_have_value(re.compile("true class"))
-        expect(page.locator("#harmful-table [data-testid=cell-0-4]")).to_have_text(re.compile(r"^\s*-\d"))
-        page.screenshot(path=screenshots / "trace.png", full_page=True)
+        expect(cell(page, "harmful-table", 0, 5)).to_have_text(re.compile(r"^\s*harmful: removing it lowers"),
+                                                               timeout=20_000)
+        if bundle["display"].get("modality") == "image":
+            expect(page.locator("#harmful-examples img")).to_have_count(8)
+        times["report row → trace"] = time.perf_counter() - started
+        page.screenshot(path=screenshots / "loop-2-trace.png", full_page=True)
 
-        page.get_by_role("tab", name="Suspects").click()
-        page.get_by_role("button", name="Rank").click()
-        expect(page.locator("#suspects-table [data-testid=cell-0-0]")).to_be_visible(timeout=30_000)
-        page.screenshot(path=screenshots / "suspects.png", full_page=True)
+        started = time.perf_counter()
+        flagged = [flag_from_trace(page, row, classes[row], classes) for row in (0, 1)]
+        expect(page.locator("#flags-table [data-testid=cell-1-0]")).to_be_visible()
+        times["flag two examples"] = time.perf_counter() - started
+        page.screenshot(path=screenshots / "loop-3-review.png", full_page=True)
 
-        page.get_by_role("tab", name="Groups").click()
-        page.get_by_role("button", name="Show harm by group").click()
-        expect(page.locator("#groups-table [data-testid=cell-0-0]")).to_have_text(re.compile("batch-"),
-                                                                                  timeout=30_000)
-        page.get_by_role("button", name="Drill down").click()
-        expect(page.locator("#members-table [data-testid=cell-0-0]")).to_be_visible(timeout=30_000)
-        expect(page.locator("#members-examples img").first).to_be_visible()
-        page.screenshot(path=screenshots / "groups.png", full_page=True)
-        assert page.external == [], f"the page fetched from outside this machine: {page.external}"
+        started = time.perf_counter()
+        page.get_by_role("button", name="Export flags (CSV)").click()
+        expect(page.locator("#review-status textarea")).to_have_value(re.compile("exported 2 flags as flags.csv"),
+                                                                       timeout=20_000)
+        with page.expect_download() as download:
+            page.locator("#flags-file a").first.click()
+        exported = tmp_path / "flags.csv"
+        download.value.save_as(exported)
+        times["export"] = time.perf_counter() - started
+        page.screenshot(path=screenshots / "loop-4-export.png", full_page=True)
+        assert page.external == [] and page.dialogs == []
     finally:
         page.close()
-    assert {p.name for p in screenshots.iterdir()} >= {"predictions.png", "trace.png", "suspects.png", "groups.png"}
+        app.stop()
+    rows = list(csv.DictReader(exported.open()))
+    assert [(int(r["train_id"]), r["verdict"], r["corrected_label"]) for r in rows] == \
+        sorted((i, "mislabeled", c) for i, c in flagged)
+    assert all(r["source"] for r in rows) and set(rows[0]) >= {"note", "source"}
+
+    started = time.perf_counter()
+    out = tmp_path / "verified"
+    model, data = folder / "model", folder / "data"
+    proc = run_cli("report", "--old-factory", bundle["factory"], "--old-weights", str(model / "old.safetensors"),
+                   "--new-weights", str(model / "new.safetensors"), "--train", str(data / "train.parquet"),
+                   "--eval", str(data / "eval.parquet"),
+                   "--group-by", "source", "--weight-decay", str(bundle["task"]["weight_decay"]), "--class-names",
+                   ",".join(classes), "--retrain", bundle["retrain"], "--verify", "--flags", str(exported),
+                   "--out", str(out))
+    times["influence report --flags --verify"] = time.perf_counter() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fix = next(v for v in json.loads((out / "report.json").read_text())["verification"] if v["kind"] == "flags")
+    assert (fix["removed"], fix["relabelled"]) == (0, 2)
+    assert fix["measured"] is not None and fix["estimated"] is not None and 0 <= fix["measured"]["accuracy"] <= 1
+    assert "With the flagged examples (0 removed, 2 relabelled) fixed" in proc.stdout
+    print("\n".join(f"{step}: {seconds:.1f} s" for step, seconds in times.items()))
 
 
 @pytest.fixture(scope="module")
@@ -97,23 +168,21 @@ def test_html_in_data_is_shown_as_text(html_app, browser, screenshots):
     try:
         expect(page.get_by_text(f"{BOLD} tiny reviews")).to_be_visible(timeout=30_000)   # the title, literally
         expect(page.get_by_text(f"notes with {SCRIPT}")).to_be_visible()
-        cell = page.locator("#predictions-table [data-testid=cell-0-7]")               # the text column
-        expect(cell).to_have_text(f"{SCRIPT} great love fun", timeout=30_000)
-        page.locator("#predictions-table [data-testid=cell-0-1]").click()
+        expect(grid_cell(page, "predictions-table", f"{SCRIPT} great love fun")).to_be_visible(timeout=30_000)
+        cell(page, "predictions-table", 0, 1).click()
         expect(page.locator("#trace-query textarea")).to_have_value(f"{SCRIPT} great love fun", timeout=20_000)
         expect(page.locator("#harmful-examples")).to_contain_text(SCRIPT, timeout=20_000)
         expect(grid_cell(page, "harmful-table", BOLD)).to_be_visible()
         page.screenshot(path=screenshots / "html-as-text-trace.png", full_page=True)
         page.get_by_role("tab", name="Groups").click()
         page.get_by_role("button", name="Show harm by group").click()
-        expect(page.locator("#groups-table [data-testid=cell-0-0]")).to_be_visible(timeout=30_000)
-        expect(grid_cell(page, "groups-table", SCRIPT)).to_be_visible()
-        page.get_by_role("button", name="Drill down").click()
-        expect(page.locator("#members-table [data-testid=cell-0-0]")).to_be_visible(timeout=30_000)
-        page.get_by_role("tab", name="Suspects").click()
+        expect(grid_cell(page, "groups-table", SCRIPT)).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Show its members").click()
+        expect(cell(page, "members-table", 0, 0)).to_be_visible(timeout=30_000)
+        page.get_by_role("tab", name="Review").click()
         page.get_by_role("button", name="Rank").click()
-        expect(page.locator("#suspects-table [data-testid=cell-0-0]")).to_be_visible(timeout=30_000)
-        page.screenshot(path=screenshots / "html-as-text-suspects.png", full_page=True)
+        expect(cell(page, "suspects-table", 0, 0)).to_be_visible(timeout=30_000)
+        page.screenshot(path=screenshots / "html-as-text-review.png", full_page=True)
 
         rendered = page.evaluate("""() => ({
             bold: [...document.querySelectorAll('gradio-app b, gradio-app strong')]
@@ -122,5 +191,25 @@ def test_html_in_data_is_shown_as_text(html_app, browser, screenshots):
         assert rendered == {"bold": 0, "scripts": 0}
         assert page.dialogs == [], f"a script from the data ran: {page.dialogs}"
         assert page.external == []
+    finally:
+        page.close()
+
+
+def test_an_empty_upload_keeps_the_trace_and_says_why(server, browser, screenshots):
+    page = open_page(browser, server.url)
+    try:
+        page.get_by_role("tab", name="Trace").click()
+        expect(page.locator("#harmful-examples img")).to_have_count(8, timeout=30_000)
+        summary = page.locator("#trace-summary textarea").input_value()
+        page.get_by_text("Explain this input").click()
+        page.get_by_role("button", name="Predict and trace").click()
+        expect(page.locator("#trace-status textarea")).to_have_value("⚠ no image was given", timeout=20_000)
+        expect(page.locator("#harmful-examples img")).to_have_count(8)              # the trace is kept
+        assert page.locator("#trace-summary textarea").input_value() == summary
+        assert page.locator(".error, [data-testid=error]").count() == 0             # no red error badges
+        page.screenshot(path=screenshots / "empty-upload.png", full_page=True)
+        page.get_by_role("tab", name="Predictions").click()
+        page.screenshot(path=screenshots / "predictions-thumbnails.png", full_page=True)
+        expect(page.locator("#predictions-table img:visible").first).to_be_visible()  # thumbnails in the table
     finally:
         page.close()

@@ -1,24 +1,33 @@
-"""`app.cli`: the options of `python -m app` and the `influence app` subcommand."""
+"""`app.cli`: the options of `influence app` (also `python -m app`)."""
 
 import argparse
+import os
+import subprocess
+import sys
 
 import pytest
 
-from app.cli import add_app_subcommand, add_arguments, open_setup
+from app.cli import add_arguments, main, open_setup
+from influence.errors import InvalidArgumentError
+from tests.app.conftest import ROOT
 
 
-def test_subcommand_registers_on_the_influence_cli():
-    parser = argparse.ArgumentParser(prog="influence")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_app_subcommand(sub)
-    args = parser.parse_args(["app", "--demo", "text", "--port", "7999"])
-    assert (args.command, args.demo, args.port, args.host) == ("app", "text", 7999, "127.0.0.1")
-    with pytest.raises(SystemExit):
-        parser.parse_args(["app", "--demo", "mnist"])
+def test_help_names_the_influence_app_command():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-m", "influence.cli", "app", "--help"], capture_output=True, text=True,
+                          env=env, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: influence app ")
+    assert "--report REPORT" in proc.stdout and "python -m app" not in proc.stdout
 
 
 def test_index_needs_its_factory_and_data():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    with pytest.raises(SystemExit, match="--factory, --train, --eval"):
+    with pytest.raises(InvalidArgumentError, match="--index needs --factory, --train, --eval"):
         open_setup(parser.parse_args(["--index", "somewhere"]))
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["--report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("influence app: error: `--report`") and "bundle.json" in err and "Traceback" not in err

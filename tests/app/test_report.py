@@ -1,44 +1,83 @@
-"""The Regression tab: a report folder from `influence.report`, tabulated as it is."""
+"""The app opened on a report folder: the report's model, index and eval data with no other flag,
+the Regression tab, the same top group as the report, and mismatches refused by fingerprint."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import shutil
 
 import pytest
-import torch
 
 from app import report
 from app.session import Session
+from app.sources import attach_report, open_report
+from influence.errors import InvalidArgumentError
+from influence.report.readable import sig
+
+REGRESSIONS = "the report's regressions"
 
 
 @pytest.fixture(scope="module")
-def report_folder(tiny_text, tmp_path_factory):
-    """A real report: the tiny text model (new) against a copy with its weights negated (old)."""
-    regression = pytest.importorskip("influence.report", reason="influence.report is not available")
-    old = torch.nn.Linear(*reversed(tiny_text.model.weight.shape))
-    with torch.no_grad():
-        old.weight.copy_(-tiny_text.model.weight)
-        old.bias.copy_(-tiny_text.model.bias)
-    made = regression.regression_report(old, tiny_text.model, tiny_text.train, tiny_text.eval, group_by="critic",
-                                        task=tiny_text.attributor.task, permutations=0, bootstrap=0, explain=0)
-    folder = tmp_path_factory.mktemp("report")
-    made.save(folder)
-    return folder
+def opened(demo_report, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("copy") / "report"
+    shutil.copytree(demo_report, folder)  # tests below alter copies, never the shared folder
+    return folder, open_report(folder)
 
 
-def test_report_tables_are_the_reports_numbers(report_folder):
-    doc = json.loads((report_folder / "report.json").read_text())
-    assert report.load_report(report_folder) == doc
+def test_a_report_folder_opens_alone(opened):
+    folder, setup = opened
+    doc = json.loads((folder / "report.json").read_text())
+    assert setup.report == doc and setup.report_folder == folder
+    assert setup.modality == "image" and setup.image_shape == (8, 8) and setup.group_columns == ["source"]
+    assert setup.class_names == [str(c) for c in range(10)] and setup.flags_path == folder / "flags.json"
+    assert len(setup.eval) == doc["summary"]["n_eval"] and len(setup.train) == doc["summary"]["n_train"]
+    assert setup.attributor.diagnostics["damping"] == pytest.approx(doc["diagnostics"]["damping"])
+
+
+def test_eval_data_needs_no_metadata_columns(opened, tmp_path):
+    import datasets
+
+    folder = tmp_path / "report"
+    shutil.copytree(opened[0], folder)
+    path = str(folder / "data" / "eval.parquet")
+    datasets.Dataset.from_parquet(path).remove_columns(["source", "index"]).to_parquet(path)
+    session = Session(open_report(folder))  # the fingerprint covers inputs and labels only
+    assert "source" not in session.setup.eval.column_names
+    table, _ = session.predictions("all", "all", "all", 0)
+    assert "source" not in table.columns and len(session.trace(int(table["eval id"][0]), 3).harmful) == 3
+    assert session.group_harm("source")["group"][0] == "batch-9"
+
+
+def test_the_groups_tab_and_the_report_rank_the_same_group_first(opened):
+    _, setup = opened
+    session = Session(setup)
+    assert next(iter(session.queries)) == REGRESSIONS  # the default predictions of the tabs
+    table = session.group_harm("source", REGRESSIONS)
+    groups = {g["value"]: g for g in setup.report["groups"] if g["column"] == "source"}
+    assert table["group"][0] == setup.report["groups"][0]["value"] == "batch-9"
+    for value, harm, first in zip(table["group"], table["harm"], table["first-order harm"]):
+        assert harm == pytest.approx(groups[value]["harm"], rel=1e-6)
+        assert first == pytest.approx(groups[value]["first_order_harm"], rel=1e-6)
+    suspects = session.suspects("harm", 5, REGRESSIONS)
+    listed = [e["train_index"] for e in setup.report["harmful_examples"][:5]]
+    assert suspects["train id"].tolist() == listed
+
+
+def test_report_tables_read_at_three_significant_digits(opened):
+    _, setup = opened
+    doc = setup.report
     groups = report.groups_table(doc)
-    assert groups["harm"].tolist() == [g["harm"] for g in doc["groups"]]
+    assert groups["harm"].tolist() == [sig(g["harm"]) for g in doc["groups"]]
+    assert groups["share"][0] == "100%" and "`" not in " ".join(groups["finding"])  # no literal backticks
     regressions = report.regressions_table(doc)
     assert regressions["eval id"].tolist() == [r["eval_index"] for r in doc["regressions"]]
-    assert len(report.suspects_table(doc)) == len(doc["suspects"])
-    assert doc["summary"]["headline"] in report.summary_text(doc)
+    verification = report.verification_table(doc)
+    assert verification["candidate"][0] == "source = batch-9" and verification["recovered (measured)"][0].endswith("%")
+    assert "Without source = batch-9: accuracy" in report.verification_text(doc)
+    assert doc["summary"]["headline"].split(":")[0] in report.summary_text(doc)
 
 
-def test_the_regression_tab_appears_only_with_a_report(tiny_text, report_folder):
+def test_the_regression_tab_appears_only_with_a_report(opened, tiny_text):
     pytest.importorskip("gradio")
     from app.ui import build
 
@@ -46,12 +85,27 @@ def test_the_regression_tab_appears_only_with_a_report(tiny_text, report_folder)
         return {c.get("props", {}).get("label") for c in page.config["components"]}
 
     assert "Regression" not in labels(build(Session(tiny_text)))
-    page = build(Session(replace(tiny_text, report_folder=report_folder)))
-    assert {"Regression", "regressions (click a row to trace it with the opened model)"} <= labels(page)
+    assert {"Regression", "regressions (click a row to trace it)"} <= labels(build(Session(opened[1])))
 
 
-def test_a_folder_without_a_report_is_refused(tmp_path):
-    from influence.errors import InvalidArgumentError
+def test_another_eval_set_or_model_is_refused_naming_what_differs(opened, digits_setup, tmp_path):
+    folder, _ = opened
+    with pytest.raises(InvalidArgumentError, match=r"the new model's weights differ \(new_model fingerprint\)"):
+        attach_report(digits_setup, folder)  # the same digits eval split, another model
+    broken = tmp_path / "report"
+    shutil.copytree(folder, broken)
+    import datasets
 
-    with pytest.raises(InvalidArgumentError, match="report.json"):
-        report.load_report(tmp_path)
+    eval_data = datasets.Dataset.from_parquet(str(broken / "data" / "eval.parquet"))
+    eval_data.select(range(len(eval_data) - 1)).to_parquet(str(broken / "data" / "eval.parquet"))
+    with pytest.raises(InvalidArgumentError, match=r"the eval data differ \(eval fingerprint\)"):
+        open_report(broken)
+    shutil.copy(folder / "data" / "eval.parquet", broken / "data" / "eval.parquet")
+    shutil.copy(folder / "model" / "old.safetensors", broken / "model" / "new.safetensors")
+    with pytest.raises(InvalidArgumentError, match=r"the new model's weights differ \(new_model fingerprint\)"):
+        open_report(broken)
+
+
+def test_a_folder_without_a_report_says_how_to_make_one(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="has no bundle.json: it was not written by `influence report`"):
+        open_report(tmp_path)

@@ -1,12 +1,14 @@
 """The served app (`python -m app --index ...`), driven through its API with gradio_client.
 
 Every endpoint is compared with the `influence` API called directly on the same model,
-index and data (`reference`), never with the app's own earlier output.
+index and data (`reference`), never with the app's own earlier output; every endpoint's
+error paths answer with our message in its status output (the last one) and no temp path.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import csv
 import hashlib
 import json
 import statistics
@@ -20,7 +22,8 @@ import torch
 pytest.importorskip("gradio", reason="gradio is not installed")
 gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed")
 
-from influence.data import as_data  # noqa: E402
+from influence.data import as_data
+from influence.harm import group_harm
 
 K = 5
 
@@ -36,7 +39,7 @@ def reference(digits_setup):
     wrong = torch.nonzero(logits.argmax(1) != y).flatten()
     bad = wrong[loss[wrong].argsort(descending=True)]
     return {"X": X, "y": y, "pred": logits.argmax(1), "loss": loss, "bad": bad, "attr": setup.attributor,
-            "setup": setup}
+            "setup": setup, "n": len(setup.train)}
 
 
 def client_for(server, tmp_path):
@@ -52,40 +55,63 @@ def rows(table: dict) -> list[dict]:
     return [dict(zip(table["headers"], row)) for row in table["data"]]
 
 
+def file_path(value) -> Path:
+    """A File output: a path, or an update carrying one."""
+    return Path(value["value"] if isinstance(value, dict) else value)
+
+
 def test_api_lists_every_endpoint(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/predictions", "/trace", "/explain", "/suspects", "/flag", "/flags", "/groups",
-            "/group_members"} <= names
+    assert {"/predictions", "/download_predictions", "/trace", "/download_trace", "/explain", "/suspects", "/flag",
+            "/flags", "/export_flags_csv", "/export_flags_jsonl", "/groups", "/group_members", "/flag_group"} <= names
 
 
-def test_predictions_are_filtered_worst_first(client, reference):
-    wrong = rows(client.predict("all", "all", "wrong", 0, api_name="/predictions"))
-    assert [r["eval id"] for r in wrong] == reference["bad"].tolist()
-    assert all(r["correct"] == "no" for r in wrong)
-    every = rows(client.predict("all", "all", "all", 0, api_name="/predictions"))
-    assert len(every) == len(reference["y"])
-    losses = [r["loss"] for r in every]
-    assert losses == sorted(losses, reverse=True)
-    threes = rows(client.predict("3", "all", "all", 0.5, api_name="/predictions"))
+def test_predictions_are_paged_filtered_and_searched(client, reference):
+    table, count, status = client.predict("all", "all", "wrong", 0, api_name="/predictions")
+    assert [r["eval id"] for r in rows(table)] == reference["bad"].tolist()[:50] and status == ""
+    assert count.startswith(f"{len(reference['bad'])} matching predictions")
+    n = len(reference["y"])
+    seen = []
+    for page in range(1, -(-n // 100) + 1):
+        seen += [r["eval id"] for r in rows(client.predict("all", "all", "all", 0, "", page, 100,
+                                                           api_name="/predictions")[0])]
+    order = reference["loss"].argsort(descending=True, stable=True).tolist()
+    assert seen == order  # every prediction, worst first, across the pages (not capped)
+    threes = rows(client.predict("3", "all", "all", 0.5, api_name="/predictions")[0])
     expected = ((reference["y"] == 3) & (reference["loss"] >= 0.5)).sum().item()
-    assert len(threes) == expected and all(r["true"] == "3" and r["loss"] >= 0.5 - 1e-4 for r in threes)
+    assert len(threes) == expected and all(r["true"] == "3" for r in threes)
+    found = rows(client.predict("all", "all", "all", 0, str(order[7]), api_name="/predictions")[0])
+    assert [r["eval id"] for r in found] == [order[7]]
+    csv_file = file_path(client.predict("all", "all", "all", 0, api_name="/download_predictions")[0])
+    full = list(csv.DictReader(csv_file.open()))
+    assert len(full) == n and float(full[0]["loss"]) == pytest.approx(float(reference["loss"][order[0]]), rel=1e-6)
 
 
-def test_trace_matches_the_influence_api(client, reference):
+def test_trace_matches_the_influence_api(client, reference, tmp_path):
     j = int(reference["bad"][0])
-    image, summary, probabilities, harmful_gallery, harmful, helpful_gallery, helpful = client.predict(
+    image, summary, probabilities, harmful_gallery, harmful, helpful_gallery, helpful, status = client.predict(
         j, K, api_name="/trace")
     top = reference["attr"].top_k((reference["X"][j:j + 1], reference["y"][j:j + 1]), k=K)
     for table, ranking in ((harmful, top.harmful), (helpful, top.helpful)):
         got = rows(table)
         assert [r["train id"] for r in got] == ranking.indices[0].tolist()
-        np.testing.assert_allclose([r["score"] for r in got], ranking.scores[0].numpy(), rtol=1e-4)
-    assert all(r["score"] < 0 for r in rows(harmful)[:1]) and rows(helpful)[0]["score"] > 0
-    assert len(harmful_gallery) == K and len(helpful_gallery) == K
-    assert harmful_gallery[0]["caption"].startswith(f"#{int(top.harmful.indices[0, 0])} ")
+        changes = (ranking.scores[0].double() / reference["n"]).numpy()
+        np.testing.assert_allclose([float(r["loss change if removed"]) for r in got], changes, rtol=5e-3)
+        assert all(significant_digits(r["loss change if removed"]) <= 3 for r in got)
+    assert all(r["effect"].startswith("harmful") for r in rows(harmful))
+    assert all(r["effect"].startswith("helpful") for r in rows(helpful))
+    assert len(harmful_gallery) == K and harmful_gallery[0]["caption"].startswith(f"#{int(top.harmful.indices[0, 0])} ")
     assert Path(harmful_gallery[0]["image"]).stat().st_size > 0 and Path(image).exists()
     assert probabilities["label"] == str(int(reference["pred"][j]))
-    assert f"true class {int(reference['y'][j])}" in summary
+    assert f"true class {int(reference['y'][j])}" in summary and status == ""
+    full = list(csv.DictReader(file_path(client.predict(api_name="/download_trace")[0]).open()))  # same session
+    harmful_rows = [r for r in full if r["kind"] == "harmful"]
+    np.testing.assert_allclose([float(r["score"]) for r in harmful_rows], top.harmful.scores[0].numpy(), rtol=1e-6)
+
+
+def significant_digits(text: str) -> int:
+    mantissa = text.lower().split("e")[0]
+    return len(mantissa.lstrip("-").replace(".", "").lstrip("0"))
 
 
 def test_explain_an_uploaded_image(client, reference, tmp_path):
@@ -103,45 +129,63 @@ def test_explain_an_uploaded_image(client, reference, tmp_path):
     assert "unlabeled input" in summary and f"loss of class {predicted}" in summary
     top = reference["attr"].top_k((reference["X"][:1], torch.tensor([predicted])), k=K)
     assert [r["train id"] for r in harmful][:3] == top.harmful.indices[0, :3].tolist()
-    labeled = client.predict(gradio_client.handle_file(str(path)), "3", K, api_name="/explain")
-    assert "loss of class 3" in labeled[1]
+    assert "loss of class 3" in client.predict(gradio_client.handle_file(str(path)), "3", K, api_name="/explain")[1]
 
 
-def test_suspects_rank_by_self_influence(client, reference):
-    got = rows(client.predict("self-influence", 10, api_name="/suspects"))
+def test_suspects_rank_by_harm_and_self_influence(client, reference):
+    queries = "worst wrong predictions"
+    got = rows(client.predict(queries, "self-influence (unusual or mislabeled)", 10, api_name="/suspects")[0])
     self_influence = reference["attr"].self_influence()
     assert [r["train id"] for r in got] == self_influence.argsort(descending=True)[:10].tolist()
-    np.testing.assert_allclose([r["self-influence"] for r in got],
-                               self_influence.sort(descending=True).values[:10].numpy(), rtol=1e-4)
-    harmed = rows(client.predict("bad predictions harmed", 10, api_name="/suspects"))
-    counts = [r["bad predictions harmed"] for r in harmed]
-    assert counts == sorted(counts, reverse=True) and counts[0] >= 1
-
-
-def test_groups_and_drill_down(client, reference):
-    plot, table, dropdown = client.predict("source", api_name="/groups")
-    got = {r["group"]: r["harm"] for r in rows(table)}
     bad = reference["bad"][:300]
     scores = reference["attr"].scores((reference["X"][bad], reference["y"][bad])).double()
-    sources = np.array(reference["setup"].train["source"])
-    for group, harm in got.items():
-        expected = -scores[:, torch.from_numpy(sources == group)].sum().item()
-        assert harm == pytest.approx(expected, rel=1e-3, abs=1e-3)
-    harms = list(got.values())
-    assert harms == sorted(harms, reverse=True)
-    top_group = rows(table)[0]["group"]
-    gallery, members = client.predict("source", top_group, api_name="/group_members")
-    members = rows(members)
-    assert members and all(r["source"] == top_group for r in members)
-    assert [r["total harm"] for r in members] == sorted((r["total harm"] for r in members), reverse=True)
-    assert len(gallery) == min(16, len(members))
+    harm = (-scores.sum(dim=0) / reference["n"]).numpy()  # the definition, computed here independently
+    by_harm = rows(client.predict(queries, "harm on the chosen predictions", 5, api_name="/suspects")[0])
+    assert [r["train id"] for r in by_harm] == np.argsort(-harm, kind="stable")[:5].tolist()
+    np.testing.assert_allclose([float(r["harm"]) for r in by_harm], np.sort(harm)[::-1][:5], rtol=5e-3)
 
 
-def test_bad_input_is_reported(client):
-    with pytest.raises(Exception, match="eval_id"):
-        client.predict(10**6, K, api_name="/trace")
-    with pytest.raises(Exception, match="delete-it"):  # not one of the verdicts
-        client.predict(3, "delete-it", "", api_name="/flag")
+def test_groups_and_members_use_the_harm_definition(client, reference):
+    plot, table, dropdown, status = client.predict("source", "worst wrong predictions", api_name="/groups")
+    bad = reference["bad"][:300]
+    expected = group_harm(reference["attr"], (reference["X"][bad], reference["y"][bad]),
+                          list(reference["setup"].train["source"]), train=reference["setup"].train)
+    got = {r["group"]: float(r["harm"]) for r in rows(table)}
+    for value, harm in zip(expected.values, expected.harm):
+        assert got[value] == pytest.approx(harm, rel=5e-3, abs=1e-9)
+    top = rows(table)[0]["group"]
+    assert top == expected.values[int(np.argmax(expected.harm))] and status.startswith(f"most harmful: source {top}")
+    gallery, members, status = client.predict("source", top, "worst wrong predictions", api_name="/group_members")
+    assert rows(members) and all(r["source"] == top for r in rows(members))
+
+
+@pytest.mark.parametrize("endpoint, args, message", [
+    ("/trace", (10**6, K), "the eval example must be an integer in [0, "),
+    ("/predictions", ("all", "all", "all", 0, "", 99, 50), "`page` must be between 1 and"),
+    ("/explain", (None, "predicted", K), "no image was given"),
+    ("/suspects", ("worst wrong predictions", "harm on the chosen predictions", 20000), "`show` must be"),
+    ("/flag", ("", "mislabeled", "3", ""), "the training example must be an integer"),
+    ("/flag", ("12", None, "", ""), "choose a verdict"),
+    ("/flag", ("12", "keep", "3", ""), "a corrected label goes with the verdict 'mislabeled'"),
+    ("/group_members", ("source", "batch-99", "worst wrong predictions"), "no training example has source"),
+    ("/flag_group", ("source", "batch-99", "remove", ""), "no training example has source"),
+])
+def test_error_paths_answer_in_place(client, endpoint, args, message, tmp_path):
+    out = client.predict(*args, api_name=endpoint)
+    status = out[-1] if isinstance(out, tuple) else out
+    assert status.startswith("⚠ ") and message in status, status
+    assert "/tmp" not in status and "gradio" not in status.lower()  # our words, no temp paths
+    kept = out[:-1] if isinstance(out, tuple) else ()
+    assert all(v == {"__type__": "update"} for v in kept)  # every other output keeps its value
+
+
+def test_gradio_refuses_values_outside_the_components_range(client):
+    with pytest.raises(Exception, match="not in the list of choices"):
+        client.predict("day", "worst wrong predictions", api_name="/groups")
+    with pytest.raises(Exception, match="less than minimum value 1"):
+        client.predict(3, 0, api_name="/trace")
+    with pytest.raises(Exception, match="not in the list of choices"):
+        client.predict("eleven", "all", "all", 0, api_name="/predictions")
 
 
 def _digest(folder: Path) -> str:
@@ -151,25 +195,49 @@ def _digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def test_flags_are_saved_beside_the_index_and_survive_a_restart(server, digits_folder, tmp_path):
+def test_flags_with_corrected_labels_export_and_survive_a_restart(server, digits_folder, tmp_path):
+    from influence.report.flags import read_flags
+
     before = (_digest(digits_folder / "train"), _digest(digits_folder / "index"))
     client = client_for(server, tmp_path)
-    table, status = client.predict(12, "mislabeled", "looks like a 7", api_name="/flag")
-    assert {"train_id": 12, "verdict": "mislabeled"}.items() <= rows(table)[0].items()
-    assert status.startswith("saved: training example 12 → mislabeled")
-    client.predict(40, "keep", "", api_name="/flag")
-    flags_file = digits_folder / "index.flags.json"
-    saved = json.loads(flags_file.read_text())
-    assert [(f["train_id"], f["verdict"]) for f in saved["flags"]] == [(12, "mislabeled"), (40, "keep")]
+    table, verdict, status = client.predict("12", "mislabeled", "7", "looks like a 7", api_name="/flag")
+    assert {"train_id": 12, "verdict": "mislabeled", "corrected_label": "7"}.items() <= rows(table)[0].items()
+    assert status == "saved: training example 12 → mislabeled, corrected label 7" and verdict["value"] is None
+    client.predict("40", "remove", "", "", api_name="/flag")
+    saved = json.loads((digits_folder / "index.flags.json").read_text())
+    assert [(f["train_id"], f["verdict"], f["corrected_label"]) for f in saved["flags"]] == [
+        (12, "mislabeled", "7"), (40, "remove", "")]
+    exported = [read_flags(file_path(client.predict(api_name=f"/export_flags_{kind}")[0])) for kind in ("csv", "jsonl")]
+    assert exported[0] == exported[1] and [(f.train_id, f.corrected_label, f.note) for f in exported[0]] == [
+        (12, "7", "looks like a 7"), (40, "", "")]
+    assert exported[0][0].source == str(server_source(digits_folder, 12))
 
     server.restart()
     client = client_for(server, tmp_path)
     flags = rows(client.predict(api_name="/flags"))
     assert [(f["train_id"], f["verdict"], f["note"]) for f in flags] == [(12, "mislabeled", "looks like a 7"),
-                                                                          (40, "keep", "")]
-    client.predict(12, "clear", "", api_name="/flag")
-    assert [f["train_id"] for f in rows(client.predict(40, "clear", "", api_name="/flag")[0])] == []
+                                                                          (40, "remove", "")]
+    client.predict("12", "clear", "", "", api_name="/flag")
+    assert rows(client.predict("40", "clear", "", "", api_name="/flag")[0]) == []
     assert (_digest(digits_folder / "train"), _digest(digits_folder / "index")) == before  # data untouched
+
+
+def server_source(folder: Path, i: int) -> str:
+    import datasets
+
+    return datasets.load_from_disk(str(folder / "train"))[i]["source"]
+
+
+def test_a_whole_group_can_be_flagged(client, digits_folder):
+    import datasets
+
+    status = client.predict("source", "batch-3", "remove", "", api_name="/flag_group")
+    sources = list(datasets.load_from_disk(str(digits_folder / "train"))["source"])
+    assert status == f"flagged {sources.count('batch-3')} training examples of source batch-3 as remove"
+    flags = rows(client.predict(api_name="/flags"))
+    assert {f["train_id"] for f in flags} == {i for i, s in enumerate(sources) if s == "batch-3"}
+    client.predict("source", "batch-3", "clear", "", api_name="/flag_group")
+    assert rows(client.predict(api_name="/flags")) == []
 
 
 def test_ten_concurrent_clients_get_correct_traces(server, reference, tmp_path):

@@ -33,6 +33,23 @@ def test_image_view_reads_a_scan_back_to_the_model_scale():
         view.parse(None)
 
 
+def test_image_captions_and_thumbnails(digits_setup):
+    import base64
+    import io
+
+    from PIL import Image
+
+    session = Session(digits_setup)
+    view = ImageView(session)
+    trace = session.trace(int(session.bad[0]), 2)
+    row = trace.harmful.iloc[0]
+    assert view.caption(row) == f"#{row['train id']} · {row['label']} · {row['loss change if removed']:.3g}"
+    cell = view.thumbnail("train", 5)
+    assert cell.startswith("![#5](data:image/png;base64,")
+    image = Image.open(io.BytesIO(base64.b64decode(cell.split(",", 1)[1].rstrip(")"))))
+    assert image.size == (24, 24)  # 8×8 at scale 3
+
+
 def test_text_view_spans_keep_the_text_as_is(tiny_text):
     session = Session(tiny_text)
     view = TextView(session)
@@ -48,7 +65,8 @@ def test_table_view_shows_rows_and_reads_an_edited_row(tiny_table):
     session = Session(tiny_table)
     view = TableView(session)
     frame = view.show_examples(session.trace(0, 3).helpful, "helpful")
-    assert list(frame.columns[:2]) == ["train id", "score"] and {"color", "size"} <= set(frame.columns)
+    assert list(frame.columns[:3]) == ["train id", "label", "loss change if removed"]
+    assert {"color", "size"} <= set(frame.columns) and set(frame["label"]) <= {"small", "big"}
     edited = pd.DataFrame([{"color": BOLD, "size": "0.25"}])
     assert view.parse(edited) == {"color": BOLD, "size": "0.25"}
     assert view.parse({"headers": ["color", "size"], "data": [["red", 1.0]]}) == {"color": "red", "size": 1.0}

@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 import influence as inf
+from app.setup import Setup
 from influence.data import as_data
 from influence.demos.training import train_adam
-
-from app.session import Setup
 
 SCRIPT = "<script>alert(1)</script>"
 BOLD = "<b>x</b>"

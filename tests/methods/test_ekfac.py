@@ -44,8 +44,9 @@ def block_scores(blocks, Gt, Gtr):
 
 
 def ekfac_scores(model, task, train, test, **options):
+    """EK-FAC scores with every eigenbasis component kept (the math, not the truncation)."""
     return inf.Attributor(model, train, task=task, method="ekfac", damping=DAMPING, progress=False,
-                          **options).fit().scores(test)
+                          **{"keep": 1.0, **options}).fit().scores(test)
 
 
 @pytest.mark.parametrize("correct", [False, True])
@@ -136,7 +137,7 @@ def test_unsupported_parameters_are_named_or_skipped(mlp):
     with pytest.raises(inf.InvalidArgumentError, match=r"norm\.weight.*norm\.bias.*skip_unsupported"):
         inf.Attributor(model, train, task=task, method="ekfac", progress=False).fit()
     attr = inf.Attributor(model, train, task=task, method="ekfac", damping=DAMPING, skip_unsupported=True,
-                          progress=False).fit()
+                          keep=1.0, progress=False).fit()
     assert attr.diagnostics["skipped_parameters"] == ["norm.weight", "norm.bias"]
     only_fc = inf.ClassificationTask(weight_decay=0.01, parameters=["fc"])
     expected = ekfac_scores(model, only_fc, train, test)
@@ -150,3 +151,17 @@ def test_state_dict_round_trip(mlp):
     fresh.restore(attr.method.state_dict(), None)
     G = attr.test_gradients(test)
     assert torch.equal(fresh.precondition(G)[0], attr.method.precondition(G)[0])
+
+
+def test_the_index_keeps_the_components_that_carry_the_effective_dimension(mlp):
+    """`keep` drops eigenbasis components of small Λ: the index narrows, and what the dropped
+    ones carried of each training example's self-influence stays within the promise."""
+    model, task, train, test = mlp
+    full = inf.Attributor(model, train, task=task, method="ekfac", damping=DAMPING, keep=1.0, progress=False).fit()
+    part = inf.Attributor(model, train, task=task, method="ekfac", damping=DAMPING, keep=0.9, progress=False).fit()
+    assert part.index.dim < full.index.dim <= full.fm.p
+    kept = sum(layer["kept"] for layer in part.diagnostics["layers"].values())
+    assert kept == part.index.dim
+    lost = 1 - part.self_influence().sum() / full.self_influence().sum()  # Σ_i over the training set
+    assert 0 <= float(lost) <= 0.1 + 1e-9, "on the training set, the dropped share is ≤ 1 − keep on average"
+    assert torch.corrcoef(torch.stack([part.scores(test).flatten(), full.scores(test).flatten()]))[0, 1] > 0.95

@@ -7,14 +7,14 @@ import os
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
 
-import influence as inf  # noqa: E402
-from influence.demos.data import TabularEncoder, corrupt_rows, split_into_sources  # noqa: E402
-from influence.model import FunctionalModel  # noqa: E402
-from influence.training import load_flat, minimize  # noqa: E402
+import influence as inf
+from influence.demos.data import TabularEncoder, corrupt_rows, split_into_sources
+from influence.model import FunctionalModel
+from influence.training import load_flat, minimize
 
 NUMERIC = ["x1", "x2", "x3"]
 CATEGORICAL = ["color"]

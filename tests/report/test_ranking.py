@@ -5,17 +5,12 @@ import numpy as np
 from influence.report import ranking
 
 
-def test_group_harm_is_minus_the_summed_scores_and_shares_add_up():
-    rng = np.random.default_rng(0)
-    scores = rng.normal(size=(7, 40))
-    labels = [f"g{i % 4}" for i in range(40)]
-    values, codes, member = ranking.indicator(labels)
-    per_regression = -np.asarray(member.T @ scores.T).T
-    expected = np.array([-scores[:, [i for i in range(40) if labels[i] == v]].sum() for v in values])
-    np.testing.assert_allclose(per_regression.sum(axis=0), expected)
-    share = ranking.shares(expected)
-    assert np.isclose(share[expected > 0].sum(), 1.0)
-    assert np.all(np.sign(share) == np.sign(expected))
+def test_shares_of_the_harmful_groups_add_up_to_one():
+    harm = np.array([3.0, -1.0, 1.0, 0.0])
+    share = ranking.shares(harm)
+    np.testing.assert_allclose(share, [0.75, -0.25, 0.25, 0.0])
+    assert np.isclose(share[harm > 0].sum(), 1.0) and np.all(np.sign(share) == np.sign(harm))
+    assert ranking.shares(np.array([-1.0, -2.0])).tolist() == [0.0, 0.0]  # no harmful group: no shares
 
 
 def test_planted_harmful_group_is_significant_and_random_group_is_not():

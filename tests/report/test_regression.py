@@ -6,7 +6,6 @@ import torch
 
 import influence as inf
 from influence.report import regression_report
-
 from tests.report.scenarios import WEIGHT_DECAY, build
 
 TASK = inf.ClassificationTask(weight_decay=WEIGHT_DECAY)
@@ -28,7 +27,7 @@ def test_first_order_group_harm_equals_attributor_group_scores(flipped, flipped_
     rows = [r.eval_index for r in report.regressions]
     attr = inf.Attributor(new, train, task=TASK, method="exact", progress=False).fit()
     totals = attr.group_scores(eval_set.select(rows), "source")
-    expected = dict(zip(totals.groups, (-totals.sum.sum(dim=0)).tolist()))
+    expected = dict(zip(totals.groups, (-totals.sum.sum(dim=0) / len(train)).tolist()))  # eval-loss units
     for g in report.groups:
         assert g.first_order_harm == pytest.approx(expected[g.value], rel=1e-6)
         assert g.estimator == "newton"
@@ -100,6 +99,8 @@ def test_group_labels_of_the_wrong_length_and_bad_options_are_refused(flipped):
         regression_report(old, new, train, eval_set, "source", task=TASK, group_estimator="magic")
     with pytest.raises(inf.InvalidArgumentError, match="`k` must be a positive integer"):
         regression_report(old, new, train, eval_set, "source", task=TASK, k=0)
+    with pytest.raises(inf.InvalidArgumentError, match="`verify=True` needs `retrain`"):
+        regression_report(old, new, train, eval_set, "source", task=TASK, verify=True, permutations=0, bootstrap=0)
 
 
 def test_tensor_data_with_explicit_group_labels(flipped):

@@ -9,11 +9,11 @@ import pytest
 
 import influence as inf
 from influence.report import regression_report
-
 from tests.report.scenarios import WEIGHT_DECAY, build
 
 HOSTILE = "<script>alert('pwned')</script>"
-SECTIONS = ["summary", "groups", "explanations", "harmful-examples", "suspects", "regressions", "diagnostics"]
+SECTIONS = ["summary", "verification", "groups", "explanations", "harmful-examples", "suspects", "regressions",
+            "diagnostics"]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -33,7 +33,7 @@ def test_save_writes_exactly_three_complete_files(hostile):
     report, paths, folder = hostile
     assert sorted(os.listdir(folder)) == ["report.html", "report.json", "report.md"]  # no temporaries left
     doc = json.loads(paths["report.json"].read_text())
-    assert doc["schema_version"] == "1.0"
+    assert doc["schema_version"] == "2.0"
     assert doc["groups"][0]["value"] == HOSTILE  # the raw value survives in JSON
     assert [g["harm"] for g in doc["groups"]] == sorted((g["harm"] for g in doc["groups"]), reverse=True)
     assert paths["report.html"].read_text().rstrip().endswith("</html>")

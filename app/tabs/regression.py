@@ -1,0 +1,33 @@
+"""The Regression tab (only when the app was opened on a report): the report's answer, its
+verified fixes, groups, regressions (click one to trace it) and suspects (click to review)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from app import report
+from app.session import Session
+
+
+def regression_tab(session: Session) -> SimpleNamespace | None:
+    """Build the tab, or return None when no report is open."""
+    doc, folder = session.setup.report, session.setup.report_folder
+    if doc is None:
+        return None
+    with gr.Tab("Regression", id="regression"):
+        gr.Textbox(report.summary_text(doc), label=f"regression report ({folder.name if folder else ''})",
+                   interactive=False, lines=3, elem_id="report-summary")
+        gr.Dataframe(report.verification_table(doc), label="validate before promotion: each candidate fix",
+                     interactive=False, wrap=False, elem_id="report-verification")
+        gr.Textbox(report.verification_text(doc), show_label=False, interactive=False, lines=2,
+                   elem_id="report-verification-text")
+        gr.Dataframe(report.groups_table(doc), label="groups, most harmful first (harm > 0 caused the regressions)",
+                     interactive=False, wrap=False, max_height=360, elem_id="report-groups")
+        regressions = gr.Dataframe(report.regressions_table(doc), interactive=False, wrap=True, max_height=360,
+                                   label="regressions (click a row to trace it)", elem_id="report-regressions")
+        suspects = gr.Dataframe(report.suspects_table(doc), label="suspects: harmful to the most regressions (click "
+                                "a row to review it)", interactive=False, wrap=True, max_height=360,
+                                elem_id="report-suspects")
+    return SimpleNamespace(regressions=regressions, suspects=suspects)

@@ -1,0 +1,129 @@
+"""The Review tab: rank suspicious training examples, review one, flag it, export the flags.
+
+Nothing is preselected: the training example is empty until a row is clicked (here, in a
+trace, in a group), and the verdict and corrected label are empty until chosen, so Save can
+never flag the wrong row. Flags go to the verdicts file beside the index or report; Export
+writes the CSV / JSON Lines that `influence report --flags` and `--verify` read.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from app.session import Session
+from app.tabs.common import (
+    VERDICT_CHOICES,
+    clicked,
+    empty_table,
+    file_box,
+    in_place,
+    md_text,
+    shown_file,
+    status_box,
+    thumbnail_datatypes,
+    with_thumbnails,
+)
+
+RANKINGS = {"harm on the chosen predictions": "harm", "how many of them it harms": "harmed",
+            "self-influence (unusual or mislabeled)": "self-influence"}
+
+
+def review_tab(session: Session, view) -> SimpleNamespace:
+    """Build the tab and its own events; returns the components other tabs route to."""
+    queries = list(session.queries)
+    with gr.Tab("Review", id="review"):
+        gr.Markdown(md_text(f"Training examples ranked by their harm on the chosen predictions, by how many of them "
+                            f"they are among the {session.k_suspects} most harmful for, or by self-influence. "
+                            "Click a row to review it. Verdicts are saved beside the index; the data is never "
+                            "changed."))
+        with gr.Row():
+            on = gr.Dropdown(queries, value=queries[0], label="predictions")
+            sort_by = gr.Dropdown(list(RANKINGS), value=next(iter(RANKINGS)), label="rank by")
+            top_n = gr.Number(50, label="show", precision=0, minimum=1)
+            rank_button = gr.Button("Rank", variant="primary")
+        suspects = gr.Dataframe(label="training examples (click a row to review it)", interactive=False, wrap=True,
+                                max_height=420, datatype=thumbnail_datatypes(session.columns_of("suspects"), view),
+                                value=empty_table(session.columns_of("suspects"), view),
+                                elem_id="suspects-table")
+        panel = _review_panel(session, view)
+        flags = gr.Dataframe(label="verdicts", interactive=False, wrap=True, elem_id="flags-table")
+        with gr.Row():
+            export_csv = gr.Button("Export flags (CSV)", size="sm", elem_id="export-csv")
+            export_jsonl = gr.Button("Export flags (JSON Lines)", size="sm", elem_id="export-jsonl")
+        exported = file_box("flags export", "flags-file")
+        status = status_box("review-status")
+
+    @in_place(1)
+    def rank(on, sort_by, top_n, progress=gr.Progress()):
+        frame = session.suspects(RANKINGS.get(sort_by, sort_by), int(top_n or 50), on,
+                                 lambda f, what: progress(f, desc=what))
+        return with_thumbnails(frame, view), ""
+
+    @in_place(2)
+    def save(train_id, verdict, corrected, note):
+        session.flag(train_id, verdict, corrected, note)
+        fix = f", corrected label {corrected}" if corrected else ""
+        return (session.flag_table(), gr.update(value=None),
+                f"saved: training example {session.check_train_id(train_id)} → {verdict}{fix}")
+
+    @in_place(1)
+    def export(kind):
+        path = session.export_flags(kind)
+        return shown_file(path), (f"exported {len(session.flags.all())} flags as {path.name}: pass it to "
+                                  "influence report --flags (with --retrain and --verify to measure the fix)")
+
+    rank_button.click(rank, [on, sort_by, top_n], [suspects, status], api_name="suspects")
+    panel.save.click(save, [panel.train_id, panel.verdict, panel.corrected, panel.note], [flags, panel.verdict, status],
+                     api_name="flag")
+    export_csv.click(lambda: export("csv"), None, [exported, status], api_name="export_flags_csv")
+    export_jsonl.click(lambda: export("jsonl"), None, [exported, status], api_name="export_flags_jsonl")
+    return SimpleNamespace(suspects=suspects, flags=flags, status=status, panel=panel, open=_opener(session, view))
+
+
+def _review_panel(session: Session, view) -> SimpleNamespace:
+    with gr.Row():
+        with gr.Column(scale=1):
+            example = view.query_component("training example under review", elem_id="review-example")
+        with gr.Column(scale=2):
+            train_id = gr.Textbox("", label="training example (click a row, or type its id)", max_lines=1,
+                                  elem_id="review-id")
+            about = gr.Textbox(show_label=False, container=False, interactive=False, elem_id="review-about")
+            verdict = gr.Radio(VERDICT_CHOICES, value=None, label="verdict", elem_id="review-verdict")
+            corrected = gr.Dropdown([""] + list(session.setup.class_names), value=None,
+                                    label="corrected label (for mislabeled)", elem_id="review-corrected")
+            note = gr.Textbox(label="note", max_lines=2, elem_id="review-note")
+            save = gr.Button("Save verdict", variant="primary", elem_id="save-verdict")
+    return SimpleNamespace(example=example, train_id=train_id, about=about, verdict=verdict, corrected=corrected,
+                           note=note, save=save)
+
+
+def _opener(session: Session, view):
+    """`open(i)`: the review panel's values for training example i (id, view, description, cleared verdict)."""
+
+    def open_example(i: int) -> tuple:
+        i = session.check_train_id(i)
+        groups = ", ".join(f"{c} {values[i]}" for c, values in session.columns.items())
+        flag = session.flags.get(i)
+        about = (f"training example {i}: label {session.class_name(session.train_labels[i])}"
+                 + (f"; {groups}" if groups else "") + (f"; flagged: {flag}" if flag else ""))
+        return str(i), view.show(session.example("train", i)), about, gr.update(value=None), gr.update(value=None)
+
+    return open_example
+
+
+def review_outputs(review: SimpleNamespace) -> list:
+    """The components `review.open(i)` fills, in order."""
+    p = review.panel
+    return [p.train_id, p.example, p.about, p.verdict, p.corrected]
+
+
+def row_opener(review: SimpleNamespace, column: int):
+    """An event handler: a click on a table row (train id in `column`) opens that example for review."""
+
+    @in_place(len(review_outputs(review)) + 1)
+    def open_row(evt: gr.SelectData):
+        return (*review.open(clicked(evt, column)), gr.Tabs(selected="review"), "")
+
+    return open_row

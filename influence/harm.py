@@ -1,0 +1,343 @@
+"""Harm: how much training examples, or groups of them, caused bad predictions. One definition,
+used by the regression report, the CLI and every tab of the app.
+
+Sign convention (the package's): `score[j, i] = ∇m(test_j)ᵀ (H + λI)⁻¹ ∇ℓ(train_i)`, and removing
+training example i changes the loss of test example j by about `+score[j, i] / n_train`.
+Positive = helpful, negative = harmful.
+
+Harm is the estimated *decrease* of the loss of the queried examples (e.g. the regressions of a
+report, or the worst wrong predictions) if the training examples were removed, **in units of the
+eval loss** (nats for cross-entropy), summed over the queried examples. So harm > 0 means "they
+pushed those losses up"; harm < 0 means removing them would make things worse.
+
+- example harm (first order):   `h_i = −Σ_j score[j, i] / n_train`
+- group harm, first order:      `h_G = Σ_{i∈G} h_i` (the sum of its members' harm)
+- group harm, group removal:    `h_G = −Σ_j q_jᵀ Δθ_G`, one Newton step for removing the whole group,
+  `Δθ_G = (H + λI − H_G)⁻¹ Σ_{i∈G} ∇ℓ_i / n_train` with `H_G = (1/n_train) Σ_{i∈G} ∇²ℓ_i`.
+  A large, coherent group (a corrupted batch) can dominate the curvature, and the first-order
+  sum then misses its effect, even its sign; the Newton step does not (tested against
+  retraining in `tests/test_harm.py`). It needs the dense p×p curvature, so it is used when
+  p ≤ `NEWTON_MAX_PARAMS`.
+
+`estimated_metrics` turns the same Newton step into the eval metrics (accuracy, mean loss) of the
+model retrained without some examples, or with some labels corrected: what the report's
+`verification` calls "estimated".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from influence.batching import to_model
+from influence.data import ExampleData, as_data
+from influence.errors import InvalidArgumentError
+from influence.model import eval_mode
+
+NEWTON_MAX_PARAMS = 5000  # the dense p×p curvature (and one per group) is affordable up to this p
+NEWTON_MAX_GROUPS = 50  # estimator="auto": group removal for columns with at most this many values
+ESTIMATORS = ("auto", "newton", "first_order")
+
+
+def example_harm(scores: Tensor | np.ndarray, n_train: int) -> np.ndarray:
+    """Harm of every training example on the queried examples: `−Σ_j score[j, i] / n_train`.
+
+    Args:
+        scores: Tensor or array [n_queries, n_train] from `Attributor.scores`.
+        n_train: the number of training examples the scores are normalised by.
+    Returns:
+        float64 array [n_train]; > 0 = removing the example would lower the queried losses.
+    """
+    values = scores.detach().double().cpu().numpy() if isinstance(scores, Tensor) else np.asarray(scores, np.float64)
+    if values.ndim != 2 or values.shape[1] != n_train:
+        raise InvalidArgumentError(f"`scores` must have shape [n_queries, {n_train}], got {values.shape}")
+    return -values.sum(axis=0) / n_train
+
+
+@dataclass
+class GroupHarm:
+    """Harm of each group of training examples on each queried example.
+
+    Attributes:
+        values: the distinct group labels, first-appearance order (length g).
+        count: int array [g], training examples per group.
+        first_order: float array [n_queries, g], `−Σ_{i∈G} score[j, i] / n_train`.
+        newton: float array [n_queries, g] from the group-removal Newton step, or None.
+    Units: the eval loss (summed over the queried examples by `harm`); > 0 = harmful.
+    """
+
+    values: list
+    count: np.ndarray
+    first_order: np.ndarray
+    newton: np.ndarray | None = None
+
+    @property
+    def estimator(self) -> str:
+        """"newton" (group removal) or "first_order": what `per_query` and `harm` hold."""
+        return "first_order" if self.newton is None else "newton"
+
+    @property
+    def per_query(self) -> np.ndarray:
+        """[n_queries, g]: the preferred estimate (group removal when it was computed)."""
+        return self.first_order if self.newton is None else self.newton
+
+    @property
+    def harm(self) -> np.ndarray:
+        """[g]: total harm of each group over the queried examples (`per_query` summed)."""
+        return self.per_query.sum(axis=0)
+
+    @property
+    def first_order_harm(self) -> np.ndarray:
+        """[g]: the first-order total, always available."""
+        return self.first_order.sum(axis=0)
+
+
+def group_codes(labels: Sequence) -> tuple[list, np.ndarray]:
+    """Distinct values (first-appearance order) and each example's group code, int [n]."""
+    try:
+        values = list(dict.fromkeys(labels))
+    except TypeError:
+        raise InvalidArgumentError("group labels must be hashable (strings or numbers), one per training "
+                                   "example") from None
+    position = {v: k for k, v in enumerate(values)}
+    return values, np.fromiter((position[v] for v in labels), dtype=np.int64, count=len(labels))
+
+
+def group_harm(attr, queries: Any, labels: Sequence, *, scores: Tensor | np.ndarray | None = None,
+               estimator: str = "auto", train: Any = None) -> GroupHarm:
+    """Harm of each group of training examples on the queried examples.
+
+    Args:
+        attr: a fitted `influence.Attributor`.
+        queries: the queried examples (any data form the Attributor accepts), n_queries rows.
+        labels: one group label per training example (e.g. a `source` column).
+        scores: `attr.scores(queries)` if already computed ([n_queries, n_train]).
+        estimator: "first_order", "newton" (group removal; needs the training data and
+            p ≤ NEWTON_MAX_PARAMS) or "auto" (newton when affordable and the column has at
+            most NEWTON_MAX_GROUPS values).
+        train: the training data (default: the Attributor's); only the Newton step reads it.
+    Returns:
+        `GroupHarm`; `.harm` is in units of the eval loss, > 0 = the group caused the losses.
+    """
+    if estimator not in ESTIMATORS:
+        raise InvalidArgumentError(f"`estimator` must be one of {ESTIMATORS}, got {estimator!r}")
+    n = _n_train(attr)
+    if len(labels) != n:
+        raise InvalidArgumentError(f"`labels` has {len(labels)} entries but the index has {n} training examples")
+    values, codes = group_codes(list(labels))
+    count = np.bincount(codes, minlength=len(values))
+    if scores is not None:
+        first = -_group_sums(scores, codes, len(values)) / n
+    else:
+        totals = attr.group_scores(queries, codes.tolist())  # codes 0..g-1 appear in order: same columns
+        first = -totals.sum.detach().double().cpu().numpy() / n
+    data = _training_data(attr, train)
+    if not _use_newton(estimator, attr, data, len(values)):
+        return GroupHarm(values, count, first)
+    space = ParameterSpace(attr, data)
+    Q = space.query_gradients(queries)
+    sums = space.gradient_sums(codes, len(values))
+    newton = np.stack([-(Q @ space.removal_step(np.flatnonzero(codes == g), sums[g])).double().cpu().numpy()
+                       for g in range(len(values))], axis=1) if len(values) else np.zeros((len(Q), 0))
+    return GroupHarm(values, count, first, newton)
+
+
+def _group_sums(scores: Tensor | np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Σ_{i∈G} scores[:, i] for every group: float64 [n_queries, n_groups]."""
+    values = scores.detach().double().cpu().numpy() if isinstance(scores, Tensor) else np.asarray(scores, np.float64)
+    out = np.zeros((values.shape[0], n_groups))
+    np.add.at(out.T, codes, values.T)
+    return out
+
+
+def _n_train(attr) -> int:
+    n = attr.diagnostics.get("n_train")
+    if n is None:
+        raise InvalidArgumentError("`attr` is not fitted: call fit(), or open it with Attributor.load()")
+    return int(n)
+
+
+def _read_options(attr) -> dict:
+    """How the Attributor reads a `datasets.Dataset` (input/label column, transform)."""
+    return dict(getattr(attr, "read", {}))
+
+
+def _training_data(attr, train: Any) -> ExampleData | None:
+    if train is not None:
+        return as_data(train, "train", **_read_options(attr))
+    return getattr(attr, "train", None)
+
+
+def newton_affordable(attr, train: Any = None) -> bool:
+    """True when the group-removal Newton step can run: a curvature method (its kind in the
+    diagnostics), at most NEWTON_MAX_PARAMS attributed parameters, and the training data."""
+    return (attr.diagnostics.get("curvature") is not None and _training_data(attr, train) is not None
+            and int(attr.diagnostics.get("n_params", NEWTON_MAX_PARAMS + 1)) <= NEWTON_MAX_PARAMS)
+
+
+def _require_newton(attr, data: ExampleData | None) -> None:
+    if not newton_affordable(attr, data):
+        raise InvalidArgumentError(
+            f"the group-removal estimate needs the training data and a curvature method with at most "
+            f"{NEWTON_MAX_PARAMS} attributed parameters (this model has {attr.diagnostics.get('n_params')}, "
+            f"method {attr.diagnostics.get('method')!r}); use the first-order estimate instead")
+
+
+def _use_newton(estimator: str, attr, data: ExampleData | None, n_groups: int) -> bool:
+    if estimator == "first_order" or n_groups < 1:
+        return False
+    if estimator == "newton":
+        _require_newton(attr, data)
+        return True
+    return newton_affordable(attr, data) and n_groups <= NEWTON_MAX_GROUPS
+
+
+# ---------------------------------------------------------------------------- estimated metrics
+@dataclass
+class Metrics:
+    """Eval metrics of a model: `accuracy` (classification, else None) and `mean_loss`."""
+
+    accuracy: float | None
+    mean_loss: float
+
+    def to_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "mean_loss": self.mean_loss}
+
+
+def estimated_metrics(attr, eval: Any, remove: Sequence[int] = (), relabel: Mapping[int, int] | None = None,
+                      train: Any = None) -> Metrics:
+    """Eval metrics of the model retrained without `remove` and with `relabel` applied,
+    estimated by one Newton step from the fitted model (no retraining).
+
+    Args:
+        attr: a fitted Attributor whose model is the one to modify.
+        eval: the eval data (any form the Attributor accepts).
+        remove: training indices removed.
+        relabel: {training index: corrected class index}.
+        train: the training data (default: the Attributor's).
+    Returns:
+        `Metrics` of `θ + Δθ`, `Δθ = (H + λI − H_R)⁻¹ (Σ_R ∇ℓ_i + Σ_L [∇ℓ_i(y_i) − ∇ℓ_i(y'_i)]) / n`
+        (R removed, L relabelled; the label change leaves a Gauss-Newton curvature unchanged).
+    Raises:
+        InvalidArgumentError when the dense curvature is not affordable (p > NEWTON_MAX_PARAMS),
+        the training data is missing, or an index is out of range.
+    """
+    data = _training_data(attr, train)
+    _require_newton(attr, data)
+    space = ParameterSpace(attr, data)
+    relabel = dict(relabel or {})
+    rows = np.asarray(sorted(set(int(i) for i in remove)), dtype=np.int64)
+    for i in list(rows) + list(relabel):
+        if not 0 <= int(i) < space.n:
+            raise InvalidArgumentError(f"training index {i} is out of range [0, {space.n - 1}]")
+    gradient = space.removal_gradient(rows) + space.relabel_gradient(relabel)
+    theta = space.fm.theta + space.removal_step(rows, gradient)
+    return space.metrics(as_data(eval, "eval", **_read_options(attr)), theta)
+
+
+class ParameterSpace:
+    """The fitted model as a flat parameter vector θ with its dense damped curvature `H + λI`:
+    the Newton steps behind group-removal harm and estimated metrics (p ≤ NEWTON_MAX_PARAMS)."""
+
+    def __init__(self, attr, train: ExampleData, batch_size: int = 512):
+        self.attr = attr
+        self.fm = attr.fm  # the Attributor's view of the model: same parameters, forward and eval mode
+        self.task, self.train, self.n, self.batch_size = attr.task, train, len(train), batch_size
+        self.kind = attr.diagnostics["curvature"]
+        if self.n != _n_train(attr):
+            raise InvalidArgumentError(f"`train` has {self.n} examples but the index has {_n_train(attr)}")
+        self.full = damped_curvature(attr, self.fm, train, self.kind).to(self.fm.dtype)
+
+    def _cast(self, x: Tensor) -> Tensor:
+        return to_model(x, self.fm.device, self.fm.dtype)
+
+    def query_gradients(self, queries: Any) -> Tensor:
+        """∇m(query_j) for every query, Tensor[n_queries, p]."""
+        from influence.gradients import per_example_grads
+
+        data = as_data(queries, "queries", **_read_options(self.attr))
+        X, y = data.batch(range(len(data)))
+        with eval_mode(self.fm.model):
+            return per_example_grads(self.fm, self.task.measurement, self._cast(X), y.to(self.fm.device))
+
+    def gradient_sums(self, codes: np.ndarray, n_groups: int) -> Tensor:
+        """Σ_{i∈G} ∇ℓ_i for every group: Tensor[n_groups, p] (one backward pass per group and batch)."""
+        sums = torch.zeros(n_groups, self.fm.p, dtype=self.fm.dtype, device=self.fm.device)
+        theta = self.fm.theta.clone().requires_grad_(True)
+        with eval_mode(self.fm.model):
+            for rows, x, y in self.train.batches(self.batch_size):
+                losses = self.task.loss(self.fm(theta, self._cast(x)), y.to(self.fm.device))
+                batch = torch.as_tensor(codes[rows.start:rows.stop], device=self.fm.device)
+                present = batch.unique().tolist()
+                for k, g in enumerate(present):
+                    weight = (batch == g).to(losses.dtype)
+                    sums[g] += torch.autograd.grad(losses @ weight, theta, retain_graph=k + 1 < len(present))[0]
+        return sums
+
+    def removal_gradient(self, rows: np.ndarray) -> Tensor:
+        """Σ_{i∈rows} ∇ℓ_i, Tensor[p]."""
+        codes = np.ones(self.n, dtype=np.int64)
+        codes[rows] = 0
+        return self.gradient_sums(codes, 2)[0] if len(rows) else torch.zeros_like(self.fm.theta)
+
+    def relabel_gradient(self, relabel: Mapping[int, int]) -> Tensor:
+        """Σ_{i∈L} [∇ℓ_i(y_i) − ∇ℓ_i(y'_i)], Tensor[p]."""
+        from influence.gradients import per_example_grads
+
+        if not relabel:
+            return torch.zeros_like(self.fm.theta)
+        rows = sorted(relabel)
+        X, y = self.train.batch(rows)
+        corrected = torch.tensor([relabel[i] for i in rows], dtype=y.dtype)
+        with eval_mode(self.fm.model):
+            old = per_example_grads(self.fm, self.task.loss, self._cast(X), y.to(self.fm.device))
+            new = per_example_grads(self.fm, self.task.loss, self._cast(X), corrected.to(self.fm.device))
+        return (old - new).sum(dim=0)
+
+    def removal_step(self, rows: np.ndarray, gradient: Tensor) -> Tensor:
+        """Δθ = (H + λI − H_rows)⁻¹ gradient / n: one Newton step after removing `rows`."""
+        reduced = self.full
+        if len(rows):
+            from influence.curvature import Curvature
+
+            subset = self.train.subset([int(i) for i in rows])
+            eye = torch.eye(self.fm.p, dtype=self.fm.dtype, device=self.fm.device)
+            with eval_mode(self.fm.model):
+                group = Curvature(self.fm, self.task, subset, self.kind, self.batch_size).dense()
+            reduced = self.full - (group - self.task.weight_decay * eye) * (len(rows) / self.n)
+        return torch.linalg.solve(reduced, gradient.to(self.fm.dtype)) / self.n
+
+    def metrics(self, data: ExampleData, theta: Tensor) -> Metrics:
+        """Accuracy (classification) and mean loss of the model at `theta` on `data`."""
+        from influence.task import ClassificationTask
+
+        losses, correct = [], []
+        with torch.no_grad(), eval_mode(self.fm.model):
+            for _, x, y in data.batches(4096):
+                out = self.fm(theta, self._cast(x))
+                y = y.to(self.fm.device)
+                losses.append(self.task.loss(out, y).double().cpu())
+                if isinstance(self.task, ClassificationTask):
+                    correct.append((out.argmax(dim=-1) == y).cpu())
+        loss = torch.cat(losses)
+        accuracy = float(torch.cat(correct).double().mean()) if correct else None
+        return Metrics(accuracy, float(loss.mean()))
+
+
+def damped_curvature(attr, fm, train: ExampleData, kind: str) -> Tensor:
+    """`H + λI`, Tensor[p, p]: from the method when it holds it ("exact"), else built from p
+    curvature products over `train` (the Attributor's curvature kind and damping)."""
+    try:
+        return attr.method.damped_curvature()
+    except InvalidArgumentError:
+        pass  # a method without a curvature matrix: build it below
+    from influence.curvature import Curvature
+
+    eye = torch.eye(fm.p, dtype=fm.dtype, device=fm.device)
+    with eval_mode(fm.model):
+        return Curvature(fm, attr.task, train, kind).dense() + float(attr.damping) * eye
