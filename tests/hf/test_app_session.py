@@ -25,7 +25,8 @@ def test_a_session_traces_dict_input_predictions(tokenizer, tmp_path):
     session = Session(Setup(name="tiny", model=model, attributor=attr, train=train, eval=test, modality="text",
                             class_names=["rotten", "fresh"], flags_path=tmp_path / "flags.json", encode=encode,
                             text_column="text", group_columns=["source"]), max_bad=5, k_suspects=3)
-    assert len(session.predictions(correctness="all")) == 8
+    table, total = session.predictions(correctness="all")
+    assert len(table) == total == 8
     trace = session.trace(0, k=3)
     assert len(trace.harmful) == 3 and len(trace.helpful) == 3
     explained = session.explain(sentences(1, seed=13)[0], k=2)
