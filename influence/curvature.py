@@ -21,7 +21,7 @@ from torch import Tensor
 from influence.batching import concat, from_state, take, to_model, to_state, unsqueeze
 from influence.data import ExampleData
 from influence.errors import InvalidArgumentError
-from influence.gradients import check_targets
+from influence.gradients import check_targets, map_examples
 from influence.head import LinearHeadProducts, find_linear_head
 from influence.model import FunctionalModel
 from influence.progress import phase
@@ -166,7 +166,7 @@ class Curvature:
         """Yield `(J, outputs, targets)` per chunk of the curvature data: the per-example output
         Jacobians Tensor[b, O, p] (O backward passes per example), the outputs and targets."""
         single = lambda th, x: self.fm(th, unsqueeze(x))[0]
-        jacobian = torch.func.vmap(torch.func.jacrev(single), in_dims=(None, 0))
+        jacobian = lambda th, x: map_examples(self.fm, torch.func.jacrev(single), th, x)
         for x, y in self.batches("curvature: per-example Jacobians"):
             outputs = self.fm(self.fm.theta, x).detach()
             per_row = max(1, max_elements // (outputs[0].numel() * self.p))

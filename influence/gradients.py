@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from influence.batching import describe, to_model, unsqueeze
+from influence.batching import describe, num_rows, take, to_model, unsqueeze
 from influence.errors import InvalidArgumentError
 from influence.model import FunctionalModel
 from influence.task import Task
@@ -53,8 +54,23 @@ def per_example_grads(fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor
     def single(th: Tensor, x, y: Tensor) -> Tensor:
         return fn(fm(th, unsqueeze(x)), y.unsqueeze(0)).sum()
 
-    inputs = to_model(inputs, fm.device, fm.dtype)
-    return torch.func.vmap(torch.func.grad(single), in_dims=(None, 0, 0))(theta, inputs, targets.to(fm.device))
+    inputs, targets = to_model(inputs, fm.device, fm.dtype), targets.to(fm.device)
+    return map_examples(fm, torch.func.grad(single), theta, inputs, targets)
+
+
+def map_examples(fm: FunctionalModel, fn: Callable, shared: Any, *batched: Any) -> Tensor:
+    """`fn(shared, *one_example)` for every example of `batched` (tensors or input pytrees with a
+    leading example dimension), stacked: `torch.func.vmap` over the examples, or one example
+    at a time when the model branches on the values of its inputs (e.g. Hugging Face's
+    attention-mask checks), which vmap cannot batch — remembered for `fm` after the first try."""
+    if not getattr(fm, "per_example_loop", False):
+        try:
+            return torch.func.vmap(fn, in_dims=(None,) + (0,) * len(batched))(shared, *batched)
+        except RuntimeError as error:
+            if "vmap" not in str(error):
+                raise
+            fm.per_example_loop = True
+    return torch.stack([fn(shared, *(take(b, i) for b in batched)) for i in range(num_rows(batched[0]))])
 
 
 class CheckpointGradients:

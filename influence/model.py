@@ -14,32 +14,11 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from influence.errors import InvalidArgumentError
+from influence.parameters import select_parameters
 
-
-def select_parameters(model: nn.Module, wanted: list[str] | None) -> list[str]:
-    """Names of the attributed parameters: all trainable ones, or those matching `wanted`.
-
-    An entry of `wanted` matches a parameter name exactly or as a dotted prefix
-    (`"fc2"` matches `"fc2.weight"` and `"fc2.bias"`).
-    """
-    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
-    if not trainable:
-        raise InvalidArgumentError(
-            "`model` has no trainable parameters (all have requires_grad=False); "
-            "there is nothing to attribute"
-        )
-    if wanted is None:
-        return trainable
-    chosen = [n for n in trainable if any(n == w or n.startswith(w + ".") for w in wanted)]
-    unmatched = [w for w in wanted if not any(n == w or n.startswith(w + ".") for n in trainable)]
-    if unmatched:
-        raise InvalidArgumentError(
-            f"task.parameters names {unmatched}, which match no trainable parameter of the model; "
-            f"trainable parameters are {trainable}"
-        )
-    return chosen
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class FunctionalModel:
@@ -55,7 +34,9 @@ class FunctionalModel:
             training code passes False.
     Attributes:
         names: attributed parameter names, in flattening order.
-        theta: Tensor[p], the current values (detached copy).
+        theta: Tensor[p], the current values (detached copy); float32 for a float16 /
+            bfloat16 model, whose other parameters and buffers are then float32 copies too
+            (`upcast_from` names the model's dtype).
         p: number of attributed scalars.
     """
 
@@ -70,6 +51,12 @@ class FunctionalModel:
         self.numels = [params[n].numel() for n in self.names]
         self.theta = torch.cat([params[n].detach().reshape(-1) for n in self.names]).clone()
         self.fixed = {n: t.detach() for n, t in params.items() if n not in self.names}
+        self.upcast_from = None  # a half-precision model is attributed in float32 (copies; the model is untouched)
+        if self.theta.dtype in LOW_PRECISION:
+            self.upcast_from = str(self.theta.dtype).removeprefix("torch.")
+            self.theta = self.theta.float()
+            low = {n: t.detach() for n, t in model.named_buffers() if t.dtype in LOW_PRECISION}
+            self.fixed = {n: t.float() if t.dtype in LOW_PRECISION else t for n, t in {**self.fixed, **low}.items()}
         self.p = self.theta.numel()
         self.dtype = self.theta.dtype
         self.device = self.theta.device
@@ -81,9 +68,9 @@ class FunctionalModel:
         params = {**self.fixed, **self.unflatten(theta)}
         call = lambda: torch.func.functional_call(_Forward(self.model, self.forward),
                                                   {f"model.{n}": t for n, t in params.items()}, (inputs,))
-        if not self.in_eval_mode:
-            return call()
-        with eval_mode(self.model):
+        # The fused attention kernels have no forward-mode derivative (curvature products use
+        # jvp): scaled_dot_product_attention runs its plain math form, which has every derivative.
+        with sdpa_kernel(SDPBackend.MATH), (eval_mode(self.model) if self.in_eval_mode else contextlib.nullcontext()):
             return call()
 
     def fingerprint(self) -> str:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from influence.data import IGNORE_INDEX
 from influence.errors import InvalidArgumentError
 from influence.linalg import eigh
 from influence.model import default_forward
@@ -206,6 +207,98 @@ class RegressionTask(Task):
                 f"targets of `{argument}` have shape {tuple(targets.shape)}, which does not match "
                 f"the model outputs of shape {tuple(outputs.shape)}"
             )
+
+
+class LanguageModelingTask(Task):
+    """Next-token cross-entropy of a language model, summed over each sequence's scored tokens.
+
+    Outputs are logits Tensor[b, L, V] (a causal LM's `.logits`); targets are token ids
+    LongTensor[b, L] aligned with the inputs (Hugging Face's `labels`), with
+    `IGNORE_INDEX` (-100) where a token is not scored: padding, and for a measurement the
+    prompt. With `shift=True` (default, causal LMs) the logits at position t predict
+    targets[t + 1]; with `shift=False` they predict targets[t]. Per sequence,
+
+        loss_i = Σ_t −log softmax(logits[i, t])[target[i, t']]   over scored tokens t',
+
+    so a training document's loss is its summed token loss and a test measurement is the
+    loss of the scored span: with `token_labels(ids, mask, prompt_length=...)` as the test
+    targets, "which training documents made the model write this completion?".
+    Scores follow the package convention: positive = the training document made the
+    completion more likely (removing it raises the completion's loss).
+    """
+
+    convex_loss = True
+
+    def __init__(self, weight_decay: float = 0.0, parameters: Sequence[str] | None = None, shift: bool = True):
+        super().__init__(weight_decay, parameters)
+        self.shift = bool(shift)
+
+    def _align(self, outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits Tensor[b, T, V], labels LongTensor[b, T]) with logits[:, t] predicting labels[:, t]."""
+        if self.shift:
+            return outputs[:, :-1], targets[:, 1:]
+        return outputs, targets
+
+    def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        logits, labels = self._align(outputs, targets)
+        scored = labels != IGNORE_INDEX
+        logp = torch.log_softmax(logits, dim=-1)
+        picked = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        return -(picked * scored).sum(dim=1)
+
+    def output_hessian_vp(self, outputs: Tensor, targets: Tensor, U: Tensor) -> Tensor:
+        """Per scored position the softmax Jacobian `diag(p) − p pᵀ`; zero elsewhere."""
+        logits, labels = self._align(outputs, targets)
+        V = outputs.shape[-1]
+        probs = torch.softmax(logits, dim=-1).reshape(-1, V)
+        part = U[:, :, :-1] if self.shift else U
+        product = softmax_jacobian_vp(probs, part.reshape(U.shape[0], -1, V)).reshape(part.shape)
+        product = product * (labels != IGNORE_INDEX).unsqueeze(-1).to(product.dtype)
+        if self.shift:
+            product = torch.cat([product, torch.zeros_like(U[:, :, -1:])], dim=2)
+        return product
+
+    def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
+        if outputs.ndim != 3:
+            raise InvalidArgumentError(
+                f"LanguageModelingTask expects the model to return logits of shape [batch, length, vocabulary]; "
+                f"got outputs of shape {tuple(outputs.shape)} for `{argument}`"
+            )
+        if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise InvalidArgumentError(f"labels of `{argument}` must be token ids (integers), got {targets.dtype}")
+        if targets.shape != outputs.shape[:2]:
+            raise InvalidArgumentError(
+                f"labels of `{argument}` must be one token id per position, shape {list(outputs.shape[:2])}, with "
+                f"{IGNORE_INDEX} where a token is not scored; got shape {tuple(targets.shape)}"
+            )
+        vocabulary = outputs.shape[-1]
+        bad = targets[(targets != IGNORE_INDEX) & ((targets < 0) | (targets >= vocabulary))]
+        if bad.numel():
+            raise InvalidArgumentError(
+                f"labels of `{argument}` must be token ids in [0, {vocabulary - 1}] or {IGNORE_INDEX} (not scored); "
+                f"found {bad[0].item()}"
+            )
+
+
+def token_labels(input_ids: Tensor, attention_mask: Tensor | None = None,
+                 prompt_length: int | Tensor = 0) -> Tensor:
+    """Targets for `LanguageModelingTask`: a copy of `input_ids` (LongTensor[b, L]) with
+    `IGNORE_INDEX` at padding (`attention_mask == 0`) and at the first `prompt_length`
+    positions of each row (an int, or LongTensor[b] per row), so that only the completion
+    after the prompt is scored."""
+    if not isinstance(input_ids, Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point():
+        raise InvalidArgumentError("`input_ids` must be an integer tensor of shape [batch, length]")
+    labels = input_ids.clone().long()
+    if attention_mask is not None:
+        if attention_mask.shape != input_ids.shape:
+            raise InvalidArgumentError(f"`attention_mask` has shape {tuple(attention_mask.shape)}, `input_ids` "
+                                       f"{tuple(input_ids.shape)}; they must match")
+        labels[attention_mask == 0] = IGNORE_INDEX
+    start = torch.as_tensor(prompt_length, device=input_ids.device).reshape(-1, 1)
+    if (start < 0).any():
+        raise InvalidArgumentError(f"`prompt_length` must be >= 0, got {prompt_length!r}")
+    labels[(torch.arange(input_ids.shape[1], device=input_ids.device) < start).expand_as(labels)] = IGNORE_INDEX
+    return labels
 
 
 def describe_task(task: Task) -> dict:
