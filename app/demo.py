@@ -139,24 +139,23 @@ def adult(folder: Path, epochs: int = 300, log=print) -> Setup:
     import datasets
     import pandas as pd
 
-    from influence.demos.data import ADULT_COLUMNS, TabularEncoder, adult_encoder, corrupt_rows, load_adult_frames
-    from influence.demos.data import split_into_sources
+    from influence.demos import data as demo_data
 
     folder.mkdir(parents=True, exist_ok=True)
-    encoder: TabularEncoder = adult_encoder()
+    encoder: demo_data.TabularEncoder = demo_data.adult_encoder()
 
     def make():
-        train, test = load_adult_frames()
-        train["source"] = split_into_sources(len(train), 8)
+        train, test = demo_data.load_adult_frames()
+        train["source"] = demo_data.split_into_sources(len(train), 8)
         # a broken join on day-5 dropped the high incomes: its >50K rows arrive labeled <=50K
         rows = np.flatnonzero((train["source"].to_numpy() == "day-5") & (train["label"].to_numpy() == 1))
         train["original_label"] = train["label"]
-        train = corrupt_rows(train, rows, "labels", n_classes=2)
+        train = demo_data.corrupt_rows(train, rows, "labels", n_classes=2)
         test = test.iloc[:4000].copy()
         test["source"] = "test"
 
         def as_dataset(frame):
-            data = {c: frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in ADULT_COLUMNS}
+            data = {c: frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in demo_data.ADULT_COLUMNS}
             data.update(input=encoder.transform(frame).tolist(), label=frame["label"].tolist(),
                         source=frame["source"].tolist(),
                         original_label=frame.get("original_label", frame["label"]).tolist())
@@ -177,7 +176,7 @@ def adult(folder: Path, epochs: int = 300, log=print) -> Setup:
     attr = _fit(model, train, task, folder, log, method="exact")
 
     def encode(row: dict):
-        frame = pd.DataFrame([{c: row.get(c) for c in ADULT_COLUMNS}])
+        frame = pd.DataFrame([{c: row.get(c) for c in demo_data.ADULT_COLUMNS}])
         for c in encoder.numeric:
             frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(np.float64)
         for c in encoder.categorical:
@@ -186,7 +185,8 @@ def adult(folder: Path, epochs: int = 300, log=print) -> Setup:
 
     return Setup(name="UCI Adult (income > 50K), tabular", model=model, attributor=attr, train=train, eval=test,
                  modality="table", class_names=["<=50K", ">50K"], flags_path=folder / "flags.json", encode=encode,
-                 row_columns=list(ADULT_COLUMNS), group_columns=["source", "workclass", "race", "sex", "relationship"],
+                 row_columns=list(demo_data.ADULT_COLUMNS),
+                 group_columns=["source", "workclass", "race", "sex", "relationship"],
                  notes="Training rows arrive in 8 days (source); on day-5 every >50K row was labeled <=50K on "
                        "purpose (column original_label). Eval: the first 4,000 rows of adult.test.")
 

@@ -16,7 +16,6 @@ Orchestration only: methods (`influence.methods`) do the math, the index (`influ
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 from influence import index as idx
 from influence import scoring
 from influence.curvature import CURVATURES, Curvature
-from influence.damping import Damping, outputs_are_affine
+from influence.damping import Damping, requested_damping
 from influence.data import as_data
 from influence.distributed import rank_and_world
 from influence.errors import InfluenceError, InvalidArgumentError, NotFittedError
@@ -68,11 +67,9 @@ class Attributor(PersistentIndex):
         storage_dtype: "float32" (default), "float16", "bfloat16" or "float64" for the
             stored training features (cache_dir only).
         shard_size: training examples per index shard (the unit of resumption).
-        input_column, label_column, transform, collate_fn: how to read the data
-            (`influence.data.as_data`): the input column(s) — a list makes the inputs a
-            dict, `model(**inputs)` — the labels' column, a per-row `transform`, and a
-            collator turning a list of items into a batch (e.g. Hugging Face's
-            `DataCollatorWithPadding`; a DataLoader's own collator is used by default).
+        input_column, label_column, transform, collate_fn: how to read the data (see
+            `influence.data.as_data`: a list of input columns makes the inputs a dict, for
+            `model(**inputs)`; `collate_fn` e.g. Hugging Face's `DataCollatorWithPadding`).
         progress: show progress bars (with an estimate for phases over a minute).
         seed: seed for every random choice (probes, subsets).
         **options: method options, e.g. `tol`, `max_iter` for "cg" (see each method's Options).
@@ -98,8 +95,7 @@ class Attributor(PersistentIndex):
         check_number(damping_ratio, "damping_ratio", optional=True)
         check_int(batch_size, "batch_size")
         check_int(shard_size, "shard_size")
-        if curvature_samples is not None:
-            check_int(curvature_samples, "curvature_samples")
+        check_int(curvature_samples, "curvature_samples", optional=True)
         idx.validate_storage_dtype(storage_dtype)
         self.model, self.task = model, task if task is not None else ClassificationTask()
         self.fm = FunctionalModel(model, self.task.parameters, forward=self.task.forward)
@@ -152,10 +148,8 @@ class Attributor(PersistentIndex):
         return curvature, self.method.prepare(curvature, self._damping()) if self.method.features_use_curvature else {}
 
     def _damping(self) -> Damping:
-        damping = Damping(self.settings["damping"], self.settings["damping_ratio"])
-        if self.method.uses_curvature and damping.value is None and damping.ratio is None:
-            damping = replace(damping, convex=outputs_are_affine(self.fm, self.train))
-        return damping
+        return requested_damping(self.settings["damping"], self.settings["damping_ratio"], self.method.uses_curvature,
+                                 self.fm, self.train)
 
     def _fit_method(self, curvature: Curvature | None, prepared: dict) -> None:
         index = self.index

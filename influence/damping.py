@@ -29,6 +29,14 @@ def outputs_are_affine(fm: FunctionalModel, train: ExampleData) -> bool:
     return is_affine_in_parameters(fm, to_model(inputs, fm.device, fm.dtype))
 
 
+def requested_damping(value: float | None, ratio: float | None, uses_curvature: bool, fm: FunctionalModel,
+                      train: ExampleData) -> Damping:
+    """The `Damping` a user's `damping` / `damping_ratio` ask for; the model's convexity is
+    checked only when a curvature method will need its default ratio."""
+    convex = uses_curvature and value is None and ratio is None and outputs_are_affine(fm, train)
+    return Damping(value, ratio, convex)
+
+
 @dataclass(frozen=True)
 class Damping:
     """What the user asked for: `value` (λ itself), else `ratio` × mean eigenvalue, else a

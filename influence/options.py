@@ -53,7 +53,9 @@ def jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def check_int(value: Any, name: str, minimum: int = 1) -> None:
+def check_int(value: Any, name: str, minimum: int = 1, optional: bool = False) -> None:
+    if value is None and optional:
+        return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise InvalidArgumentError(f"`{name}` must be {what}, got {value!r}")
