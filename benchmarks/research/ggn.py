@@ -204,7 +204,8 @@ class LowRankTail:
         rank: r. oversample: extra columns of the sketch (dropped after Rayleigh–Ritz).
         passes: passes over the factors (products with the GGN): 1 = randomized Nyström
             from one sketch; each extra pass is a power (subspace) iteration before it.
-        tail: "mean" (e_tail = (trace − Σe)/(p − r)) or "zero".
+        tail: "mean" (e_tail = (trace − Σe)/(p − r)), "zero", or "diag" (per-coordinate:
+            diag(GGN − U diag(e) Uᵀ); P's tail is then (I − UUᵀ) diag(1/(t + wd + λ)) (I − UUᵀ)).
         index: "full" (store g, n×p) or "sketch" (r + sketch_dim dims per example).
         sketch_dim: k of the residual sketch (index="sketch").
         curvature_rows: fit the eigenspace on this many training examples (a fixed random
@@ -223,14 +224,16 @@ class LowRankTail:
         self.timings: dict[str, float] = {}
 
     def _ggn_product(self, X: Tensor, y: Tensor, V: Tensor) -> tuple[Tensor, float]:
-        """(GGN V, trace(GGN)) for V: Tensor[p, m], one pass over the factors."""
+        """(GGN V, trace(GGN)) for V: Tensor[p, m], one pass over the factors; keeps diag(GGN)
+        in `self.diagonal` (for tail="diag")."""
         out = torch.zeros_like(V)
-        trace = 0.0
+        diagonal = torch.zeros(self.factors.p, dtype=self.dtype)
         for M, _ in self.factors.batches(X, y, grads=False):
             M = M.reshape(-1, self.factors.p).to(self.dtype)
             out.addmm_(M.T, M @ V)
-            trace += float((M * M).sum())
-        return out / len(y), trace / len(y)
+            diagonal += (M * M).sum(0)
+        self.diagonal = diagonal / len(y)
+        return out / len(y), float(self.diagonal.sum())
 
     def fit(self, X: Tensor, y: Tensor) -> LowRankTail:
         start = time.perf_counter()
@@ -254,7 +257,7 @@ class LowRankTail:
         self.e, self.U = (sigma[: self.rank] ** 2 - nu).clamp_min(0), U[:, : self.rank]
         self.trace_ggn = trace
         r = self.U.shape[1]
-        self.e_tail = max((trace - float(self.e.sum())) / max(p - r, 1), 0.0) if self.tail == "mean" else 0.0
+        self.e_tail = self._tail_value(self.e, self.U)
         self.mean_eigenvalue = (trace + self.wd * p) / p
         self.timings["eigenspace"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -267,6 +270,17 @@ class LowRankTail:
         self.timings["gradients"] = time.perf_counter() - start
         return self
 
+    def _tail_value(self, e: Tensor, U: Tensor) -> float | Tensor:
+        """The tail eigenvalue: a scalar for "mean" / "zero"; for "diag" a vector [p], the
+        diagonal of GGN − U diag(e) Uᵀ clamped at 0 (a per-coordinate tail, cheap: diag(GGN)
+        comes with the factor pass)."""
+        p, r = self.factors.p, U.shape[1]
+        if self.tail == "mean":
+            return max((self.trace_ggn - float(e.sum())) / max(p - r, 1), 0.0)
+        if self.tail == "diag":
+            return (self.diagonal - (U * U) @ e).clamp_min(0)
+        return 0.0
+
     def truncate(self, rank: int) -> LowRankTail:
         """A copy keeping the top `rank` eigenpairs (tail recomputed from the exact trace):
         what a rank-`rank` fit would give with a perfectly captured subspace."""
@@ -274,9 +288,7 @@ class LowRankTail:
 
         other = copy.copy(self)
         other.rank, other.e, other.U = rank, self.e[:rank], self.U[:, :rank]
-        p = self.factors.p
-        other.e_tail = max((self.trace_ggn - float(other.e.sum())) / max(p - rank, 1), 0.0) \
-            if self.tail == "mean" else 0.0
+        other.e_tail = other._tail_value(other.e, other.U)
         other.set_damping(self.ratio, None)
         if self.index == "sketch":
             other.features = other._features(self.G)
@@ -296,7 +308,13 @@ class LowRankTail:
     def precondition(self, V: Tensor) -> Tensor:
         V = V.to(self.dtype)
         head = V @ self.U
-        return (head * self.d) @ self.U.T + self.d_tail * (V - head @ self.U.T)
+        rest = V - head @ self.U.T
+        if isinstance(self.d_tail, Tensor):  # diag tail: (I − UUᵀ) D_t (I − UUᵀ)
+            rest = rest * self.d_tail
+            rest = rest - (rest @ self.U) @ self.U.T
+        else:
+            rest = self.d_tail * rest
+        return (head * self.d) @ self.U.T + rest
 
     def scores(self, Xq: Tensor, yq: Tensor) -> Tensor:
         Q = self.factors.grads(Xq, yq, self.task.measurement).to(self.dtype)
@@ -309,5 +327,8 @@ class LowRankTail:
 
     def self_influence(self) -> Tensor:
         head = self.G @ self.U
+        if isinstance(self.d_tail, Tensor):
+            rest = self.G - head @ self.U.T
+            return (head * head) @ self.d + (rest * rest) @ self.d_tail
         rest = (self.G * self.G).sum(1) - (head * head).sum(1)
         return (head * head) @ self.d + self.d_tail * rest.clamp_min(0)
