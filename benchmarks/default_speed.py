@@ -217,7 +217,7 @@ class OursDefault:
             warnings.simplefilter("ignore", inf.InfluenceWarning)
             self.attr = inf.Attributor(model, (X, y), task=task, progress=False).fit()
         d = self.attr.diagnostics
-        self.choice = d.get("method", "?") + (f" ({d['reason']})" if d.get("reason") else "")
+        self.choice = f"method={d.get('method', '?')}" + (f" ({d['reason']})" if d.get("reason") else "")
 
     def scores(self, X, y):
         return self.attr.scores((X.to(self.device), y.to(self.device))).detach().cpu().double()
@@ -463,8 +463,15 @@ def main() -> None:
         print(f"\n== {name}: {info} — {args.threads} thread(s), device {args.device}, load {load_start[0]:.2f}",
               flush=True)
         rows = []
+        default_method = None
         for spec in args.configs.split(","):
             reason = skip_reason(spec, info)
+            if default_method and spec == f"ours:{default_method}":
+                row = dict(next(r for r in rows if r["config"] == "ours:default"), config=spec)
+                row["choice"] = f"= ours:default (the default is method={default_method}; not run twice)"
+                rows.append(row)
+                print(f"  {spec:34s} {row['choice']}", flush=True)
+                continue
             if reason:
                 rows.append({"config": spec, "error": reason})
                 print(f"  {spec:34s} {reason}", flush=True)
@@ -473,6 +480,8 @@ def main() -> None:
             row = run_config(spec, name, args)
             row["load"] = round((before + os.getloadavg()[0]) / 2, 2)
             rows.append(row)
+            if spec == "ours:default" and str(row.get("choice", "")).startswith("method="):
+                default_method = row["choice"][len("method="):].split(" ")[0]
             shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "config"}
             print(f"  {spec:34s} {shown}", flush=True)
         load_end = os.getloadavg()
