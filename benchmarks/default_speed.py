@@ -259,6 +259,33 @@ class Prototype:
 
 
 # ---------------------------------------------------------------------------- one config, in a child
+def safe(spec: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in spec)
+
+
+def spearman_vs_exact(rows: list[dict], problem_name: str, scratch: Path) -> None:
+    """Adds `spearman` (self-influence rank correlation with the exact GGN's: ours:exact, else
+    proto:exact-jac) to every row whose self-influence was saved."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    def values(spec):
+        path = scratch / f"{problem_name}-{safe(spec)}.npy"
+        return np.load(path) if path.exists() else None
+
+    for ref in ("ours:exact", "proto:exact-jac"):
+        exact = values(ref)
+        if exact is not None:
+            break
+    else:
+        return
+    for r in rows:
+        v = values("ours:default" if str(r.get("choice", "")).startswith("= ours:default") else r["config"])
+        if v is not None and np.isfinite(v).all():
+            r["spearman"] = float(spearmanr(v, exact)[0])
+            r["spearman_ref"] = ref
+
+
 def rss_peak_gb() -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -318,6 +345,11 @@ def child(spec: str, problem_name: str, threads: int, device: str, lds: bool, dr
             from sklearn.metrics import roc_auc_score
 
             values = values.detach().cpu().double()
+            scratch = os.environ.get("DEFAULT_SPEED_SCRATCH")
+            if scratch:  # the parent compares every config's ranking with exact's
+                import numpy as np
+
+                np.save(Path(scratch) / f"{problem_name}-{safe(spec)}.npy", values.numpy())
             if torch.isfinite(values).all():
                 put("auc", float(roc_auc_score(b.flipped.numpy(), values.numpy())))
             else:
@@ -402,7 +434,8 @@ def table(rows: list[dict], info: dict) -> list[str]:
     base = next((r.get("fit_q100_s") for r in rows if r["config"] == BASELINE), None)
     default = next((r.get("fit_q100_s") for r in rows if r["config"] == "ours:default"), None)
     header = ["config", "what it ran", "fit (s)", "fit + 100 queries (s)", "÷ Kronfluence EK-FAC", "÷ our default",
-              "1 more query (s)", "self-influence (s)", "peak RSS (GB)", "mislabel AUC", "LDS", "status"]
+              "1 more query (s)", "self-influence (s)", "self-inf. Spearman vs exact", "peak RSS (GB)", "mislabel AUC",
+              "LDS", "status"]
     out = []
     for r in rows:
         status = "; ".join(filter(None, [r.get("error"), r.get("self_status"), r.get("lds_status")])) or \
@@ -412,6 +445,7 @@ def table(rows: list[dict], info: dict) -> list[str]:
         out.append([r["config"], (r.get("choice") or "").replace("|", "/")[:70], fmt_s(r.get("fit_s")),
                     fmt_s(r.get("fit_q100_s")), ratio(r.get("fit_q100_s"), base), ratio(r.get("fit_q100_s"), default),
                     fmt_s(r.get("q1_s")), fmt_s(r.get("self_s")),
+                    "—" if r.get("spearman") is None else f"{r['spearman']:.3f}",
                     "—" if r.get("rss_peak_gb") is None else f"{r['rss_peak_gb']:.2f}",
                     "—" if auc is None else f"{auc:.3f}", "—" if lds is None else f"{lds:.3f}",
                     str(status).replace("|", "/")])
@@ -454,6 +488,11 @@ def main() -> None:
         args.lds, args.limit, args.no_record = False, min(args.limit, 120.0), True
     from _results import append_section, machine
 
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="default-speed-"))
+    os.environ["DEFAULT_SPEED_SCRATCH"] = str(scratch)  # the children save their self-influence here
+
     everything = {}
     for name in args.problems.split(","):
         load_start = os.getloadavg()
@@ -484,6 +523,7 @@ def main() -> None:
                 default_method = row["choice"][len("method="):].split(" ")[0]
             shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "config"}
             print(f"  {spec:34s} {shown}", flush=True)
+        spearman_vs_exact(rows, name, scratch)
         load_end = os.getloadavg()
         lines = table(rows, info)
         print("\n".join(lines), flush=True)
@@ -497,7 +537,8 @@ def main() -> None:
                 f"device {args.device}, limit {args.limit:.0f} s per config. fit + 100 queries = fit, then one call "
                 "scoring 100 test points + their top-10 helpful/harmful; 1 more query = one more test point; "
                 "self-influence over all n (mislabel AUC: ROC AUC of it vs the flipped set); peak RSS = the "
-                "process's VmHWM (data and model included). "
+                "process's VmHWM (data and model included); self-inf. Spearman vs exact = rank correlation of "
+                "the self-influence with ours:exact's (else proto:exact-jac's) in the same run. "
                 + (f"LDS: the same config fitted on the clean-label LDS twin ({twin}; cached ground truth, 100 test "
                    "points), not timed. " if twin and args.lds else "")
                 + f"Ratios: fit + 100 queries ÷ {BASELINE} and ÷ our default (same run). Versions: {versions()}. "
