@@ -189,6 +189,10 @@ class ExactGGN:
         return self.precondition(Q) @ self.G.T
 
     def self_influence(self, block: int = 4096) -> Tensor:
+        if self.solver == "eigh":  # (Qᵀg)² once; every damping is then one [n, p] @ [p] product
+            if getattr(self, "_rotated_sq", None) is None:
+                self._rotated_sq = torch.cat([(self.G[lo:lo + block] @ self.Q) ** 2 for lo in range(0, self.n, block)])
+            return self._rotated_sq @ self.inverse
         return torch.cat([(self.whiten(self.G[lo:lo + block]) ** 2).sum(1) for lo in range(0, self.n, block)])
 
 

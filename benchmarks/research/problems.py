@@ -336,8 +336,35 @@ def paired_bootstrap_lds(per_test_a: Tensor, per_test_b: Tensor, draws: int = 20
     return float(d.mean()), float(lo), float(hi)
 
 
+def shrink_cnn_ground_truth(subsets: int) -> Path:
+    """Keep the first `subsets` retrained subsets of a larger CNN ground-truth file under the key a
+    `subsets`-subset run would use (subsets are drawn one after another from one seeded
+    generator, so the first k masks of a 60-subset draw are the masks of a k-subset draw).
+    For when the machine is too loaded to finish the planned number of retrains."""
+    import json
+
+    from influence.lds import _key_digest, _save
+
+    for path in sorted(CACHE.glob("lds-*.npz")):
+        with np.load(path) as stored:
+            settings = json.loads(str(stored["settings"]))
+            if not settings["key"].startswith("cnn ") or settings["subsets"] <= subsets:
+                continue
+            done = stored["done"]
+            if not done[:subsets].all():
+                raise RuntimeError(f"{path}: only {int(done.sum())} subsets done, fewer than {subsets}")
+            masks, actual = stored["masks"][:subsets], stored["actual"][:, :subsets]
+        settings["subsets"] = subsets
+        target = CACHE / f"lds-{_key_digest(settings)}.npz"
+        _save(target, settings, torch.from_numpy(masks), actual, np.ones(subsets, dtype=bool))
+        return target
+    raise FileNotFoundError("no larger CNN ground truth in " + str(CACHE))
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["build-cnn"]:
+    if sys.argv[1:2] == ["shrink-cnn"]:
+        print(shrink_cnn_ground_truth(int(sys.argv[2])))
+    elif sys.argv[1:] == ["build-cnn"]:
         build_cnn_ground_truth()
     else:
         for n in MISLABEL_PROBLEMS:

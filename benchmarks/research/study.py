@@ -66,6 +66,7 @@ class Recorder:
         return (candidate, setting) in self.done
 
     def add(self, candidate: str, setting: str, metric: float, **extra) -> None:
+        extra = {k: (float(v.double().mean()) if isinstance(v, torch.Tensor) else v) for k, v in extra.items()}
         row = {"problem": self.problem, "candidate": candidate, "setting": setting, "metric": metric,
                "load": round(load_avg(), 2), "time": time.strftime("%Y-%m-%d %H:%M"), **extra}
         with self.path.open("a") as f:
