@@ -181,7 +181,7 @@ def accuracy(model: nn.Module, X: Tensor, y: Tensor) -> float:
 
 # ---------------------------------------------------------------------------- LDS problems
 LDS_PROBLEMS = ("digits", "mnist5k", "cnn")
-CNN_LDS = {"n": 2000, "subsets": 60, "epochs": 150, "lr": 1e-2, "wd": 1e-3}
+CNN_LDS = {"n": 2000, "subsets": 40, "epochs": 150, "lr": 1e-2, "wd": 1e-3}
 
 
 def _shim(model: nn.Module, task: inf.Task, n: int) -> SimpleNamespace:
