@@ -217,3 +217,106 @@ class EKFACIndex:
 
 
 PROTOTYPES = {"exact-jac": ExactJacobian, "lowrank-tail": LowRankTailIndex, "ekfac-eigen": EKFACIndex}
+
+
+class HybridIndex:
+    """Low-rank GGN eigenspace + EK-FAC on its complement (research/hybrid.py), streamed.
+
+        P = U diag(1/(e + wd + λ)) Uᵀ + (I − UUᵀ) P_ek (I − UUᵀ)
+
+    Everything after fit lives in EK-FAC's Kronecker eigenbasis (rotation R(v) = Q_Sᵀ V Q_A per
+    layer, orthogonal): U is rotated once (RU: Tensor[r, p]), so Uᵀg = RU R(g). Per training
+    example the index keeps R(g) (float32; its `keep` head + count-sketch of the tail when
+    n·p·4 > `index_budget`) and h = Uᵀg (r floats). Self-influence, exact for this P:
+    Σ_k h_k² d_k + R(g_⊥)ᵀ diag(1/(Λ + wd + λ)) R(g_⊥), with R(g_⊥) = R(g) − hᵀRU.
+    Queries: w = (I − UUᵀ) P_ek (I − UUᵀ) q in the rotated basis, score = (h_q·d)ᵀh + ⟨w, R(g)⟩.
+    Sign convention: score[j, i] = ∇m(test_j)ᵀ P ∇ℓ(train_i), positive = helpful.
+    """
+
+    name = "hybrid"
+
+    def __init__(self, model: nn.Module, task: inf.Task, rank: int = 400, passes: int = 2,
+                 damping_ratio: float = 1.0, curvature_rows: int | None = 5000, keep: float = 0.1,
+                 sketch_dim: int = 4096, index_budget: int = DEFAULT_BUDGET, dtype=None, batch_size: int = 256,
+                 seed: int = 0):
+        dtype = dtype or next(model.parameters()).dtype
+        self.lowrank = LowRankTail(model, task, rank=rank, passes=passes, damping_ratio=damping_ratio,
+                                   curvature_rows=curvature_rows, dtype=dtype, batch_size=batch_size, seed=seed)
+        self.ekfac = EKFACEigen(model, task, damping_ratio=damping_ratio, dtype=dtype, batch_size=batch_size,
+                                seed=seed)
+        self.task, self.ratio, self.keep, self.sketch_dim = task, damping_ratio, keep, sketch_dim
+        self.budget, self.seed = index_budget, seed
+        self.timings: dict[str, float] = {}
+
+    def _rotate_flat(self, V: Tensor) -> Tensor:
+        """Flat-θ rows V: Tensor[m, p] -> the EK-FAC rotated layout (EKFACEigen.rotated's)."""
+        from influence.methods.ekfac import find_layers
+
+        layers, _ = find_layers(self.lowrank.factors.fm, skip_unsupported=False)
+        ek = self.ekfac
+        return torch.cat([(qs.T @ V[:, layer.index] @ qa).reshape(V.shape[0], -1)
+                          for layer, qs, qa in zip(layers, ek.QS, ek.QA)], dim=1)
+
+    def fit(self, X: Tensor, y: Tensor) -> HybridIndex:
+        lr, ek = self.lowrank, self.ekfac
+        start = time.perf_counter()
+        lr.index = "none"
+        lr.factors.grads = lambda *a, **k: torch.empty(0, lr.factors.p)  # no whole-G pass
+        lr.fit(X, y)
+        del lr.factors.grads
+        self.timings["eigenspace"] = time.perf_counter() - start
+        start = time.perf_counter()
+        ek.rotated_all, ek.rotated = ek.rotated, (lambda *a, **k: torch.empty(0, ek.p))
+        ek._build_index = lambda: None
+        ek.fit(X, y)
+        ek.rotated = ek.rotated_all
+        # one λ for both parts: ratio × the exact mean eigenvalue (trace from the factor pass)
+        ek.set_damping(None, lr.damping)
+        self.timings["ekfac"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self.RU = self._rotate_flat(lr.U.T.contiguous())  # [r, p]
+        self.d = 1.0 / (lr.e + lr.wd + lr.damping)
+        self.inv = ek.inverse
+        p, self.n = ek.p, len(y)
+        self.full = self.n * p * 4 <= self.budget
+        lam = torch.cat([l.reshape(-1) for l in ek.Lam])
+        self.head = torch.ones(p, dtype=torch.bool)
+        if not self.full:
+            self.head = torch.zeros(p, dtype=torch.bool)
+            self.head[lam.argsort(descending=True)[: max(1, int(self.keep * p))]] = True
+            self.sketch = CountSketch(int((~self.head).sum()), self.sketch_dim, self.seed + 1, ek.dtype)
+        feats, heads, selfs = [], [], []
+        for lo in range(0, len(y), ek.batch_size):
+            R = ek.rotated(X[lo:lo + ek.batch_size], y[lo:lo + ek.batch_size])
+            h = R @ self.RU.T
+            perp = R - h @ self.RU
+            selfs.append((h * h) @ self.d + (perp * perp) @ self.inv)
+            heads.append(h.float())
+            feats.append(R.float() if self.full else
+                         torch.cat([R[:, self.head], self.sketch(R[:, ~self.head])], 1).float())
+        self.features, self.h, self._self = torch.cat(feats), torch.cat(heads), torch.cat(selfs)
+        self.timings["gradients"] = time.perf_counter() - start
+        return self
+
+    def scores(self, Xq: Tensor, yq: Tensor) -> Tensor:
+        ek = self.ekfac
+        Rq = ek.rotated(Xq, yq, self.task.measurement)
+        hq = Rq @ self.RU.T
+        w = (Rq - hq @ self.RU) * self.inv
+        w = w - (w @ self.RU.T) @ self.RU
+        if not self.full:
+            w = torch.cat([w[:, self.head], self.sketch(w[:, ~self.head])], 1)
+        return ((hq * self.d).float() @ self.h.T + w.float() @ self.features.T).to(ek.dtype)
+
+    def self_influence(self) -> Tensor:
+        return self._self
+
+    def describe(self) -> str:
+        lr = self.lowrank
+        rows = "all" if lr.curvature_rows is None else f"{lr.curvature_rows}"
+        index = "full rotated gradients" if self.full else f"head {self.keep:g} + count-sketch {self.sketch_dim}"
+        return (f"top-{lr.rank} GGN eigenspace ({lr.passes} passes on {rows} rows) + EK-FAC tail, "
+                f"λ = {self.ratio:g} × mean eigenvalue, index {index} + r")
+
+
+PROTOTYPES["hybrid"] = HybridIndex
