@@ -381,7 +381,12 @@ def lds_of(spec: str, twin: str, device: str) -> float:
     import problems as P
     from adapters.base import Problem
 
-    pr = P.lds_problem(twin)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the twin is retrained as the cache was built: one thread, bit for bit
+    try:
+        pr = P.lds_problem(twin)
+    finally:
+        torch.set_num_threads(threads)
     problem = Problem(pr.model, pr.X, pr.y, pr.task.loss, pr.task.measurement, "margin", pr.task.weight_decay, 10)
     adapter = make_adapter(spec, problem, device)
     adapter.fit()
