@@ -219,21 +219,42 @@ class LowRankTail:
     def __init__(self, model: nn.Module, task: inf.Task, rank: int = 200, oversample: int = 20, passes: int = 2,
                  tail: str = "mean", damping_ratio: float = 0.3, index: str = "full", sketch_dim: int = 2048,
                  curvature_rows: int | None = None, batch_size: int = 128, dtype: torch.dtype = torch.float64,
-                 weight_decay_in_curvature: bool = True, seed: int = 0):
+                 weight_decay_in_curvature: bool = True, seed: int = 0, sampled_rows: bool = False):
         self.factors = Factors(model, task, batch_size)
+        self.sampled_rows = sampled_rows
         self.task, self.rank, self.oversample, self.passes = task, rank, oversample, passes
         self.tail, self.ratio, self.index, self.sketch_dim = tail, damping_ratio, index, sketch_dim
         self.curvature_rows, self.dtype, self.seed = curvature_rows, dtype, seed
         self.wd = task.weight_decay if weight_decay_in_curvature else 0.0
         self.timings: dict[str, float] = {}
 
+    def _rows(self, X: Tensor, y: Tensor):
+        """Blocks of factor rows whose Gram is n·GGN: the exact K rows per example, or with
+        `sampled_rows` one per-example gradient at a label drawn from the model (drawn once,
+        so every pass sees the same operator): E[g̃g̃ᵀ] = GGN for softmax CE, K = 1, and one
+        per-example gradient pass instead of C backward passes per batch."""
+        if not self.sampled_rows:
+            for M, _ in self.factors.batches(X, y, grads=False):
+                yield M.reshape(-1, self.factors.p)
+            return
+        if getattr(self, "_labels", None) is None or len(self._labels) != len(y):
+            gen = torch.Generator().manual_seed(self.seed + 7)
+            with torch.no_grad():
+                probs = torch.softmax(self.factors.fm(self.factors.fm.theta, X.to(self.factors.fm.dtype)), 1)
+            self._labels = torch.multinomial(probs.double().cpu(), 1, generator=gen).flatten()
+        from influence.gradients import per_example_grads
+
+        for lo in range(0, len(y), self.factors.batch_size):
+            yield per_example_grads(self.factors.fm, self.task.loss, X[lo:lo + self.factors.batch_size],
+                                    self._labels[lo:lo + self.factors.batch_size])
+
     def _ggn_product(self, X: Tensor, y: Tensor, V: Tensor) -> tuple[Tensor, float]:
         """(GGN V, trace(GGN)) for V: Tensor[p, m], one pass over the factors; keeps diag(GGN)
         in `self.diagonal` (for tail="diag")."""
         out = torch.zeros_like(V)
         diagonal = torch.zeros(self.factors.p, dtype=self.dtype)
-        for M, _ in self.factors.batches(X, y, grads=False):
-            M = M.reshape(-1, self.factors.p).to(self.dtype)
+        for M in self._rows(X, y):
+            M = M.to(self.dtype)
             out.addmm_(M.T, M @ V)
             diagonal += (M * M).sum(0)
         self.diagonal = diagonal / len(y)
