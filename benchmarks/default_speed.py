@@ -42,7 +42,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse  # noqa: E402
 import importlib.metadata as md  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import multiprocessing  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -183,7 +182,6 @@ def skip_reason(spec: str, info: dict) -> str | None:
 
 def make_adapter(spec: str, problem, device: str):
     """An adapter (benchmarks/peers/adapters interface) for one config."""
-    from adapters.base import Adapter
     from adapters.ours import Ours
 
     tool, method, options = parse_config(spec)

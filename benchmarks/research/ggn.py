@@ -281,7 +281,6 @@ class LowRankTail:
         U, sigma, _ = torch.linalg.svd(B, full_matrices=False)
         self.e, self.U = (sigma[: self.rank] ** 2 - nu).clamp_min(0), U[:, : self.rank]
         self.trace_ggn = trace
-        r = self.U.shape[1]
         self.e_tail = self._tail_value(self.e, self.U)
         self.mean_eigenvalue = (trace + self.wd * p) / p
         self.timings["eigenspace"] = time.perf_counter() - start

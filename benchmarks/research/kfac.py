@@ -29,7 +29,6 @@ the full R (exact for this P) in the same pass.
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch

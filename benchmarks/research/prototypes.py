@@ -17,14 +17,13 @@ score[j, i] = ∇m(test_j)ᵀ (H + λI)⁻¹ ∇ℓ(train_i), positive = helpful
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
 from torch import Tensor, nn
 
 import influence as inf
-from ggn import ExactGGN, Factors, LowRankTail
+from ggn import ExactGGN, LowRankTail
 from kfac import EKFACEigen
 
 DEFAULT_BUDGET = 2 * 2**30  # bytes of float32 index kept whole

@@ -156,7 +156,7 @@ def study_lds(name: str, again: bool, only: set[str] | None) -> None:
         ek, fit_s = timed(lambda: EKFACEigen(pr.model, pr.task, correct=correct).fit(pr.X, pr.y))
         for ratio in RATIOS:
             ek.set_damping(ratio)
-            (S, q_s) = timed(lambda: ek.scores(pr.Xq, pr.yq))
+            (S, q_s) = timed(lambda ek=ek: ek.scores(pr.Xq, pr.yq))
             evaluate(cand, f"ggn, ratio {ratio:g}", S, damping=ek.damping, fit_s=fit_s, query_s=q_s,
                      **{f"{k}_s": v for k, v in ek.timings.items()})
         if correct:
