@@ -146,9 +146,10 @@ def make_dry() -> None:
 OURS = ["ours:default", "ours:exact", "ours:cg", "ours:arnoldi", "ours:ekfac", "ours:trak", "ours:identity"]
 PROTOS = ["proto:exact-jac", "proto:lowrank-tail", "proto:ekfac-eigen"]
 PEERS = ["Kronfluence:EK-FAC", "Kronfluence:K-FAC", "TRAK:TRAKer", "dattri:TRAKAttributor"]
-# the baseline first, then the configs that finish fast, then the ones that may hit the limit
-DEFAULT_CONFIGS = PEERS[:2] + PROTOS + ["ours:ekfac", "ours:trak", "ours:identity"] + PEERS[2:] + \
-    ["ours:default", "ours:arnoldi", "ours:exact", "ours:cg"]
+# the baseline first, then our default, then the configs that finish fast, then the ones that may
+# hit the limit (the research prototypes, PROTOS, only on request: --configs proto:...)
+DEFAULT_CONFIGS = PEERS[:2] + ["ours:default", "ours:exact", "ours:ekfac", "ours:trak", "ours:identity"] + \
+    PEERS[2:] + ["ours:arnoldi", "ours:cg"]
 BASELINE = "Kronfluence:EK-FAC"
 
 
@@ -217,7 +218,7 @@ class OursDefault:
             warnings.simplefilter("ignore", inf.InfluenceWarning)
             self.attr = inf.Attributor(model, (X, y), task=task, progress=False).fit()
         d = self.attr.diagnostics
-        self.choice = f"method={d.get('method', '?')}" + (f" ({d['reason']})" if d.get("reason") else "")
+        self.choice = f"method={d.get('method', '?')}" + (f" ({d['method_choice']})" if d.get("method_choice") else "")
 
     def scores(self, X, y):
         return self.attr.scores((X.to(self.device), y.to(self.device))).detach().cpu().double()

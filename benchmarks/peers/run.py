@@ -52,7 +52,7 @@ DEFAULT_TASKS = ("loo", "lds", "mislabel", "speed")  # lds-mnist5k: opt-in (~20 
 PEERS = ("kronfluence", "trak", "captum", "dattri")
 # Adapters also timed at the large speed size (the others need a pass over the training data
 # per query, or an explicit p×p matrix, and would not finish in the time budget).
-LARGE_SPEED = ("influence-debugger:cg", "influence-debugger:trak", "influence-debugger:trak-countsketch",
+LARGE_SPEED = ("influence-debugger:auto", "influence-debugger:cg", "influence-debugger:trak", "influence-debugger:trak-countsketch",
                "influence-debugger:ekfac", "influence-debugger:arnoldi", "influence-debugger:identity", "Kronfluence:EK-FAC", "TRAK:TRAKer", "Captum:TracInCPFastRandProj",
                "dattri:TRAKAttributor")
 

@@ -105,7 +105,7 @@ def _ours(problem: Problem, methods: list[str], work, evaluate, limit) -> list[R
 def _our_rows(runs: list[Run], best: Run | None) -> list[list[str]]:
     rows = []
     for r in runs:
-        label = "defaults" + (" (default method)" if r.method == "cg" else "")
+        label = "defaults" + (" (default method)" if r.method == "auto" else "")
         rows.append([r.tool, r.method, label, fmt(r.score), fmt_time(r.seconds),
                      ratio(r.score, best.score if best else None), ratio(r.seconds, best.seconds if best else None),
                      "ok" if r.status == "ok" else r.status])
@@ -268,7 +268,7 @@ def lds_task(settings: Settings, peers: list[type[Adapter]], margin_task_cls, da
 
     print(f"\n== LDS: {dataset} {arch}, n_train={n}, p={p}, {len(yq)} test points, 100 subsets × 2 retrains",
           flush=True)
-    our_methods = ["cg", "exact", "arnoldi", "ekfac", "trak", "trak-countsketch", "identity", "tracin"]
+    our_methods = ["auto", "cg", "exact", "arnoldi", "ekfac", "trak", "trak-countsketch", "identity", "tracin"]
     if p > 20_000:
         our_methods.remove("exact")
     limit = settings.limit if dataset == "digits" else settings.speed_limit  # cg needs ~5 min on mnist5k
@@ -323,7 +323,7 @@ def mislabel_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
             def evaluate(values: torch.Tensor) -> float:
                 return mislabel_benchmark.evaluate(values.detach().cpu().double().numpy(), truth)[0]
 
-            ours = _ours(problem, ["cg", "exact", "arnoldi", "ekfac", "trak", "identity"], work, evaluate,
+            ours = _ours(problem, ["auto", "cg", "exact", "arnoldi", "ekfac", "trak", "identity"], work, evaluate,
                          settings.limit)
             best = _best(ours)
             tuned = settings.tuned and model_name in settings.mislabel_sweep_models
@@ -418,7 +418,7 @@ def speed_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
             return 0.0
 
         large = n > min(settings.speed_sizes)
-        our_methods = ["cg", "trak", "trak-countsketch", "ekfac", "arnoldi", "identity"]
+        our_methods = ["auto", "cg", "trak", "trak-countsketch", "ekfac", "arnoldi", "identity"]
         if p <= 20_000:
             our_methods.append("exact")
         configs = [(Ours, our_config(m), f"influence-debugger:{m}") for m in our_methods]
@@ -441,10 +441,10 @@ def speed_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
                 finished_small.add(name)
             all_runs.append((run, {}))
         ours = [r for r, _ in all_runs if r.tool == "influence-debugger"]
-        default = next((r for r in ours if r.method == "cg"), None)
+        default = next((r for r in ours if r.method == "auto"), None)
         fastest = min((r for r in ours if r.status == "ok"), key=lambda r: r.seconds, default=None)
         header = ["tool", "method", "setting", "fit + 100 queries (s)", "1 more query (s)", "index (no pass per query)",
-                  "time ÷ our default (cg)", "time ÷ our fastest", "status"]
+                  "time ÷ our default (auto)", "time ÷ our fastest", "status"]
         rows = []
         for r, _ in all_runs:
             rows.append([r.tool, r.method, r.setting, fmt_time(r.seconds), fmt_time(r.extra.get("one")),
@@ -452,7 +452,7 @@ def speed_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
                          ratio(r.seconds, default.seconds if default else None),
                          ratio(r.seconds, fastest.seconds if fastest else None), "ok" if r.status == "ok" else r.status])
         quickest = "none" if fastest is None else f"{fastest.method} ({fmt_time(fastest.seconds)} s)"
-        lines += [f"**n_train = {n:,}** (p = {p:,}, test accuracy {accuracy:.3f}; our default cg: "
+        lines += [f"**n_train = {n:,}** (p = {p:,}, test accuracy {accuracy:.3f}; our default auto: "
                   f"{fmt_time(default.seconds if default else None)} s; our fastest: {quickest})", "",
                   *markdown_table(header, rows), ""]
         runs[f"speed {n}"] = [(r, r) for r, _ in all_runs]

@@ -31,7 +31,7 @@ class Ours(Adapter):
 
     tool = "influence-debugger"
     method = "Attributor"
-    defaults: ClassVar[dict[str, Any]] = {"method": "cg"}
+    defaults: ClassVar[dict[str, Any]] = {"method": "auto"}
     indexes = True
     SIGN_NOTE = "the reference convention"
 
