@@ -43,7 +43,7 @@ from influence.demos.training import train_adam  # noqa: E402
 CACHE = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache")
 # lissa is left out by default: at its default tolerance it needs O(κ) ≈ 10⁴ curvature products
 # per query block on this model (> 15 min here); cg solves the same system (run it with --methods).
-METHODS = "exact,cg,arnoldi,ekfac,trak,trak-ens5,identity,tracin-cp5"
+METHODS = "auto,exact,cg,arnoldi,ekfac,trak,trak-ens5,identity,tracin-cp5"
 # --sweep: sensitivity of the defaults chosen from this benchmark (name: method, options).
 SWEEP = {**{f"trak ratio {r:g}": ("trak", {"damping_ratio": r}) for r in (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)},
          **{f"trak k={k} ratio {r:g}": ("trak", {"projection_dim": k, "damping_ratio": r})
@@ -52,7 +52,7 @@ SWEEP = {**{f"trak ratio {r:g}": ("trak", {"damping_ratio": r}) for r in (0.01, 
          **{f"ekfac ratio {r:g}": ("ekfac", {"damping_ratio": r}) for r in (0.01, 0.1, 1.0)},
          "kfac (no eigenvalue correction)": ("ekfac", {"correct_eigenvalues": False}),
          **{f"exact ratio {r:g}": ("exact", {"damping_ratio": r}) for r in (0.01, 0.1, 0.3, 1.0, 3.0)}}
-ALL = ["exact", "cg", "lissa", "arnoldi", "ekfac", "trak", "trak-ens5", "trak-cs", "trak-cs-ens5", "identity",
+ALL = ["auto", "exact", "cg", "lissa", "arnoldi", "ekfac", "trak", "trak-ens5", "trak-cs", "trak-cs-ens5", "identity",
        "tracin-cp5"]
 NOTES = {"trak-ens5": "trak-ens5 = TRAK over 5 independently trained models",
          "trak-cs": "trak-cs = trak with projection='countsketch'",
@@ -155,17 +155,10 @@ def main() -> None:
     key = f"{args.dataset} {arch} {dtype}, full-batch Adam lr={lr} cosine, {epochs} epochs, L2={args.weight_decay}"
 
     def run(name: str, method: str, options: dict) -> tuple[list, object]:
-        options = dict(options)
-        ratio = options.pop("damping_ratio", None)
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", inf.InfluenceWarning)
             attr = inf.Attributor(model, (X, y), task=task, method=method, progress=False, **options)
-            if ratio is not None:  # the Attributor's damping_ratio for curvature methods, TRAK's own otherwise
-                if attr.method.uses_curvature:
-                    attr.damping_ratio = ratio
-                else:
-                    attr.method.config["damping_ratio"] = ratio
             scores = attr.fit().scores(query)
         seconds = time.perf_counter() - start
         result = lds(attr, query, subsets=args.subsets, retrain=retrain, cache_dir=args.cache_dir, repeats=2,
@@ -217,14 +210,16 @@ def state_at(model: torch.nn.Module, theta: torch.Tensor) -> dict:
 
 
 def describe(d: dict) -> str:
-    if "iterations" in d:
-        return f"{d['iterations']} it, residual {d['residual']:.1e}"
+    solve = d.get("last_solve") or {}
+    if "iterations" in solve:
+        return f"{solve['iterations']} it, residual {solve['residual']:.1e}"
     if d.get("method") == "arnoldi":
         return f"rank {d['rank']}, Krylov {d['krylov_dim']}, Ritz residual {d['ritz_residual']:.1e}"
     if d.get("method") == "trak":
         return f"k={d['projection_dim']} ({d['projection']}), {d['checkpoints']} model(s)"
     if d.get("method") == "ekfac":
-        return f"{len(d['layers'])} layers, " + ("eigenvalue-corrected" if d["eigenvalue_correction"] else "K-FAC")
+        return f"{len(d['layers'])} layers, " + ("eigenvalue-corrected" if d["eigenvalue_correction"] else "K-FAC") \
+            + f", index dim {d['feature_dim']}"
     if d.get("method") == "tracin":
         return f"{d['checkpoints']} checkpoints"
     return "direct"

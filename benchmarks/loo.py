@@ -62,7 +62,8 @@ def main() -> None:
         bar = BARS.get(name)
         verdict = "" if bar is None else ("pass" if min(result.pearson, result.spearman) >= bar else "FAIL")
         d = attr.diagnostics
-        note = f"{d.get('iterations', '-')} it" if "iterations" in d else "direct"
+        solve = d.get("last_solve") or {}
+        note = f"{solve['iterations']} it" if "iterations" in solve else "direct"
         rows.append([name, f"{result.pearson:.4f}", f"{result.spearman:.4f}", f"{seconds:.2f}", note,
                      f"≥ {bar}" if bar else "—", verdict + (" (warned)" if caught else "")])
         print(f"{name:9s} pearson {result.pearson:.4f}  spearman {result.spearman:.4f}  "

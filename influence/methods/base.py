@@ -147,6 +147,16 @@ def check_indefinite_option(value: str, method: str, allowed: tuple[str, ...] = 
         raise InvalidArgumentError(f"`indefinite` must be one of {list(allowed)} for method {method!r}, got {value!r}")
 
 
+def iterative_damping(method: str, mode: str, curvature: Curvature, damping: Damping) -> tuple[float, dict[str, Any]]:
+    """λ for a solver that only has curvature products (cg, lissa): the requested one, raised
+    (`mode`) when the curvature can be indefinite and its Lanczos-estimated smallest eigenvalue
+    says H + λI is not positive definite; and the diagnostics."""
+    lam, source = damping.resolve(curvature.mean_eigenvalue, "mean eigenvalue")
+    if curvature.positive_semidefinite:
+        return lam, {"damping_source": source}
+    return positive_definite_damping(method, mode, lam, source, *curvature.extreme_eigenvalues(), estimated=True)
+
+
 def positive_definite_damping(method: str, mode: str, damping: float, source: str, smallest: float, largest: float,
                               estimated: bool = False) -> tuple[float, dict[str, Any]]:
     """λ that makes `H + λI` positive definite when `mode="raise_damping"`, and diagnostics

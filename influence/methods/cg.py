@@ -16,7 +16,7 @@ from influence.methods.base import (
     Method,
     TrainFeatures,
     check_indefinite_option,
-    positive_definite_damping,
+    iterative_damping,
     register,
 )
 from influence.model import FunctionalModel
@@ -82,11 +82,7 @@ class ConjugateGradient(Method):
 
     def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
             train_features: TrainFeatures) -> dict[str, Any]:
-        lam, source = damping.resolve(lambda: curvature.mean_eigenvalue(), "mean eigenvalue")
-        info: dict[str, Any] = {"damping_source": source}
-        if not curvature.positive_semidefinite:
-            lam, info = positive_definite_damping(self.name, self.options.indefinite, lam, source,
-                                                  *curvature.extreme_eigenvalues(), estimated=True)
+        lam, info = iterative_damping(self.name, self.options.indefinite, curvature, damping)
         state = {"damping": torch.tensor(lam, dtype=torch.float64)}
         rank = min(self.options.preconditioner_rank, curvature.p)
         if rank > 0:

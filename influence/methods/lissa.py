@@ -16,7 +16,7 @@ from influence.methods.base import (
     Method,
     TrainFeatures,
     check_indefinite_option,
-    positive_definite_damping,
+    iterative_damping,
     register,
 )
 from influence.model import FunctionalModel
@@ -69,11 +69,7 @@ class LiSSA(Method):
 
     def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
             train_features: TrainFeatures) -> dict[str, Any]:
-        lam, source = damping.resolve(lambda: curvature.mean_eigenvalue(), "mean eigenvalue")
-        info: dict[str, Any] = {"damping_source": source}
-        if not curvature.positive_semidefinite:
-            lam, info = positive_definite_damping(self.name, self.options.indefinite, lam, source,
-                                                  *curvature.extreme_eigenvalues(), estimated=True)
+        lam, info = iterative_damping(self.name, self.options.indefinite, curvature, damping)
         scale = self.options.scale
         if scale is None:
             scale = 1.1 * (curvature.largest_eigenvalue(seed=self.options.sample_seed) + lam)
