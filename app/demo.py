@@ -16,8 +16,10 @@
 - `text-finetuned`: the same reviews, the pretrained MiniLM encoder fine-tuned end to end
   with LoRA adapters (`influence.demos.text_finetuned`); the adapters and the head are
   attributed (PEFT's default) from dict batches of token ids and attention masks. The
-  training reviews arrive from 6 feeds (`source`); in feed-4, 40% of the labels are
-  flipped on purpose (`original_label`, `flipped`).
+  training reviews arrive from 6 feeds (`source`); feed-4's vendor pre-labelled its reviews
+  with a keyword rule (a negation or a "but" → rotten), so its fresh reviews that hedge
+  arrive rotten, on purpose (`original_label`, `flipped`). Its files live in
+  `text-finetuned/build-<hash of the recipe>/`, so a changed recipe never reuses them.
 
 Each demo lives in `<cache>/<name>/`: `train/` and `eval/` (datasets saved to disk),
 `model.safetensors`, `index/` (the influence index) and `flags.json` (reviewer verdicts).
@@ -27,7 +29,6 @@ The cache folder is `$INFLUENCE_APP_CACHE`, else `~/.cache/influence-debugger/ap
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ from torch import nn
 import influence as inf
 from app.setup import Setup
 from influence.data import as_data
+from influence.demos.data import cached_datasets as _cached_datasets
 from influence.demos.text_finetuned import load_reviews
 from influence.demos.training import train_adam
 
@@ -59,21 +61,6 @@ def load_demo(name: str, cache: str | Path | None = None, log: Callable[[str], N
 
 
 # ---------------------------------------------------------------------------- caching helpers
-def _cached_datasets(folder: Path, make: Callable[[], tuple], log) -> tuple:
-    """`(train, eval)` from `folder/train` and `folder/eval`, made and saved on first use."""
-    import datasets
-
-    if not (folder / "eval" / "dataset_info.json").exists():
-        log(f"preparing data in {folder}")
-        for part, data in zip(("train", "eval"), make()):
-            tmp = folder / f".{part}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            data.save_to_disk(str(tmp))
-            shutil.rmtree(folder / part, ignore_errors=True)
-            os.replace(tmp, folder / part)
-    return datasets.load_from_disk(str(folder / "train")), datasets.load_from_disk(str(folder / "eval"))
-
-
 def _cached_model(folder: Path, model: nn.Module, train_fn: Callable[[nn.Module], None], log) -> nn.Module:
     """Load `folder/model.safetensors` into `model`, or train it and save it atomically."""
     from safetensors.torch import load_file, save
@@ -265,14 +252,14 @@ def text(folder: Path, epochs: int = 300, log=print) -> Setup:
 
 # ---------------------------------------------------------------------------- text, fine-tuned
 def text_finetuned(folder: Path, log=print) -> Setup:
-    """Reviews, MiniLM fine-tuned with LoRA (the adapters and the head attributed), a noisy feed."""
+    """Reviews, MiniLM fine-tuned with LoRA (the adapters and the head attributed), a faulty feed.
+    Everything lives in `demo.build_folder(folder)`, named after the data and training recipe."""
     from influence.demos import text_finetuned as demo
 
-    folder.mkdir(parents=True, exist_ok=True)
     model, train, test = demo.load_or_train(folder, log=log)
-    # the default method ("auto": projected gradients, count-sketch, for these 74,498 parameters);
-    # measured beside EK-FAC and Kronfluence in benchmarks/text_finetuned.py
-    attr = _fit(model, train, inf.ClassificationTask(), folder, log, batch_size=32)
+    # the default method ("auto": EK-FAC with a dense block, as the adapters and head are nn.Linear);
+    # ReviewTask cuts each batch's padding; measured beside Kronfluence in benchmarks/text_finetuned.py
+    attr = _fit(model, train, demo.ReviewTask(), demo.build_folder(folder), log, batch_size=32)
     tokenizer = demo.tokenizer()
 
     def encode(review: str) -> dict:
@@ -282,9 +269,9 @@ def text_finetuned(folder: Path, log=print) -> Setup:
     flipped = int(sum(train["flipped"]))
     return Setup(name="Rotten Tomatoes reviews (MiniLM fine-tuned with LoRA)", model=model, attributor=attr,
                  train=train, eval=test, modality="text", class_names=["rotten", "fresh"],
-                 flags_path=folder / "flags.json", encode=encode, text_column="text",
+                 flags_path=demo.build_folder(folder) / "flags.json", encode=encode, text_column="text",
                  group_columns=["source", "movie_name"],
-                 notes=f"MiniLM fine-tuned with LoRA; its adapters and head are attributed. {flipped} training labels "
-                       f"of {demo.NOISY_SOURCE} were flipped both ways on purpose (columns original_label, flipped): "
-                       "Suspects (self-influence) surfaces them; in Groups, flips both ways of a binary label help "
-                       "as many wrong predictions as they harm, so the signed harm does not single the feed out.")
+                 notes=f"MiniLM fine-tuned with LoRA; its adapters and head are attributed. The vendor of "
+                       f"{demo.NOISY_SOURCE} pre-labelled reviews with a keyword rule (a negation or a contrast word → "
+                       f"rotten): {flipped} of its fresh reviews arrive rotten, on purpose (columns original_label, "
+                       "flipped).")

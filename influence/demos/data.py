@@ -5,6 +5,11 @@ Nothing here touches the network.
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 
 
@@ -211,3 +216,22 @@ def corrupt_rows(frame, rows: np.ndarray, kind: str, columns: list[str] | None =
     else:
         raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {kind!r}")
     return out
+
+
+def cached_datasets(folder: Path, make: Callable[[], tuple], log: Callable[[str], None] = print) -> tuple:
+    """`(train, eval)` `datasets.Dataset`s from `folder/train` and `folder/eval`, made by
+    `make()` and saved there on first use (each part written to a temporary folder, then
+    renamed: an interrupted run leaves no part looking complete)."""
+    import datasets
+
+    folder = Path(folder)
+    if not (folder / "eval" / "dataset_info.json").exists():
+        log(f"preparing data in {folder}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for part, data in zip(("train", "eval"), make()):
+            tmp = folder / f".{part}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            data.save_to_disk(str(tmp))
+            shutil.rmtree(folder / part, ignore_errors=True)
+            os.replace(tmp, folder / part)
+    return datasets.load_from_disk(str(folder / "train")), datasets.load_from_disk(str(folder / "eval"))
