@@ -170,21 +170,31 @@ class EKFACOptions:
             (1.0: every component with Λ > 0). A component's expected share of a
             self-influence is Λ/(Λ + wd + λ), so the dropped ones carry at most 1 − keep of
             it on average.
-        dense_block: how many kept components, those of largest Λ across all layers, get the
-            exact GGN between them (a dense r × r block, cross-layer terms included) instead
-            of EK-FAC's diagonal; 0 for plain EK-FAC. With r ≥ the kept components and
-            keep=1.0 this is `exact`. Costs one more pass (over at most `DENSE_SAMPLES`
-            examples) of O(r²) per example. LDS, MLPs at defaults: digits 0.639 → 0.809,
-            MNIST-5k 0.577 → 0.644 (exact/cg: 0.812, 0.659).
+        dense_block: how many components, those of largest K-FAC eigenvalue across all
+            layers (and kept), get the exact GGN between them (a dense r × r block,
+            cross-layer terms included) instead of EK-FAC's diagonal; 0 for plain EK-FAC.
+            With r ≥ the kept components and keep=1.0 this is `exact`. Accumulated in the
+            eigenvalue-correction pass (over its first `DENSE_SAMPLES` examples), O(r²) per
+            example. LDS at defaults: digits MLP 0.639 → 0.803, MNIST-5k MLP 0.577 → 0.644
+            (exact/cg: 0.812, 0.659).
+        output_rank: how many directions of each example's output Hessian are
+            back-propagated in the curvature passes: its best rank-`output_rank`
+            approximation (`None`: all, C for C-class cross-entropy). A classifier's output
+            Hessian `diag(p) − ppᵀ` weighs its most probable classes; the share of its trace
+            kept is `diagnostics["output_curvature_kept"]`. Measured (benchmarks/lds.py
+            problems, all → 3): digits MLP LDS 0.809 → 0.803 and fit 1.4 → 0.5 s, MNIST-5k
+            MLP 0.646 → 0.644 and 6.5 → 3.2 s, CNN 0.393 → 0.395 and 12.6 → 5.4 s.
     """
 
     correct_eigenvalues: bool = True
     skip_unsupported: bool = False
     keep: float = 0.99
     dense_block: int = 1024
+    output_rank: int | None = 3
 
     def __post_init__(self):
         check_int(self.dense_block, "dense_block", minimum=0)
+        check_int(self.output_rank, "output_rank", minimum=1, optional=True)
         check_number(self.keep, "keep", positive=True)
         if self.keep > 1:
             raise InvalidArgumentError(f"`keep` must be in (0, 1], got {self.keep!r}")
@@ -195,8 +205,9 @@ class EKFAC(Method):
     """Block-diagonal (E)K-FAC preconditioner over `nn.Linear` / `nn.Conv2d` layers, with the
     index in its eigenbasis.
 
-    `prepare` computes the factors, their eigenbases and the corrected eigenvalues Λ, then λ
-    (the automatic damping uses the mean of Λ — the exact trace of the GGN — so it costs no
+    `prepare` makes two passes over the data: the Kronecker factors (then their
+    eigenbases), then the corrected eigenvalues Λ and the dense block together; then λ (the
+    automatic damping uses the mean of Λ — the exact trace of the GGN — so it costs no
     extra pass) and which components to keep (`keep`). Features are the per-example
     gradients rotated into the Kronecker eigenbasis, φ = vec(Q_Sᵀ G Q_A)[kept]
     (Tensor[b, K], K ≤ p), so P is diagonal, `1/(Λ + wd + λ)`, and a query or a
@@ -210,29 +221,35 @@ class EKFAC(Method):
 
     def prepare(self, curvature: Curvature, damping: Damping) -> dict[str, Any]:
         self.layers, skipped = find_layers(curvature.fm, self.options.skip_unsupported)
+        self._trace_kept = (0.0, 0.0)
         A, S = self._factors(curvature)
         blocks = {}
         for layer, a, s in zip(self.layers, A, S):
             (ea, qa), (es, qs) = eigh(a), eigh(s)
             blocks[layer.key] = {"index": layer.index, "QA": qa, "QS": qs, "eigenvalues": torch.outer(es, ea)}
         self.blocks = blocks
-        if self.options.correct_eigenvalues:
-            for layer, lam in zip(self.layers, self._corrected_eigenvalues(curvature)):
-                blocks[layer.key]["eigenvalues"] = lam
+        dense_flat = _top_components(blocks, self.options.dense_block)
+        corrected, B = self._second_pass(curvature, dense_flat)
+        for layer, lam in zip(self.layers, corrected or []):
+            blocks[layer.key]["eigenvalues"] = lam
         wd = curvature.task.weight_decay
         spectrum = torch.cat([b["eigenvalues"].reshape(-1) for b in blocks.values()])
         lam, source = damping.resolve(lambda: float(spectrum.mean()) + wd, "mean eigenvalue (EK-FAC trace)",
                                       DAMPING_RATIOS)
         for block, kept in zip(blocks.values(), _kept_components(blocks, wd + lam, self.options.keep)):
             block["kept"] = kept
-        dense = self._dense_block(curvature) if self.options.dense_block else {}
+        dense = _dense_state(B, [b["kept"] for b in blocks.values()], dense_flat) if B is not None else {}
         self.restore({**self._block_state(), **dense, "damping": _scalar(lam), "weight_decay": _scalar(wd)},
                      curvature)
         self.info = {"damping_source": source, "skipped_parameters": skipped,
                      "layers": {l.key: {"A": tuple(A[i].shape), "S": tuple(S[i].shape),
                                         "kept": len(blocks[l.key]["kept"])} for i, l in enumerate(self.layers)},
                      "eigenvalue_correction": self.options.correct_eigenvalues,
-                     "ekfac_curvature": "ggn (exact output-Hessian factorisation)"}
+                     "ekfac_curvature": "ggn (exact output-Hessian factorisation)"
+                                        + ("" if self._trace_kept[1] == 0 else
+                                           f", its top {self.options.output_rank} directions per example"),
+                     "output_curvature_kept": (1.0 if self._trace_kept[1] == 0
+                                               else self._trace_kept[0] / self._trace_kept[1])}
         return {}
 
     def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
@@ -254,9 +271,8 @@ class EKFAC(Method):
         parts = []
         for layer, a, o, g in zip(layers, acts, outs, grads):
             b = self.blocks[layer.key]
-            u = layer.output_grads(torch.zeros_like(o) if g is None else g).to(b["QS"].dtype) @ b["QS"]
-            v = a.to(b["QA"].dtype) @ b["QA"]  # [m, T, d_out], [m, T, d_in]
-            parts.append(_entries(u, v, b["kept"]))
+            rotated = _rotate(layer.output_grads(torch.zeros_like(o) if g is None else g), a, b["QS"], b["QA"])
+            parts.append(_entries(rotated, b["kept"]))
         return torch.cat(parts, dim=1).to(fm.dtype)
 
     def _layers_for(self, fm: FunctionalModel) -> list[_Layer]:
@@ -305,7 +321,7 @@ class EKFAC(Method):
         with self._layer_io(curvature.fm, self.layers) as run:
             for x, y in curvature.batches(desc, limit):  # the (sub)sampled training inputs, held in memory
                 out, acts, outs = run(x)
-                factor = curvature.task.output_hessian_factor(out.detach(), y)  # [b, O, r]
+                factor = self._leading(curvature.task.output_hessian_factor(out.detach(), y))  # [b, O, r]
                 grads = []
                 for c in range(factor.shape[2]):
                     gs = torch.autograd.grad(out, outs, factor[:, :, c].reshape(out.shape), retain_graph=True,
@@ -313,6 +329,19 @@ class EKFAC(Method):
                     grads.append([l.output_grads(torch.zeros_like(o) if g is None else g)
                                   for l, o, g in zip(self.layers, outs, gs)])
                 yield acts, grads
+
+    def _leading(self, factor: Tensor) -> Tensor:
+        """The best rank-`output_rank` approximation of each example's U Uᵀ (U = `factor`,
+        [b, O, r]), as a factor [b, O, output_rank]: U v_k for the top eigenvectors v_k of the
+        r × r Gram UᵀU (U v_k ⟂ each other, |U v_k|² = its eigenvalue). Tallies the share of
+        the output Hessians' trace it keeps (`diagnostics["output_curvature_kept"]`)."""
+        m = self.options.output_rank
+        if m is None or factor.shape[2] <= m:
+            return factor
+        w, V = torch.linalg.eigh(factor.transpose(1, 2) @ factor)  # ascending, [b, r], [b, r, r]
+        w = w.clamp_min(0)
+        self._trace_kept = (self._trace_kept[0] + float(w[:, -m:].sum()), self._trace_kept[1] + float(w.sum()))
+        return factor @ V[:, :, -m:]
 
     def _factors(self, curvature: Curvature) -> tuple[list[Tensor], list[Tensor]]:
         A = [0.0] * len(self.layers)
@@ -325,43 +354,38 @@ class EKFAC(Method):
         return [a / curvature.n for a in A], [s / curvature.n for s in S]
 
     def _rotated(self, curvature: Curvature, desc: str, limit: int | None = None
-                 ) -> Iterator[list[list[tuple[Tensor, Tensor]]]]:
-        """Per batch, per output-Hessian factor column, per layer: the pseudo-gradient's two
-        Kronecker sides in the eigenbasis, (u, v) = (g Q_S [b, T, d_out], ã Q_A [b, T, d_in]);
-        the rotated per-example gradient is Σ_t u_t v_tᵀ (`_outer`)."""
+                 ) -> Iterator[list[list[tuple[Tensor, Tensor | None]]]]:
+        """Per batch, per output-Hessian factor column, per layer: the pseudo-gradient in the
+        eigenbasis, Q_Sᵀ G Q_A, as `_rotate` returns it."""
         for acts, grads in self._pseudo_gradients(curvature, desc, limit):
-            rotated_acts = [a @ self.blocks[l.key]["QA"] for l, a in zip(self.layers, acts)]
-            yield [[(g[i] @ self.blocks[l.key]["QS"], rotated_acts[i]) for i, l in enumerate(self.layers)]
-                   for g in grads]
+            blocks = [self.blocks[l.key] for l in self.layers]
+            yield [[_rotate(g[i], acts[i], b["QS"], b["QA"]) for i, b in enumerate(blocks)] for g in grads]
 
-    def _corrected_eigenvalues(self, curvature: Curvature) -> list[Tensor]:
+    def _second_pass(self, curvature: Curvature, dense_flat: list[Tensor]
+                     ) -> tuple[list[Tensor] | None, Tensor | None]:
+        """One pass of rotated pseudo-gradients z for both: the corrected eigenvalues
+        Λ = (1/n) Σ_i Σ_c z_ic² (None without `correct_eigenvalues`), and the exact GGN among
+        the `dense_flat` components (per layer, flat indices into [d_out, d_in]),
+        B = (1/m) Σ_i Σ_c z_ic z_icᵀ over the first m = min(n, DENSE_SAMPLES) examples (None
+        without a dense block). Skipped when neither is asked for."""
+        correct, size = self.options.correct_eigenvalues, sum(len(d) for d in dense_flat)
+        if not correct and not size:
+            return None, None
         lam = [torch.zeros_like(self.blocks[l.key]["eigenvalues"]) for l in self.layers]
-        for columns in self._rotated(curvature, "ekfac: eigenvalue correction"):
+        B, seen, limit = None, 0, None if correct else DENSE_SAMPLES
+        desc = "ekfac: eigenvalue correction" + (" and dense block" if size else "")
+        for columns in self._rotated(curvature, desc, limit):
+            rows = len(columns[0][0][0])
             for layers in columns:
-                for i, (u, v) in enumerate(layers):
-                    if u.shape[1] == 1:  # (u vᵀ)² summed over examples is (u²)ᵀ(v²): no outer products
-                        lam[i] += (u[:, 0] ** 2).T @ (v[:, 0] ** 2)
-                    else:
-                        G_rot = torch.einsum("bto,btk->bok", u, v)
-                        lam[i] += (G_rot * G_rot).sum(0)
-        return [x / curvature.n for x in lam]
-
-    def _dense_block(self, curvature: Curvature) -> dict[str, Tensor]:
-        """The exact GGN on the `dense_block` kept components of largest Λ (across layers):
-        B = (1/n) Σ_i Σ_c z_ic z_icᵀ with z the rotated pseudo-gradients there; its eigenpairs,
-        and where those components sit in the feature vector."""
-        kept = [b["kept"] for b in self.blocks.values()]
-        values = torch.cat([b["eigenvalues"].reshape(-1)[k] for b, k in zip(self.blocks.values(), kept)])
-        positions = values.argsort(descending=True)[:self.options.dense_block].sort().values
-        offsets = torch.tensor([0] + [len(k) for k in kept]).cumsum(0)
-        per_layer = [positions[(positions >= lo) & (positions < hi)] - lo for lo, hi in zip(offsets, offsets[1:])]
-        B = torch.zeros(len(positions), len(positions), dtype=values.dtype, device=values.device)
-        for columns in self._rotated(curvature, "ekfac: dense block", DENSE_SAMPLES):
-            for layers in columns:
-                z = torch.cat([_entries(u, v, k[idx]) for (u, v), k, idx in zip(layers, kept, per_layer)], dim=1)
-                B.addmm_(z.T, z)
-        e, V = eigh(B / min(curvature.n, DENSE_SAMPLES))
-        return {"<dense-block>/positions": positions, "<dense-block>/values": e, "<dense-block>/vectors": V}
+                if correct:  # (u vᵀ)² summed over examples is (u²)ᵀ(v²): no outer products
+                    for i, (u, v) in enumerate(layers):
+                        lam[i] += (u * u).sum(0) if v is None else (u * u).T @ (v * v)
+                if size and seen < DENSE_SAMPLES:
+                    z = torch.cat([_entries(r, d) for r, d in zip(layers, dense_flat)], dim=1)[:DENSE_SAMPLES - seen]
+                    B = z.T @ z if B is None else B.addmm_(z.T, z)
+            seen += rows
+        return ([x / curvature.n for x in lam] if correct else None,
+                None if B is None else B / min(curvature.n, DENSE_SAMPLES))
 
     # ------------------------------------------------------------------ solve and persistence
     def _block_state(self) -> dict[str, Tensor]:
@@ -408,14 +432,52 @@ def _scalar(value: float) -> Tensor:
     return torch.tensor(float(value), dtype=torch.float64)
 
 
-def _entries(u: Tensor, v: Tensor, flat: Tensor) -> Tensor:
-    """Entries `flat` (row-major indices into [d_out, d_in]) of Σ_t u_t v_tᵀ per example:
-    Tensor[b, len(flat)], for u: [b, T, d_out], v: [b, T, d_in]. One position (a plain
-    Linear) needs only the kept products, not the whole outer product."""
-    rows, cols = flat // v.shape[2], flat % v.shape[2]
-    if v.shape[1] == 1:
-        return u[:, 0, rows] * v[:, 0, cols]
-    return torch.einsum("bto,btk->bok", u, v).reshape(len(v), -1)[:, flat]
+def _rotate(g: Tensor, a: Tensor, QS: Tensor, QA: Tensor) -> tuple[Tensor, Tensor | None]:
+    """A layer's per-example gradient G = Σ_t g_t ã_tᵀ (g: [b, T, d_out], ã: [b, T, d_in])
+    rotated into its Kronecker eigenbasis, Q_Sᵀ G Q_A. One position (a plain Linear): the
+    two sides (g Q_S [b, d_out], ã Q_A [b, d_in]), whose outer product it is, so that only
+    the entries needed are ever formed. Several (a Conv2d's patches): G first, then the
+    rotation, Tensor[b, d_out, d_in] and None (T·d² fewer products than rotating each patch)."""
+    g, a = g.to(QS.dtype), a.to(QA.dtype)
+    if a.shape[1] == 1:
+        return g[:, 0] @ QS, a[:, 0] @ QA
+    return QS.T @ torch.einsum("bto,btk->bok", g, a) @ QA, None
+
+
+def _entries(rotated: tuple[Tensor, Tensor | None], flat: Tensor) -> Tensor:
+    """Entries `flat` (row-major indices into [d_out, d_in]) of a `_rotate`d gradient per
+    example: Tensor[b, len(flat)]."""
+    u, v = rotated
+    if v is None:
+        return u.reshape(len(u), -1)[:, flat]
+    rows, cols = flat // v.shape[1], flat % v.shape[1]
+    return u[:, rows] * v[:, cols]
+
+
+def _top_components(blocks: dict, count: int) -> list[Tensor]:
+    """Per block, the sorted flat indices of the `count` components of largest eigenvalue
+    across all blocks (K-FAC's, before the correction: known before the second pass)."""
+    flat = [b["eigenvalues"].reshape(-1) for b in blocks.values()]
+    mask = torch.zeros(sum(len(f) for f in flat), dtype=torch.bool)
+    mask[torch.cat(flat).argsort(descending=True)[:count].cpu()] = True
+    return [torch.nonzero(m).flatten().to(f.device) for m, f in zip(mask.split([len(f) for f in flat]), flat)]
+
+
+def _dense_state(B: Tensor, kept: list[Tensor], dense_flat: list[Tensor]) -> dict[str, Tensor]:
+    """The dense block among the `dense_flat` components that are also `kept` (B's rows and
+    columns are the `dense_flat` ones, block after block): its eigenpairs, and where its
+    components sit in the feature vector (the concatenation over blocks of the kept entries)."""
+    offsets = [0, *torch.tensor([len(k) for k in kept]).cumsum(0).tolist()]
+    rows, positions, start = [], [], 0
+    for lo, k, d in zip(offsets, kept, dense_flat):
+        at = torch.searchsorted(k, d).clamp_max(max(len(k) - 1, 0))
+        inside = (at < len(k)) & (k[at] == d) if len(k) else torch.zeros_like(d, dtype=torch.bool)
+        rows.append(start + torch.nonzero(inside).flatten())
+        positions.append(lo + at[inside])
+        start += len(d)
+    rows = torch.cat(rows)
+    e, V = eigh(B[rows][:, rows])
+    return {"<dense-block>/positions": torch.cat(positions), "<dense-block>/values": e, "<dense-block>/vectors": V}
 
 
 def _kept_components(blocks: dict, shift: float, keep: float) -> list[Tensor]:

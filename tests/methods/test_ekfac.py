@@ -180,3 +180,45 @@ def test_a_dense_block_over_every_component_is_exact(mlp):
     partial = inf.Attributor(model, train, task=task, method="ekfac", damping=DAMPING, keep=1.0, dense_block=30,
                              progress=False).fit()
     assert error(partial.scores(test)) < 0.2 < error(ekfac_scores(model, task, train, test))
+
+
+def truncated_softmax_hessians(logits, m):
+    """Each example's diag(p) − ppᵀ cut to its top-m eigenpairs (its best rank-m approximation)."""
+    w, V = torch.linalg.eigh(softmax_hessians(logits))
+    return (V[:, :, -m:] * w[:, None, -m:]) @ V[:, :, -m:].transpose(1, 2)
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_output_rank_uses_each_examples_best_low_rank_output_hessian(m):
+    """With C = 6 classes and output_rank=m, every curvature EK-FAC builds (factor S, the
+    eigenvalue correction) is that of the GGN with each example's output Hessian replaced by
+    its top-m eigenpairs; the share of the trace kept is reported; None keeps everything."""
+    from tests.conftest import fit_to_optimum, make_blobs
+
+    torch.manual_seed(0)
+    X, y = make_blobs(150, 4, 6, seed=3)
+    Xq, yq = make_blobs(10, 4, 6, seed=4)
+    task = inf.ClassificationTask(weight_decay=0.05)
+    model = fit_to_optimum(nn.Linear(4, 6).double(), task, X, y)
+    logits = model(X).detach()
+    H = truncated_softmax_hessians(logits, m)
+    pos = tilde_order(6, 4, 0, 24)
+    Xt = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)
+    A, S = Xt.T @ Xt / len(X), H.mean(0)
+    F = torch.einsum("ni,nj,nab->aibj", Xt, Xt, H).reshape(30, 30) / len(X)  # Jacobian of W̃ x̃ is I ⊗ x̃ᵀ
+    M = block_matrix(A, S, F, True, task.weight_decay + DAMPING)
+    expected = block_scores([(pos, M)], per_example_grads(model, task.loss, Xq, yq),
+                            per_example_grads(model, task.loss, X, y))
+    attr = inf.Attributor(model, (X, y), task=task, method="ekfac", damping=DAMPING, progress=False, keep=1.0,
+                          dense_block=0, output_rank=m).fit()
+    assert torch.allclose(attr.scores((Xq, yq)), expected, rtol=1e-8, atol=1e-10 * expected.abs().max())
+    w = torch.linalg.eigvalsh(softmax_hessians(logits))
+    assert attr.diagnostics["output_curvature_kept"] == pytest.approx(float(w[:, -m:].sum() / w.sum()), rel=1e-9)
+    full = ekfac_scores(model, task, (X, y), (Xq, yq), correct_eigenvalues=True, output_rank=None)
+    assert (full - expected).norm() > 1e-4 * expected.norm(), "the truncation should change the curvature here"
+
+
+def test_output_rank_must_be_a_positive_integer(mlp):
+    model, task, train, _ = mlp
+    with pytest.raises(inf.InvalidArgumentError, match="output_rank"):
+        inf.Attributor(model, train, task=task, method="ekfac", output_rank=0, progress=False)
