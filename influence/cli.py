@@ -21,6 +21,7 @@ Exit codes (demo and report):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import shutil
@@ -294,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _app(app_args: list[str]) -> int:
     """Run `python -m app ...` in this process's place (`influence` never imports the app)."""
+    if importlib.util.find_spec("gradio") is None:
+        print("influence app: the app needs gradio, which is not installed: pip install 'influence-debugger[app]' "
+              "(from a checkout: pip install -e '.[app]')", file=sys.stderr)
+        return 2
     env = dict(os.environ, INFLUENCE_APP_PROG="influence app")
     os.execve(sys.executable, [sys.executable, "-m", "app", *app_args], env)
 

@@ -180,3 +180,17 @@ def test_untrusted_pickles_are_refused(inputs, tmp_path, capsys):
     argv[argv.index("--new-weights") + 1] = str(folder / "evil.pt")
     assert main(argv) == 2
     assert "weights_only=True" in capsys.readouterr().err
+
+
+def test_influence_app_without_gradio_says_which_extra_to_install(monkeypatch, capsys):
+    """`influence demo` prints `influence app --report ...`; where gradio is missing that line
+    must say what to install, not end in a ModuleNotFoundError traceback."""
+    import importlib.util
+
+    from influence import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a))
+    monkeypatch.setattr(cli.os, "execve", lambda *a: pytest.fail("the app must not be started without gradio"))
+    assert cli.main(["app", "--report", "influence-demo"]) == 2
+    assert "influence-debugger[app]" in capsys.readouterr().err
