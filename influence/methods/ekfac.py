@@ -375,6 +375,8 @@ class EKFAC(Method):
         B, seen, limit = None, 0, None if correct else DENSE_SAMPLES
         desc = "ekfac: eigenvalue correction" + (" and dense block" if size else "")
         for columns in self._rotated(curvature, desc, limit):
+            if not columns:  # a batch whose output Hessians are all zero adds nothing
+                continue
             rows = len(columns[0][0][0])
             for layers in columns:
                 if correct:  # (u vᵀ)² summed over examples is (u²)ᵀ(v²): no outer products
