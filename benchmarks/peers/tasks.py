@@ -182,7 +182,7 @@ def loo_task(settings: Settings, peers: list[type[Adapter]]) -> Section:
 
     print(f"\n== LOO: digits logistic regression, n_train={n}, p={fm.p}, {len(yq)} worst test points × "
           f"top {r} |score| (retrain cache: {len(cache)} stored)", flush=True)
-    ours = _ours(problem, ["cg", "exact", "lissa", "arnoldi", "ekfac", "trak", "identity"], work, evaluate,
+    ours = _ours(problem, ["auto", "cg", "exact", "lissa", "arnoldi", "ekfac", "trak", "identity"], work, evaluate,
                  settings.limit)
     best = _best(ours)
     rows, pairs = _peer_section(peers, problem, work, evaluate, settings.limit, settings.tuned, best)
