@@ -153,6 +153,20 @@ class LowRankTailIndex:
         return f"r={lr.rank}, {lr.passes} passes on {rows} rows, tail mean, index {index}"
 
 
+def _head_and_sketch(ek, n: int, keep: float, sketch_dim: int, budget: int, seed: int
+                     ) -> tuple[bool, Tensor, CountSketch | None]:
+    """(full, head, sketch): whether the n × p rotated index fits in `budget` bytes (float32);
+    if not, the `keep` share of eigenbasis components of largest Λ kept as they are (`head`,
+    bool [p]) and a count-sketch for the rest (else every component in the head, no sketch)."""
+    p = ek.p
+    if n * p * 4 <= budget:
+        return True, torch.ones(p, dtype=torch.bool), None
+    lam = torch.cat([l.reshape(-1) for l in ek.Lam])
+    head = torch.zeros(p, dtype=torch.bool)
+    head[lam.argsort(descending=True)[: max(1, int(keep * p))]] = True
+    return False, head, CountSketch(int((~head).sum()), sketch_dim, seed + 1, ek.dtype)
+
+
 class EKFACIndex:
     """`kfac.EKFACEigen` streamed: the index is the rotated gradient (float32) when it fits
     `index_budget`, else its `keep` head (largest Λ) plus a count-sketch of the tail; the
@@ -178,14 +192,9 @@ class EKFACIndex:
         ek._build_index = lambda: None
         ek.fit(X, y)
         ek.rotated = ek.rotated_all
-        p, self.n = ek.p, len(y)
-        self.full = self.n * p * 4 <= self.budget
-        lam = torch.cat([l.reshape(-1) for l in ek.Lam])
-        self.head = torch.ones(p, dtype=torch.bool)
-        if not self.full:
-            self.head = torch.zeros(p, dtype=torch.bool)
-            self.head[lam.argsort(descending=True)[: max(1, int(self.keep * p))]] = True
-            self.sketch = CountSketch(int((~self.head).sum()), self.sketch_dim, self.seed + 1, ek.dtype)
+        self.n = len(y)
+        self.full, self.head, self.sketch = _head_and_sketch(ek, self.n, self.keep, self.sketch_dim, self.budget,
+                                                             self.seed)
         features, selfs = [], []
         with _timed(self.timings, "gradients"):
             for lo in range(0, len(y), ek.batch_size):
@@ -276,14 +285,9 @@ class HybridIndex:
         self.RU = self._rotate_flat(lr.U.T.contiguous())  # [r, p]
         self.d = 1.0 / (lr.e + lr.wd + lr.damping)
         self.inv = ek.inverse
-        p, self.n = ek.p, len(y)
-        self.full = self.n * p * 4 <= self.budget
-        lam = torch.cat([l.reshape(-1) for l in ek.Lam])
-        self.head = torch.ones(p, dtype=torch.bool)
-        if not self.full:
-            self.head = torch.zeros(p, dtype=torch.bool)
-            self.head[lam.argsort(descending=True)[: max(1, int(self.keep * p))]] = True
-            self.sketch = CountSketch(int((~self.head).sum()), self.sketch_dim, self.seed + 1, ek.dtype)
+        self.n = len(y)
+        self.full, self.head, self.sketch = _head_and_sketch(ek, self.n, self.keep, self.sketch_dim, self.budget,
+                                                             self.seed)
         feats, heads, selfs = [], [], []
         for lo in range(0, len(y), ek.batch_size):
             R = ek.rotated(X[lo:lo + ek.batch_size], y[lo:lo + ek.batch_size])
