@@ -16,6 +16,7 @@ Orchestration only: methods (`influence.methods`) do the math, the index (`influ
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -145,17 +146,17 @@ class Attributor(PersistentIndex):
         data = self.train.sample(self.settings["curvature_samples"], self.settings["seed"])
         curvature = Curvature(self.fm, self.task, data, self.settings["curvature"], batch_size=self.batch_size,
                               progress=self.progress)
-        return curvature, self.method.prepare(curvature, self._damping()) if self.method.features_use_curvature else {}
+        return curvature, self.method.prepare(curvature, self._damping) if self.method.features_use_curvature else {}
 
-    def _damping(self) -> Damping:
+    @cached_property
+    def _damping(self) -> Damping:  # once per Attributor: the convexity check runs the model
         return requested_damping(self.settings["damping"], self.settings["damping_ratio"], self.method.uses_curvature,
                                  self.fm, self.train)
 
     def _fit_method(self, curvature: Curvature | None, prepared: dict) -> None:
-        index = self.index
         try:
-            info = self.method.fit(self.fm, curvature, self._damping(),
-                                   lambda: (b.to(self.fm.dtype) for _, b in index.blocks(scoring.BLOCK_ROWS)))
+            info = self.method.fit(self.fm, curvature, self._damping,
+                                   lambda: (b.to(self.fm.dtype) for _, b in self.index.blocks(scoring.BLOCK_ROWS)))
         except torch.linalg.LinAlgError as error:
             raise InfluenceError(f"the {self.method.name} factorisation failed ({error}); the curvature is "
                                  "non-finite or too ill-conditioned: check the scale of the inputs, or pass a "
@@ -164,7 +165,7 @@ class Attributor(PersistentIndex):
         self.diagnostics = {"method": self.method.name, "method_choice": self.method_choice,
                             "curvature": self.settings["curvature"] if curvature else None,
                             "curvature_backend": curvature.backend if curvature else None, "damping": self.damping,
-                            "n_train": index.n, "n_params": self.fm.p, "feature_dim": index.dim,
+                            "n_train": self.index.n, "n_params": self.fm.p, "feature_dim": self.index.dim,
                             "parameters": parameter_report(self.fm.model, self.fm.names, self.fm.upcast_from),
                             **prepared, **info}
         self._reset()
@@ -185,9 +186,8 @@ class Attributor(PersistentIndex):
         self._require_fit()
         data = as_data(test, "test", **self.read)
         key = digest(fingerprints(data))
-        last = self._last_query
-        if last is not None and last[0] == key:
-            return last[1]
+        if self._last_query is not None and self._last_query[0] == key:
+            return self._last_query[1]
         G = self.features.data(data, self.task.measurement, "test gradients")
         with SolveReport(self.method.name, self.damping, self.diagnostics) as report:
             Q = report.add(*self.method.precondition(G))
