@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from influence.errors import InvalidArgumentError
 from influence.index import INDEX_BUDGET_BYTES
 from influence.options import check_choice, check_int
 from kernels import project, projection_rows
@@ -126,7 +127,7 @@ class GradientProjection:
 
     def kind_for(self, p: int) -> str:
         if self.kind == "orthogonal" and self.k > p:
-            raise ValueError(f"an orthogonal projection needs projection_dim <= p = {p}, got {self.k}")
+            raise InvalidArgumentError(f"`projection='orthogonal'` needs projection_dim <= p = {p}, got {self.k}")
         return "none" if self.k is None or self.kind == "none" or (self.kind != "orthogonal" and self.k >= p) \
             else self.kind
 

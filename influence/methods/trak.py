@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from influence.damping import Damping
-from influence.errors import InvalidArgumentError
 from influence.gradients import CheckpointGradients
 from influence.linalg import eigh
 from influence.methods.base import Method, TrainFeatures, register
@@ -86,7 +85,7 @@ class TRAK(Method):
 
     # ------------------------------------------------------------------ features
     def feature_dim(self, fm: FunctionalModel) -> int:
-        return len(self.ckpts) * _projected_dim(self.project, fm.p)
+        return len(self.ckpts) * self.project.dim(fm.p)
 
     def features(self, fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor], inputs: Any,
                  targets: Tensor) -> Tensor:
@@ -127,10 +126,3 @@ class TRAK(Method):
         blocks = G.to(V.dtype).reshape(G.shape[0], V.shape[0], -1).transpose(0, 1)  # [C, m, k]
         out = ((blocks @ V) * self.inverse_eigenvalues[:, None, :]) @ V.transpose(1, 2)
         return out.transpose(0, 1).reshape(G.shape), None
-
-
-def _projected_dim(projection: GradientProjection, p: int) -> int:
-    try:
-        return projection.dim(p)
-    except ValueError as error:
-        raise InvalidArgumentError(f"`projection='orthogonal'`: {error}") from None

@@ -39,3 +39,13 @@ def test_checkpoint_errors_name_the_argument(logreg, mlp):
     attr = inf.Attributor(model, train, task=task, method="tracin", checkpoints=[wrong], progress=False)
     with pytest.raises(inf.InvalidArgumentError, match=r"`checkpoints\[0\]` does not fit the model"):
         attr.fit()
+
+
+@pytest.mark.parametrize("method", ["identity", "tracin"])
+def test_an_orthogonal_projection_wider_than_p_is_an_argument_error(logreg, method):
+    """The projecting methods share one projection: each refuses an orthogonal k > p the same way."""
+    model, task, train, _ = logreg
+    attr = inf.Attributor(model, train, task=task, method=method, projection="orthogonal", projection_dim=100,
+                          progress=False)
+    with pytest.raises(inf.InvalidArgumentError, match="projection_dim <= p = 18"):
+        attr.fit()
