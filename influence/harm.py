@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from influence import scoring
 from influence.batching import to_model
 from influence.data import ExampleData, as_data
 from influence.errors import InvalidArgumentError
-from influence.model import eval_mode
 
 NEWTON_MAX_PARAMS = 5000  # the dense p×p curvature (and one per group) is affordable up to this p
 NEWTON_MAX_GROUPS = 50  # estimator="auto": group removal for columns with at most this many values
@@ -98,14 +98,10 @@ class GroupHarm:
 
 
 def group_codes(labels: Sequence) -> tuple[list, np.ndarray]:
-    """Distinct values (first-appearance order) and each example's group code, int [n]."""
-    try:
-        values = list(dict.fromkeys(labels))
-    except TypeError:
-        raise InvalidArgumentError("group labels must be hashable (strings or numbers), one per training "
-                                   "example") from None
-    position = {v: k for k, v in enumerate(values)}
-    return values, np.fromiter((position[v] for v in labels), dtype=np.int64, count=len(labels))
+    """Distinct values (first-appearance order) and each example's group code, int [n]
+    (`influence.scoring.group_codes`, as a NumPy array)."""
+    values, codes = scoring.group_codes(labels, None, len(labels))
+    return values, codes.numpy().astype(np.int64)
 
 
 def group_harm(attr, queries: Any, labels: Sequence, *, scores: Tensor | np.ndarray | None = None,
@@ -246,7 +242,7 @@ class ParameterSpace:
 
     def __init__(self, attr, train: ExampleData, batch_size: int = 512):
         self.attr = attr
-        self.fm = attr.fm  # the Attributor's view of the model: same parameters, forward and eval mode
+        self.fm = attr.fm  # the Attributor's view of the model: same parameters and forward, always in eval mode
         self.task, self.train, self.n, self.batch_size = attr.task, train, len(train), batch_size
         self.kind = attr.diagnostics["curvature"]
         if self.n != _n_train(attr):
@@ -262,21 +258,19 @@ class ParameterSpace:
 
         data = as_data(queries, "queries", **_read_options(self.attr))
         X, y = data.batch(range(len(data)))
-        with eval_mode(self.fm.model):
-            return per_example_grads(self.fm, self.task.measurement, self._cast(X), y.to(self.fm.device))
+        return per_example_grads(self.fm, self.task.measurement, self._cast(X), y.to(self.fm.device))
 
     def gradient_sums(self, codes: np.ndarray, n_groups: int) -> Tensor:
         """Σ_{i∈G} ∇ℓ_i for every group: Tensor[n_groups, p] (one backward pass per group and batch)."""
         sums = torch.zeros(n_groups, self.fm.p, dtype=self.fm.dtype, device=self.fm.device)
         theta = self.fm.theta.clone().requires_grad_(True)
-        with eval_mode(self.fm.model):
-            for rows, x, y in self.train.batches(self.batch_size):
-                losses = self.task.loss(self.fm(theta, self._cast(x)), y.to(self.fm.device))
-                batch = torch.as_tensor(codes[rows.start:rows.stop], device=self.fm.device)
-                present = batch.unique().tolist()
-                for k, g in enumerate(present):
-                    weight = (batch == g).to(losses.dtype)
-                    sums[g] += torch.autograd.grad(losses @ weight, theta, retain_graph=k + 1 < len(present))[0]
+        for rows, x, y in self.train.batches(self.batch_size):
+            losses = self.task.loss(self.fm(theta, self._cast(x)), y.to(self.fm.device))
+            batch = torch.as_tensor(codes[rows.start:rows.stop], device=self.fm.device)
+            present = batch.unique().tolist()
+            for k, g in enumerate(present):
+                weight = (batch == g).to(losses.dtype)
+                sums[g] += torch.autograd.grad(losses @ weight, theta, retain_graph=k + 1 < len(present))[0]
         return sums
 
     def removal_gradient(self, rows: np.ndarray) -> Tensor:
@@ -294,9 +288,8 @@ class ParameterSpace:
         rows = sorted(relabel)
         X, y = self.train.batch(rows)
         corrected = torch.tensor([relabel[i] for i in rows], dtype=y.dtype)
-        with eval_mode(self.fm.model):
-            old = per_example_grads(self.fm, self.task.loss, self._cast(X), y.to(self.fm.device))
-            new = per_example_grads(self.fm, self.task.loss, self._cast(X), corrected.to(self.fm.device))
+        old = per_example_grads(self.fm, self.task.loss, self._cast(X), y.to(self.fm.device))
+        new = per_example_grads(self.fm, self.task.loss, self._cast(X), corrected.to(self.fm.device))
         return (old - new).sum(dim=0)
 
     def removal_step(self, rows: np.ndarray, gradient: Tensor) -> Tensor:
@@ -307,8 +300,7 @@ class ParameterSpace:
 
             subset = self.train.subset([int(i) for i in rows])
             eye = torch.eye(self.fm.p, dtype=self.fm.dtype, device=self.fm.device)
-            with eval_mode(self.fm.model):
-                group = Curvature(self.fm, self.task, subset, self.kind, self.batch_size).dense()
+            group = Curvature(self.fm, self.task, subset, self.kind, self.batch_size).dense()
             reduced = self.full - (group - self.task.weight_decay * eye) * (len(rows) / self.n)
         return torch.linalg.solve(reduced, gradient.to(self.fm.dtype)) / self.n
 
@@ -317,7 +309,7 @@ class ParameterSpace:
         from influence.task import ClassificationTask
 
         losses, correct = [], []
-        with torch.no_grad(), eval_mode(self.fm.model):
+        with torch.no_grad():
             for _, x, y in data.batches(4096):
                 out = self.fm(theta, self._cast(x))
                 y = y.to(self.fm.device)
@@ -339,5 +331,4 @@ def damped_curvature(attr, fm, train: ExampleData, kind: str) -> Tensor:
     from influence.curvature import Curvature
 
     eye = torch.eye(fm.p, dtype=fm.dtype, device=fm.device)
-    with eval_mode(fm.model):
-        return Curvature(fm, attr.task, train, kind).dense() + float(attr.damping) * eye
+    return Curvature(fm, attr.task, train, kind).dense() + float(attr.damping) * eye

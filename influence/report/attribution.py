@@ -108,18 +108,17 @@ def _stationarity(model: nn.Module, train: ExampleData, task: Task, batch_size: 
     L = mean loss + (weight_decay / 2)‖θ‖² (the rms over a random sample of 256 examples)."""
     from influence.batching import to_model
     from influence.gradients import per_example_grads
-    from influence.model import FunctionalModel, eval_mode
+    from influence.model import FunctionalModel
 
-    fm = FunctionalModel(model, task.parameters, forward=getattr(task, "forward", None))
+    fm = FunctionalModel(model, task.parameters, forward=getattr(task, "forward", None))  # runs in eval mode
     theta = fm.theta.clone().requires_grad_(True)
     total = torch.zeros_like(theta)
-    with eval_mode(model):
-        for _, x, y in train.batches(batch_size):
-            x = to_model(x, fm.device, fm.dtype)
-            total += torch.autograd.grad(task.loss(fm(theta, x), y.to(fm.device)).sum(), theta)[0]
-        rows = np.random.default_rng(seed).choice(len(train), size=min(256, len(train)), replace=False)
-        x, y = train.batch(sorted(rows.tolist()))
-        per_example = per_example_grads(fm, task.loss, x, y)
+    for _, x, y in train.batches(batch_size):
+        x = to_model(x, fm.device, fm.dtype)
+        total += torch.autograd.grad(task.loss(fm(theta, x), y.to(fm.device)).sum(), theta)[0]
+    rows = np.random.default_rng(seed).choice(len(train), size=min(256, len(train)), replace=False)
+    x, y = train.batch(sorted(rows.tolist()))
+    per_example = per_example_grads(fm, task.loss, x, y)
     gradient = total / len(train) + task.weight_decay * fm.theta
     rms = float(per_example.pow(2).sum(dim=1).mean().sqrt())
     return float(gradient.norm()) / max(rms, 1e-30)
