@@ -1,7 +1,7 @@
-"""`python -m app`: serve the influence app (see `app.cli`)."""
+"""`python -m influence_app`: serve the influence app (see `influence_app.cli`)."""
 
 import sys
 
-from app.cli import main
+from influence_app.cli import main
 
 sys.exit(main())

@@ -1,4 +1,4 @@
-"""Command line of the app: `influence app ...` (or `python -m app ...`).
+"""Command line of the app: `influence app ...` (or `python -m influence_app ...`).
 
     influence app --report DIR                         # a folder written by `influence report` / `influence demo`
     influence app                                      # the digits demo
@@ -29,7 +29,7 @@ MAX_IMAGE_PIXELS = 4096 * 4096  # PIL refuses to decode images over twice this (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from app.demo import DEMOS
+    from influence_app.demo import DEMOS
 
     source = parser.add_argument_group("what to open (default: the digits demo)")
     source.add_argument("--report", help="a report folder written by `influence report` or `influence demo`: opens its "
@@ -99,22 +99,22 @@ def open_setup(args: argparse.Namespace):
         if missing:
             raise InvalidArgumentError(f"--index needs {', '.join(missing)} (or open a report folder alone: "
                                        "--report DIR)")
-        from app.sources import open_index
+        from influence_app.sources import open_index
 
         return open_index(args.index, args.factory, args.train, args.eval, weights=args.weights,
                           modality=args.modality, input_column=args.input_column, label_column=args.label_column,
                           flags=args.flags, report=args.report)
     if args.report and not args.demo:
-        from app.sources import open_report
+        from influence_app.sources import open_report
 
         return open_report(args.report, flags=args.flags, modality=args.modality)
-    from app.demo import load_demo
+    from influence_app.demo import load_demo
 
     setup = load_demo(args.demo or "digits", args.cache)
     if args.flags:
         setup.flags_path = Path(args.flags)
     if args.report:
-        from app.sources import attach_report
+        from influence_app.sources import attach_report
 
         attach_report(setup, args.report)
     return setup
@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
     """Open what `args` names and serve it until interrupted."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     started = time.perf_counter()
-    from app.session import Session
-    from app.ui import build
+    from influence_app.session import Session
+    from influence_app.ui import build
 
     setup = open_setup(args)
     session = Session(setup, max_bad=args.max_bad)
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
           f"{args.max_upload}", flush=True)
     from starlette.middleware import Middleware
 
-    from app.security import LocalFilesOnly
+    from influence_app.security import LocalFilesOnly
 
     page.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False, quiet=True,
                 show_error=True, footer_links=["api"], max_file_size=args.max_upload, enable_monitoring=False,

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 import influence as inf
-from app.setup import Setup
+from influence_app.setup import Setup
 from influence.data import as_data
 from influence.demos.data import cached_datasets as _cached_datasets
 from influence.demos.text_finetuned import load_reviews

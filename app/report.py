@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from app.tabs.common import plain_finding
+from influence_app.tabs.common import plain_finding
 from influence.report.readable import class_name, percent, sig, verification_sentence
 
 

@@ -24,8 +24,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from app.flags import FlagStore
-from app.setup import MODALITIES, Setup
+from influence_app.flags import FlagStore
+from influence_app.setup import MODALITIES, Setup
 from influence.batching import num_rows, take, to_model, unsqueeze
 from influence.data import as_data
 from influence.errors import InvalidArgumentError

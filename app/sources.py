@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 import influence as inf
-from app.setup import Setup
+from influence_app.setup import Setup
 from influence.batching import to_model
 from influence.data import as_data
 from influence.errors import IndexFolderError, InvalidArgumentError

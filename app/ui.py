@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.session import Session
-from app.tabs.common import clicked, in_place, md_text
-from app.tabs.groups import groups_tab
-from app.tabs.predictions import predictions_tab
-from app.tabs.regression import regression_tab
-from app.tabs.review import review_outputs, review_tab, row_opener
-from app.tabs.trace import trace_tab
-from app.views import ImageView, view_for
+from influence_app.session import Session
+from influence_app.tabs.common import clicked, in_place, md_text
+from influence_app.tabs.groups import groups_tab
+from influence_app.tabs.predictions import predictions_tab
+from influence_app.tabs.regression import regression_tab
+from influence_app.tabs.review import review_outputs, review_tab, row_opener
+from influence_app.tabs.trace import trace_tab
+from influence_app.views import ImageView, view_for
 
 
 def header(session: Session) -> str:

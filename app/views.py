@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from app.session import Session, Trace
+from influence_app.session import Session, Trace
 from influence.report.readable import sig
 
 

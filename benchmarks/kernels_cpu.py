@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _results import append_section, markdown_table  # noqa: E402
-from kernels import ce_head_hvp_torch  # noqa: E402
+from influence_kernels.ce_head import ce_head_hvp_torch  # noqa: E402
 
 SHAPES = [(1000, 64, 10, 1), (5000, 256, 10, 1), (5000, 256, 10, 8), (2000, 512, 100, 1)]  # (n, d, C, k)
 

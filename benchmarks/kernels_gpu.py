@@ -34,7 +34,7 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import kernels  # noqa: E402
+from influence_kernels import ce_head, projection, softmax_jacobian  # noqa: E402
 from _results import append_section, machine, markdown_table  # noqa: E402
 
 if SMOKE:
@@ -94,17 +94,17 @@ def ce_case(n, d, C, k, dev):
     W = torch.randn(C, d, device=dev, generator=g) / d**0.5
     probs = torch.softmax(phi @ W.T, dim=1)
     V = torch.randn(k, C, d, device=dev, generator=g)
-    ref = kernels.ce_head_hvp_torch(phi.double(), probs.double(), V.double(), damping=1e-3)
-    tri = lambda **kw: (lambda: kernels.ce_head_hvp(phi, probs, V, 1e-3, backend="triton", **kw))  # noqa: E731
+    ref = ce_head.ce_head_hvp_torch(phi.double(), probs.double(), V.double(), damping=1e-3)
+    tri = lambda **kw: (lambda: ce_head.ce_head_hvp(phi, probs, V, 1e-3, backend="triton", **kw))  # noqa: E731
     variants = {
-        "torch eager": (lambda: kernels.ce_head_hvp_torch(phi, probs, V, 1e-3), 1e-5),
+        "torch eager": (lambda: ce_head.ce_head_hvp_torch(phi, probs, V, 1e-3), 1e-5),
         "torch.compile": (None, 1e-5),
         "triton atomic": (tri(), 1e-5),
         "triton deterministic": (tri(deterministic=True), 1e-5),
         "triton atomic tf32": (tri(input_precision="tf32"), 5e-3),
     }
     if not SMOKE and time.time() - T0 < COMPILE_BUDGET_S:
-        compiled = torch.compile(kernels.ce_head_hvp_torch, dynamic=False)
+        compiled = torch.compile(ce_head.ce_head_hvp_torch, dynamic=False)
         variants["torch.compile"] = (lambda: compiled(phi, probs, V, 1e-3), 1e-5)
     flops = 4 * n * C * d * k  # Z = Φ·Vᵀ and Aᵀ·Φ
     nbytes = 4 * (n * d + n * C + 2 * k * C * d)  # read Φ, P, V; write H·V
@@ -142,25 +142,25 @@ def proj_case(n, p, k, dev):
     g = torch.Generator(device=dev).manual_seed(1)
     grads = torch.randn(n, p, device=dev, generator=g)
     head = grads[:, : min(p, 10**5)]  # the float64 check runs on a slice of the columns
-    errs = {dist: rel_err(kernels.project(head, k, 3, backend="triton", dist=dist),
-                          kernels.project_torch(head.double(), k, 3, dist=dist))
+    errs = {dist: rel_err(projection.project(head, k, 3, backend="triton", dist=dist),
+                          projection.project_torch(head.double(), k, 3, dist=dist))
             for dist in ("rademacher", "gaussian")}
     ints = grads[:8, :5000].round()  # integer inputs: sums are exact, so twin and kernel must agree bitwise
-    exact = torch.equal(kernels.project(ints, 64, 5, backend="triton"), kernels.project_torch(ints, 64, 5))
+    exact = torch.equal(projection.project(ints, 64, 5, backend="triton"), projection.project_torch(ints, 64, 5))
     print(f"project check: rel err rademacher {errs['rademacher']:.1e}, gaussian {errs['gaussian']:.1e}; "
           f"bit-equal on integer inputs: {exact}", flush=True)
     variants = {
-        "torch chunked R": lambda: kernels.project_torch(grads, k, 3),
-        "triton rademacher": lambda: kernels.project(grads, k, 3, backend="triton"),
-        "triton gaussian": lambda: kernels.project(grads, k, 3, backend="triton", dist="gaussian"),
-        "triton rademacher tf32": lambda: kernels.project(grads, k, 3, backend="triton", input_precision="tf32"),
+        "torch chunked R": lambda: projection.project_torch(grads, k, 3),
+        "triton rademacher": lambda: projection.project(grads, k, 3, backend="triton"),
+        "triton gaussian": lambda: projection.project(grads, k, 3, backend="triton", dist="gaussian"),
+        "triton rademacher tf32": lambda: projection.project(grads, k, 3, backend="triton", input_precision="tf32"),
     }
     base = None
     for name, fn in variants.items():
         rec = dict(op="project", n=n, p=p, k=k, variant=name, ok=exact and max(errs.values()) < 1e-5)
         try:
             if name.startswith("torch"):
-                kernels.project_torch(grads[:, :1000], k, 3)  # warm-up on a slice, then one timed call
+                projection.project_torch(grads[:, :1000], k, 3)  # warm-up on a slice, then one timed call
                 rec["ms"] = bench_ms(fn, slow=True)
             else:
                 rec["ms"] = bench_ms(fn)
@@ -181,13 +181,13 @@ def fp64_check(dev):
     phi = torch.randn(333, 77, device=dev, dtype=torch.float64, generator=g)
     probs = torch.softmax(torch.randn(333, 37, device=dev, dtype=torch.float64, generator=g), 1)
     V = torch.randn(3, 37, 77, device=dev, dtype=torch.float64, generator=g)
-    ref = kernels.ce_head_hvp_torch(phi, probs, V, 0.1)
-    errs = [rel_err(kernels.ce_head_hvp(phi, probs, V, 0.1, backend="triton", deterministic=det), ref)
+    ref = ce_head.ce_head_hvp_torch(phi, probs, V, 0.1)
+    errs = [rel_err(ce_head.ce_head_hvp(phi, probs, V, 0.1, backend="triton", deterministic=det), ref)
             for det in (False, True)]
     Z = torch.randn(5, 333, 37, device=dev, dtype=torch.float64, generator=g)
-    errs.append(rel_err(kernels.softmax_jacobian_vp(probs, Z, backend="triton"),
-                        kernels.softmax_jacobian_vp_torch(probs, Z)))
-    det = [kernels.ce_head_hvp(phi.float(), probs.float(), V.float(), backend="triton", deterministic=True)
+    errs.append(rel_err(softmax_jacobian.softmax_jacobian_vp(probs, Z, backend="triton"),
+                        softmax_jacobian.softmax_jacobian_vp_torch(probs, Z)))
+    det = [ce_head.ce_head_hvp(phi.float(), probs.float(), V.float(), backend="triton", deterministic=True)
            for _ in range(2)]
     ok = max(errs) < 1e-12 and torch.equal(det[0], det[1])
     print(f"float64 check (atomic, deterministic, softmax_jacobian_vp): {', '.join(f'{e:.1e}' for e in errs)}; "

@@ -232,8 +232,8 @@ def run_app(root: Path) -> dict:
     """The app's path, timed from `root` (empty for a fresh run): the demo as `influence app
     --demo text-finetuned` builds it, then the Session's answers to the Groups tab (harm of
     each source), Suspects (self-influence) and the traces of every wrong prediction."""
-    from app.demo import text_finetuned
-    from app.session import Session
+    from influence_app.demo import text_finetuned
+    from influence_app.session import Session
 
     clock, lines = Clock(), []
     with clock("demo (data, fine-tune, index)"):

@@ -294,13 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _app(app_args: list[str]) -> int:
-    """Run `python -m app ...` in this process's place (`influence` never imports the app)."""
+    """Run `python -m influence_app ...` in this process's place (`influence` never imports the app)."""
     if importlib.util.find_spec("gradio") is None:
         print("influence app: the app needs gradio, which is not installed: pip install 'influence-debugger[app]' "
               "(from a checkout: pip install -e '.[app]')", file=sys.stderr)
         return 2
     env = dict(os.environ, INFLUENCE_APP_PROG="influence app")
-    os.execve(sys.executable, [sys.executable, "-m", "app", *app_args], env)
+    os.execve(sys.executable, [sys.executable, "-m", "influence_app", *app_args], env)
 
 
 def main(argv: list[str] | None = None) -> int:

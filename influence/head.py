@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from influence.batching import num_rows, take
 from influence.model import FunctionalModel
 from influence.task import ClassificationTask, Task
-from kernels import ce_head_hvp
+from influence_kernels.ce_head import ce_head_hvp
 
 
 def _is_plain_cross_entropy(task: Task) -> bool:

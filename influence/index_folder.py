@@ -2,7 +2,9 @@
 
     manifest.json          format version, compatibility key (model fingerprint, method and
                            options, task, storage dtype...), shapes, shard list with SHA-256
-                           checksums, the data digest, `complete` flag
+                           checksums, the data digest, `complete` flag, and `manifest_sha256`:
+                           the SHA-256 of the rest of the manifest, checked before any of it
+                           is used
     shards/                the feature shards (`influence.index`)
     method.safetensors     what the method needs at query time (factorisation, curvature data)
     fingerprints.npy       uint64[n_train, 3]: per-example digests of inputs, labels, metadata
@@ -14,6 +16,7 @@ other training data is refused, naming what differs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ from influence.storage import (
     write_json,
 )
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the manifest carries its own checksum
 STATE_FILE = "method.safetensors"
 FINGERPRINT_FILE = "fingerprints.npy"
 REBUILD = "Use a new cache_dir, or delete this one to rebuild it."
@@ -65,15 +68,18 @@ class IndexFolder:
                 or not isinstance(manifest.get("complete"), bool):
             raise IndexFolderError(f"{path} is not an index manifest (it needs an object with `key` and `complete`); "
                                    "delete the folder and fit again")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise IndexFolderError(f"index at {self.path} has format version {manifest.get('format_version')}, "
+                                   f"this version reads {FORMAT_VERSION}; fit again into a new folder")
+        if manifest.pop("manifest_sha256", None) != manifest_checksum(manifest):
+            raise IndexFolderError(f"{path} was edited or corrupted (its manifest_sha256 does not match its content); "
+                                   "delete the folder and fit again")
         if manifest["complete"]:
             _check_complete_manifest(manifest, path)
         return manifest
 
     def check_key(self, manifest: dict, key: dict) -> None:
         """Refuse an index built for another model or other settings, naming what differs."""
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexFolderError(f"index at {self.path} has format version {manifest.get('format_version')}, "
-                                   f"this version reads {FORMAT_VERSION}; fit again into a new folder")
         key = jsonable(key)
         differ = sorted(k for k in set(key) | set(manifest["key"]) if manifest["key"].get(k) != key.get(k))
         if differ:
@@ -122,8 +128,7 @@ class IndexFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.path)
         if manifest is None:
-            write_json(self.path / "manifest.json", {"format_version": FORMAT_VERSION, "key": jsonable(key),
-                                                     "complete": False})
+            self._write_manifest({"format_version": FORMAT_VERSION, "key": jsonable(key), "complete": False})
 
     def finish(self, key: dict, shards: list[dict], shape: tuple[int, int], storage_dtype: str,
                state: dict[str, Tensor], fingerprints: np.ndarray, fields: dict[str, Any]) -> dict:
@@ -139,8 +144,20 @@ class IndexFolder:
                              "data_sha256": digest(fingerprints)},
             **jsonable(fields),
         }
-        write_json(self.path / "manifest.json", manifest)
+        self._write_manifest(manifest)
         return manifest
+
+    def _write_manifest(self, manifest: dict) -> None:
+        write_json(self.path / "manifest.json", {**manifest, "manifest_sha256": manifest_checksum(manifest)})
+
+
+def manifest_checksum(manifest: dict) -> str:
+    """SHA-256 of a manifest's content (without its own `manifest_sha256`), in canonical JSON.
+    It detects corruption and hand edits; it is no signature (anyone can recompute it), which is
+    why a manifest can name only an allow-listed task class (`influence.task.task_from_description`)."""
+    text = json.dumps({k: v for k, v in manifest.items() if k != "manifest_sha256"}, sort_keys=True,
+                      separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _verify_file(path: Path, sha256: str) -> None:

@@ -85,15 +85,17 @@ class PersistentIndex:
 
 
     @classmethod
-    def load(cls, cache_dir: str | Path, model: nn.Module, task: Task | None = None, train: Any = None,
+    def load(cls, cache_dir: str | Path, model: nn.Module, task: Task | type[Task] | None = None, train: Any = None,
              verify: bool = True, **settings: Any):
         """Reopen an index written by `fit()` with `cache_dir`, without the training data.
 
         Args:
             cache_dir: the index folder.
             model: the same model (same architecture and weights) the index was built with.
-            task: the task it was built with; default: rebuilt from the stored task class and
-                weight decay (an error says what to pass when that is not possible).
+            task: the task it was built with; default: rebuilt from the stored weight decay and
+                parameters when the stored class is one of this package's tasks. For a task class
+                of your own, pass the instance, or the class (`task=MyTask`) to rebuild it with the
+                stored settings; a stored class name is looked up, never imported.
             train: optional training data (for `group_scores` by column name); it must be the
                 data the index was built from (checked, the first differing row named).
             verify: check every shard's checksum (reads the whole index once).
@@ -111,7 +113,8 @@ class PersistentIndex:
         missing = [k for k in ("method", "options", "n_train", *SETTINGS) if k not in stored]
         if missing:
             raise IndexFolderError(f"{folder.path / 'manifest.json'} is damaged: its key lacks {missing}")
-        task = task if task is not None else task_from_description(manifest["task"])
+        if task is None or isinstance(task, type):
+            task = task_from_description(manifest["task"], task)
         settings = {"method": stored["method"], **{k: stored[k] for k in SETTINGS}, **stored["options"], **settings}
         attr = cls(model, train, task=task, cache_dir=folder.path, **settings)
         key = attr._key()

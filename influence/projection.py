@@ -27,7 +27,7 @@ from torch import Tensor
 from influence.errors import InvalidArgumentError
 from influence.index import INDEX_BUDGET_BYTES
 from influence.options import check_choice, check_int
-from kernels import project, projection_rows
+from influence_kernels.projection import project, projection_rows
 
 DEFAULT_CACHE_BYTES = 1 << 30
 

@@ -12,7 +12,6 @@ convention of the package (see `influence.Attributor`): the test side uses
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -24,7 +23,7 @@ from influence.data import IGNORE_INDEX
 from influence.errors import InvalidArgumentError
 from influence.linalg import eigh
 from influence.model import default_forward
-from kernels import softmax_jacobian_vp
+from influence_kernels.softmax_jacobian import softmax_jacobian_vp
 
 
 class Task(ABC):
@@ -308,16 +307,32 @@ def describe_task(task: Task) -> dict:
             "parameters": task.parameters}
 
 
-def task_from_description(description: dict) -> Task:
-    """Rebuild a task stored with an index (`{"class", "weight_decay", "parameters"}`); an
-    `InvalidArgumentError` names the `task=` to pass when the class cannot be rebuilt."""
+def task_from_description(description: dict, task_class: type[Task] | None = None) -> Task:
+    """Rebuild a task stored with an index (`{"class", "weight_decay", "parameters"}`).
+
+    The stored class path is only a name to look up, never imported: it must be one of this
+    package's own task classes, or `task_class` (the caller's own `Task` subclass) with the
+    same name. Anything else raises an `InvalidArgumentError` naming the `task=` to pass."""
     path = description.get("class", "")
-    module, _, name = path.rpartition(".")
+    allowed = {f"{cls.__module__}.{cls.__qualname__}": cls for cls in BUILT_IN_TASKS}
+    if task_class is not None:
+        if not issubclass(task_class, Task):
+            raise InvalidArgumentError(f"`task` must be an influence.Task or a Task subclass, got {task_class!r}")
+        allowed[f"{task_class.__module__}.{task_class.__qualname__}"] = task_class
+    cls = allowed.get(path)
+    if cls is None:
+        raise InvalidArgumentError(
+            f"the index was built with task {path!r}(weight_decay={description.get('weight_decay')}, "
+            f"parameters={description.get('parameters')}), which is not one of this package's task classes "
+            f"({', '.join(sorted(allowed))}); an index folder never makes us import code: pass task=YourTask(...) "
+            "or task=YourTask (the class) to load()")
     try:
-        cls = getattr(importlib.import_module(module), name)
         return cls(weight_decay=description["weight_decay"], parameters=description["parameters"])
     except Exception as error:  # noqa: BLE001 — any failure means: the user must pass the task
         raise InvalidArgumentError(
-            f"the index was built with task {path}(weight_decay={description.get('weight_decay')}, "
-            f"parameters={description.get('parameters')}), which cannot be rebuilt here ({type(error).__name__}: "
-            f"{error}); pass task= to load()") from None
+            f"the index's task {path}(weight_decay={description.get('weight_decay')}, parameters="
+            f"{description.get('parameters')}) cannot be rebuilt here ({type(error).__name__}: {error}); "
+            "pass task= to load()") from None
+
+
+BUILT_IN_TASKS = (ClassificationTask, RegressionTask, LanguageModelingTask)

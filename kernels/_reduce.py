@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._backend import jit, tl, triton
+from influence_kernels._backend import jit, tl, triton
 
 
 @jit

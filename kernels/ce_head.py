@@ -23,10 +23,10 @@ import math
 
 import torch
 
-from kernels._backend import (acc_dtype, check_float, check_precision, check_same_device, jit, next_pow2, tl,
+from influence_kernels._backend import (acc_dtype, check_float, check_precision, check_same_device, jit, next_pow2, tl,
                               tl_dtype, triton, use_triton)
-from kernels._reduce import sum_partials
-from kernels.softmax_jacobian import softmax_jacobian_vp_torch
+from influence_kernels._reduce import sum_partials
+from influence_kernels.softmax_jacobian import softmax_jacobian_vp_torch
 
 
 @jit

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels._backend import (acc_dtype, check_float, check_precision, jit, next_pow2, num_sms, tl, tl_dtype,
+from influence_kernels._backend import (acc_dtype, check_float, check_precision, jit, next_pow2, num_sms, tl, tl_dtype,
                               triton, use_triton)
-from kernels._reduce import sum_partials
+from influence_kernels._reduce import sum_partials
 
 DISTS = ("rademacher", "gaussian")
 _M32 = 0xFFFFFFFF

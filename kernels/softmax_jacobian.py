@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels._backend import acc_dtype, check_float, check_same_device, jit, next_pow2, tl, tl_dtype, triton, use_triton
+from influence_kernels._backend import acc_dtype, check_float, check_same_device, jit, next_pow2, tl, tl_dtype, triton, use_triton
 
 
 @jit

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from influence.projection import CountSketch, Projector
-from kernels import project
+from influence_kernels.projection import project
 
 
 def test_cached_and_streamed_projection_agree():

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from app.session import PAGE_SIZES, Session
-from app.tabs.common import file_box, in_place, shown_file, status_box, thumbnail_datatypes, with_thumbnails
+from influence_app.session import PAGE_SIZES, Session
+from influence_app.tabs.common import file_box, in_place, shown_file, status_box, thumbnail_datatypes, with_thumbnails
 
 
 def predictions_tab(session: Session, view) -> SimpleNamespace:

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from app import report
-from app.session import Session
+from influence_app import report
+from influence_app.session import Session
 
 
 def regression_tab(session: Session) -> SimpleNamespace | None:

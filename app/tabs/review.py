@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from app.session import Session
-from app.tabs.common import (
+from influence_app.session import Session
+from influence_app.tabs.common import (
     VERDICT_CHOICES,
     clicked,
     empty_table,

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from app.session import Session, Trace
-from app.tabs.common import SIGN_NOTE, VERDICT_CHOICES, file_box, in_place, md_text, readable, shown_file, status_box
-from app.views import trace_summary
+from influence_app.session import Session, Trace
+from influence_app.tabs.common import SIGN_NOTE, VERDICT_CHOICES, file_box, in_place, md_text, readable, shown_file, status_box
+from influence_app.views import trace_summary
 
 
 def trace_tab(session: Session, view, k: int) -> SimpleNamespace:

@@ -1,6 +1,6 @@
 """Fixtures of the app tests: a small digits index built once, and a served app.
 
-The server runs as `python -m app --index ...` in a subprocess bound to a free port on
+The server runs as `python -m influence_app --index ...` in a subprocess bound to a free port on
 127.0.0.1, and is always stopped at the end of the session.
 """
 
@@ -37,7 +37,7 @@ def digits_folder(tmp_path_factory) -> Path:
     """A small digits demo folder (hidden 8, 120 epochs): train/, eval/, model.safetensors, index/."""
     pytest.importorskip("datasets")
     pytest.importorskip("sklearn")
-    from app.demo import digits
+    from influence_app.demo import digits
     from tests.app.factory import HIDDEN
 
     folder = tmp_path_factory.mktemp("app") / "digits"
@@ -47,14 +47,14 @@ def digits_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_setup(digits_folder):
-    from app.sources import open_index
+    from influence_app.sources import open_index
 
     return open_index(digits_folder / "index", "tests.app.factory:small_digits", digits_folder / "train",
                       digits_folder / "eval", weights=digits_folder / "model.safetensors")
 
 
 class Server:
-    """`python -m app` in a subprocess; `start()`, `stop()`, `restart()` on the same port."""
+    """`python -m influence_app` in a subprocess; `start()`, `stop()`, `restart()` on the same port."""
 
     def __init__(self, args: list[str], folder: Path):
         self.args, self.folder = args, folder
@@ -67,7 +67,7 @@ class Server:
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path, GRADIO_TEMP_DIR=str(self.folder / "gradio"))
         self.log = open(self.folder / f"server-{self.port}-{time.time_ns()}.log", "w+")
-        self.process = subprocess.Popen([sys.executable, "-m", "app", *self.args, "--port", str(self.port)],
+        self.process = subprocess.Popen([sys.executable, "-m", "influence_app", *self.args, "--port", str(self.port)],
                                         cwd=self.folder, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

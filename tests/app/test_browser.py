@@ -152,8 +152,8 @@ def test_report_to_app_to_flags_to_verify(loop_report, browser, screenshots, tmp
 @pytest.fixture(scope="module")
 def html_app(tiny_text):
     """A tiny text app, in this process, whose texts and group values contain HTML."""
-    from app.session import Session
-    from app.ui import build
+    from influence_app.session import Session
+    from influence_app.ui import build
 
     page = build(Session(tiny_text), k=3)
     page.queue()

@@ -1,4 +1,4 @@
-"""`app.cli`: the options of `influence app` (also `python -m app`)."""
+"""`influence_app.cli`: the options of `influence app` (also `python -m influence_app`)."""
 
 import argparse
 import os
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from app.cli import add_arguments, main, open_setup
+from influence_app.cli import add_arguments, main, open_setup
 from influence.errors import InvalidArgumentError
 from tests.app.conftest import ROOT
 
@@ -17,7 +17,7 @@ def test_help_names_the_influence_app_command():
     proc = subprocess.run([sys.executable, "-m", "influence.cli", "app", "--help"], capture_output=True, text=True,
                           env=env, timeout=120, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: influence app ")
-    assert "--report REPORT" in proc.stdout and "python -m app" not in proc.stdout
+    assert "--report REPORT" in proc.stdout and "python -m influence_app" not in proc.stdout
 
 
 def test_index_needs_its_factory_and_data():

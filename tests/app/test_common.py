@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("gradio")
 
-from app.tabs.common import in_place, md_text, plain_finding, readable
+from influence_app.tabs.common import in_place, md_text, plain_finding, readable
 from influence.errors import InfluenceWarning, InvalidArgumentError
 
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from app import demo
+from influence_app import demo
 
 
 def test_digits_demo_reopens_from_its_cache(digits_folder):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from app.flags import FlagStore
+from influence_app.flags import FlagStore
 from influence.errors import InvalidArgumentError
 from influence.report.flags import Flag, read_flags
 

@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from app import report
-from app.session import Session
-from app.sources import attach_report, open_report
+from influence_app import report
+from influence_app.session import Session
+from influence_app.sources import attach_report, open_report
 from influence.errors import InvalidArgumentError
 from influence.report.readable import sig
 
@@ -79,7 +79,7 @@ def test_report_tables_read_at_three_significant_digits(opened):
 
 def test_the_regression_tab_appears_only_with_a_report(opened, tiny_text):
     pytest.importorskip("gradio")
-    from app.ui import build
+    from influence_app.ui import build
 
     def labels(page) -> set:
         return {c.get("props", {}).get("label") for c in page.config["components"]}

@@ -1,4 +1,4 @@
-"""The served app (`python -m app --index ...`), driven through its API with gradio_client.
+"""The served app (`python -m influence_app --index ...`), driven through its API with gradio_client.
 
 Every endpoint is compared with the `influence` API called directly on the same model,
 index and data (`reference`), never with the app's own earlier output; every endpoint's

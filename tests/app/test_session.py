@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.session import Session
+from influence_app.session import Session
 from influence.data import as_data
 from influence.errors import InvalidArgumentError
 from tests.app.tiny import BOLD, SCRIPT

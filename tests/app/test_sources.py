@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import influence as inf
-from app.session import Session
-from app.sources import open_index
+from influence_app.session import Session
+from influence_app.sources import open_index
 from influence.errors import InvalidArgumentError
 from tests.app.factory import NAMES, named_digits
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.session import Session
-from app.views import ImageView, TableView, TextView
+from influence_app.session import Session
+from influence_app.views import ImageView, TableView, TextView
 from tests.app.tiny import BOLD, SCRIPT
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import influence as inf
-from app.setup import Setup
+from influence_app.setup import Setup
 from influence.data import as_data
 from influence.demos.training import train_adam
 

@@ -1,4 +1,4 @@
-"""The served app (`python -m app --index ...` on 127.0.0.1): loopback by default and says
+"""The served app (`python -m influence_app --index ...` on 127.0.0.1): loopback by default and says
 so, no share link even when GRADIO_SHARE asks, upload and image-size limits, no file outside
 the app served and no URL fetched for a client, data values as text, and 20 concurrent
 clients for 60 seconds without errors or growing memory."""
@@ -99,7 +99,7 @@ def test_binds_loopback_by_default_and_says_so(server):
 
 
 def test_other_hosts_are_warned_about():
-    from app.cli import exposure_notes, is_loopback
+    from influence_app.cli import exposure_notes, is_loopback
 
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.org"))

@@ -48,7 +48,7 @@ def evil(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_malicious_checkpoints_are_refused_by_every_loader(evil, tmp_path, capsys):
-    from app.sources import load_weights
+    from influence_app.sources import load_weights
     from influence.cli import main as influence_cli
     from influence.report.inputs import read_state_dict
 
@@ -69,7 +69,7 @@ def test_malicious_checkpoints_are_refused_by_every_loader(evil, tmp_path, capsy
 
 def test_the_app_refuses_a_malicious_checkpoint(evil, tmp_path, capsys):
     pytest.importorskip("gradio")
-    from app.cli import main as app_cli
+    from influence_app.cli import main as app_cli
 
     files, marker = evil
     code = app_cli(["--index", str(tmp_path / "index"), "--factory", "tests.hardening.app_factory:tiny_digits",

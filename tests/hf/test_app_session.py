@@ -5,7 +5,7 @@ suspects and group harm — on a tiny BERT, in seconds."""
 import pytest
 
 import influence as inf
-from app.session import Session, Setup
+from influence_app.session import Session, Setup
 from tests.hf.conftest import sentences, tiny_bert
 from tests.hf.test_transformers import tokenized
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels._backend import interpreted
+from influence_kernels._backend import interpreted
 
 needs_interpreter = pytest.mark.skipif(not interpreted(), reason="needs triton with TRITON_INTERPRET=1")
 BACKENDS = ["torch", pytest.param("triton", marks=needs_interpreter)]

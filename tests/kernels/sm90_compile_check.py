@@ -16,7 +16,7 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-ce, proj, sj, red = (importlib.import_module(f"kernels.{m}")
+ce, proj, sj, red = (importlib.import_module(f"influence_kernels.{m}")
                       for m in ("ce_head", "projection", "softmax_jacobian", "_reduce"))
 F32, F64 = tl.float32, tl.float64
 

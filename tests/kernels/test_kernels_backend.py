@@ -9,13 +9,12 @@ import pytest
 import torch
 from kernel_test_utils import needs_interpreter
 
-import kernels
-import kernels._backend as backend_mod
-import kernels.ce_head as ce_mod
-import kernels.projection as proj_mod
-import kernels.softmax_jacobian as sj_mod
+import influence_kernels._backend as backend_mod
+import influence_kernels.ce_head as ce_mod
+import influence_kernels.projection as proj_mod
+import influence_kernels.softmax_jacobian as sj_mod
 
-KERNELS_DIR = pathlib.Path(kernels.__file__).parent
+KERNELS_DIR = pathlib.Path(ce_mod.__file__).parent
 
 
 class TritonCalled(Exception):
@@ -34,9 +33,9 @@ def spy_triton(monkeypatch):
 
 
 CALLS = {
-    "ce_head_hvp": lambda b: kernels.ce_head_hvp(torch.ones(4, 3), torch.ones(4, 2) / 2, torch.ones(2, 3), backend=b),
-    "project": lambda b: kernels.project(torch.ones(4, 3), 2, seed=0, backend=b),
-    "softmax_jacobian_vp": lambda b: kernels.softmax_jacobian_vp(torch.ones(4, 2) / 2, torch.ones(4, 2), backend=b),
+    "ce_head_hvp": lambda b: ce_mod.ce_head_hvp(torch.ones(4, 3), torch.ones(4, 2) / 2, torch.ones(2, 3), backend=b),
+    "project": lambda b: proj_mod.project(torch.ones(4, 3), 2, seed=0, backend=b),
+    "softmax_jacobian_vp": lambda b: sj_mod.softmax_jacobian_vp(torch.ones(4, 2) / 2, torch.ones(4, 2), backend=b),
 }
 
 
@@ -81,15 +80,15 @@ def test_inputs_requiring_grad_use_the_differentiable_twin(monkeypatch):
     monkeypatch.setenv(backend_mod.ENV_BACKEND, "triton")
     phi = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
     probs = torch.softmax(torch.randn(6, 2, dtype=torch.float64), 1)
-    out = kernels.ce_head_hvp(phi, probs, torch.ones(2, 3, dtype=torch.float64))
+    out = ce_mod.ce_head_hvp(phi, probs, torch.ones(2, 3, dtype=torch.float64))
     assert out.grad_fn is not None
     with pytest.raises(ValueError, match="requires grad"):
-        kernels.ce_head_hvp(phi, probs, torch.ones(2, 3, dtype=torch.float64), backend="triton")
+        ce_mod.ce_head_hvp(phi, probs, torch.ones(2, 3, dtype=torch.float64), backend="triton")
     # Inside torch.func transforms the twin runs too (vmap over directions, grad through it).
     Z = torch.randn(4, 6, 2, dtype=torch.float64)
-    batched = torch.func.vmap(lambda z: kernels.softmax_jacobian_vp(probs, z))(Z)
-    assert torch.allclose(batched, kernels.softmax_jacobian_vp_torch(probs, Z), rtol=1e-14, atol=0)
-    g = torch.func.grad(lambda z: kernels.softmax_jacobian_vp(probs, z).pow(2).sum())(Z[0])
+    batched = torch.func.vmap(lambda z: sj_mod.softmax_jacobian_vp(probs, z))(Z)
+    assert torch.allclose(batched, sj_mod.softmax_jacobian_vp_torch(probs, Z), rtol=1e-14, atol=0)
+    g = torch.func.grad(lambda z: sj_mod.softmax_jacobian_vp(probs, z).pow(2).sum())(Z[0])
     assert g.shape == (6, 2)
 
 
@@ -108,11 +107,13 @@ def test_unknown_backend():
 def test_import_works_without_triton():
     code = (
         "import sys; sys.modules['triton'] = None\n"  # makes `import triton` raise ImportError
-        "import torch, kernels\n"
-        "out = kernels.ce_head_hvp(torch.ones(4, 3), torch.ones(4, 2) / 2, torch.ones(2, 3))\n"
+        "import torch\n"
+        "from influence_kernels.ce_head import ce_head_hvp\n"
+        "from influence_kernels.projection import project\n"
+        "out = ce_head_hvp(torch.ones(4, 3), torch.ones(4, 2) / 2, torch.ones(2, 3))\n"
         "assert out.shape == (2, 3)\n"
         "try:\n"
-        "    kernels.project(torch.ones(2, 3), 2, 0, backend='triton')\n"
+        "    project(torch.ones(2, 3), 2, 0, backend='triton')\n"
         "except ValueError as e:\n"
         "    assert 'triton package' in str(e)\n"
         "else:\n"
@@ -122,7 +123,7 @@ def test_import_works_without_triton():
 
 
 def test_kernels_imports_only_torch_triton_and_stdlib():
-    allowed = {"torch", "triton", "kernels", "__future__"} | set(sys.stdlib_module_names)
+    allowed = {"torch", "triton", "influence_kernels", "__future__"} | set(sys.stdlib_module_names)
     for path in KERNELS_DIR.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)

@@ -1,4 +1,4 @@
-"""kernels.project: seeded on-the-fly random projection, twin vs Triton vs a pure-Python hash."""
+"""project: seeded on-the-fly random projection, twin vs Triton vs a pure-Python hash."""
 
 import math
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from kernel_test_utils import BACKENDS, nan_padded, needs_interpreter, rel_err
 
-import kernels
-from kernels.projection import projection_rows
+from influence_kernels.projection import project, project_torch
+from influence_kernels.projection import projection_rows
 
 
 def py_entry(seed, i, j, k, dist):
@@ -51,7 +51,7 @@ def test_entries_match_python_reference(dist, seed):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_rademacher_entries_exact(backend, dtype):
     p, k = 50, 70
-    R = kernels.project(torch.eye(p, dtype=dtype), k, seed=3, backend=backend)  # rows of R itself
+    R = project(torch.eye(p, dtype=dtype), k, seed=3, backend=backend)  # rows of R itself
     scale = torch.tensor(k ** -0.5, dtype=dtype)
     assert ((R == scale) | (R == -scale)).all()
     assert torch.equal(R, projection_rows(0, p, k, 3, dtype=dtype))
@@ -63,17 +63,17 @@ def test_rademacher_entries_exact(backend, dtype):
 @pytest.mark.parametrize("n,p,k", [(1, 1, 1), (5, 77, 33), (40, 200, 130)])
 def test_triton_equals_twin_exactly_on_integer_inputs(dtype, n, p, k):
     g = int_grads(n, p, dtype, seed=n)
-    out = kernels.project(g, k, seed=11, backend="triton")
+    out = project(g, k, seed=11, backend="triton")
     assert out.shape == (n, k) and out.dtype == dtype
-    assert torch.equal(out, kernels.project_torch(g, k, seed=11))
+    assert torch.equal(out, project_torch(g, k, seed=11))
 
 
 @needs_interpreter
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_gaussian_triton_matches_twin(dtype):
     g = torch.randn(9, 150, generator=torch.Generator().manual_seed(1)).to(dtype)
-    out = kernels.project(g, 24, seed=5, backend="triton", dist="gaussian")
-    ref = kernels.project_torch(g.double(), 24, seed=5, dist="gaussian")
+    out = project(g, 24, seed=5, backend="triton", dist="gaussian")
+    ref = project_torch(g.double(), 24, seed=5, dist="gaussian")
     assert out.dtype == dtype
     assert rel_err(out, ref) < {torch.float64: 1e-12, torch.float32: 1e-5}.get(dtype, 1e-2)
 
@@ -85,27 +85,27 @@ def test_twin_chunked_equals_unchunked(dist):
     parts = torch.cat([projection_rows(s, min(p, s + 10), k, 9, dist) for s in range(0, p, 10)])
     assert torch.equal(whole, parts)
     g = int_grads(6, p, torch.float64)
-    ref = kernels.project_torch(g, k, 9, dist, chunk_rows=p)
+    ref = project_torch(g, k, 9, dist, chunk_rows=p)
     for chunk in (1, 7, 10, 1000):
-        assert torch.allclose(kernels.project_torch(g, k, 9, dist, chunk_rows=chunk), ref, rtol=1e-13, atol=1e-13)
+        assert torch.allclose(project_torch(g, k, 9, dist, chunk_rows=chunk), ref, rtol=1e-13, atol=1e-13)
     if dist == "rademacher":
-        assert torch.equal(kernels.project_torch(g, k, 9, dist, chunk_rows=7), ref)
+        assert torch.equal(project_torch(g, k, 9, dist, chunk_rows=7), ref)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_same_seed_same_result_different_seed_different(backend):
     g = torch.randn(4, 60, generator=torch.Generator().manual_seed(2))
-    a = kernels.project(g, 16, seed=1, backend=backend)
-    assert torch.equal(a, kernels.project(g, 16, seed=1, backend=backend))
+    a = project(g, 16, seed=1, backend=backend)
+    assert torch.equal(a, project(g, 16, seed=1, backend=backend))
     for other in (2, 1 + 2**32):  # the high seed word matters too
-        assert not torch.allclose(a, kernels.project(g, 16, seed=other, backend=backend), atol=1e-3)
+        assert not torch.allclose(a, project(g, 16, seed=other, backend=backend), atol=1e-3)
 
 
 @pytest.mark.parametrize("dist", ["rademacher", "gaussian"])
 def test_norm_preserved_in_expectation(dist):
     n, p, k = 200, 300, 64
     x = torch.randn(n, p, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    ratio = kernels.project(x, k, seed=4, dist=dist).pow(2).sum(1) / x.pow(2).sum(1)
+    ratio = project(x, k, seed=4, dist=dist).pow(2).sum(1) / x.pow(2).sum(1)
     # Each ratio has mean 1 and std ≈ sqrt(2/k) = 0.18 over the random R (JL lemma).
     assert abs(ratio.mean().item() - 1) < 0.1
     assert 0.1 < ratio.std().item() < 0.3
@@ -117,22 +117,22 @@ def test_norm_preserved_in_expectation(dist):
 
 def test_columns_do_not_depend_on_k():
     g = torch.randn(3, 40, dtype=torch.float64)
-    big = kernels.project(g, 32, seed=6) * math.sqrt(32)
-    small = kernels.project(g, 8, seed=6) * math.sqrt(8)
+    big = project(g, 32, seed=6) * math.sqrt(32)
+    small = project(g, 8, seed=6) * math.sqrt(8)
     assert torch.allclose(big[:, :8], small, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_strided_nan_padded_input(backend):
     g = int_grads(7, 45)
-    ref = kernels.project_torch(g, 19, seed=8)
-    assert torch.equal(kernels.project(nan_padded(g), 19, seed=8, backend=backend), ref)
-    assert torch.equal(kernels.project(g.T.contiguous().T, 19, seed=8, backend=backend), ref)
+    ref = project_torch(g, 19, seed=8)
+    assert torch.equal(project(nan_padded(g), 19, seed=8, backend=backend), ref)
+    assert torch.equal(project(g.T.contiguous().T, 19, seed=8, backend=backend), ref)
 
 
 def test_empty_inputs():
-    assert kernels.project(torch.ones(0, 5), 3, seed=0).shape == (0, 3)
-    assert torch.equal(kernels.project(torch.ones(2, 0), 3, seed=0), torch.zeros(2, 3))
+    assert project(torch.ones(0, 5), 3, seed=0).shape == (0, 3)
+    assert torch.equal(project(torch.ones(2, 0), 3, seed=0), torch.zeros(2, 3))
 
 
 @pytest.mark.parametrize(
@@ -152,4 +152,4 @@ def test_empty_inputs():
 def test_input_validation(kwargs, error, match):
     args = dict(grads=torch.ones(3, 4), k=2, seed=0) | kwargs
     with pytest.raises(error, match=match):
-        kernels.project(**args)
+        project(**args)

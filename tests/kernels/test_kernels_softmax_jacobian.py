@@ -1,11 +1,11 @@
-"""kernels.softmax_jacobian_vp against the explicit per-row matrix diag(p) − p pᵀ."""
+"""softmax_jacobian_vp against the explicit per-row matrix diag(p) − p pᵀ."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from kernel_test_utils import BACKENDS, TOL, nan_padded, needs_interpreter, rel_err
 
-import kernels
+from influence_kernels.softmax_jacobian import softmax_jacobian_vp, softmax_jacobian_vp_torch
 
 
 def explicit(probs, Z):
@@ -27,7 +27,7 @@ def make(n, C, dtype=torch.float64, lead=(), seed=0):
 @pytest.mark.parametrize("n,C", [(5, 1), (9, 3), (33, 37), (20, 100), (3, 1500)])
 def test_matches_explicit_hessian(backend, dtype, n, C):
     probs, Z = make(n, C, dtype)  # C=1500 > 1024 takes the two-pass path in Triton
-    out = kernels.softmax_jacobian_vp(probs, Z, backend=backend)
+    out = softmax_jacobian_vp(probs, Z, backend=backend)
     assert out.shape == Z.shape and out.dtype == dtype
     ref = explicit(probs, Z)
     if C == 1:  # one class: the Hessian is exactly zero
@@ -40,7 +40,7 @@ def test_is_hessian_of_cross_entropy_in_logits():
     g = torch.Generator().manual_seed(1)
     logits, z = torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
     H = torch.autograd.functional.hessian(lambda s: F.cross_entropy(s[None], torch.tensor([2])), logits)
-    out = kernels.softmax_jacobian_vp_torch(torch.softmax(logits, 0)[None], z[None])[0]
+    out = softmax_jacobian_vp_torch(torch.softmax(logits, 0)[None], z[None])[0]
     assert rel_err(out, H @ z) < 1e-12
 
 
@@ -48,10 +48,10 @@ def test_is_hessian_of_cross_entropy_in_logits():
 def test_shared_probs_strided_and_nan_padded(backend):
     probs, Z = make(11, 13, lead=(3,), seed=2)  # Z: (3, 11, 13) directions, probs: (11, 13)
     ref = explicit(probs.expand(3, 11, 13), Z)
-    out = kernels.softmax_jacobian_vp(nan_padded(probs), nan_padded(Z), backend=backend)
+    out = softmax_jacobian_vp(nan_padded(probs), nan_padded(Z), backend=backend)
     assert torch.isfinite(out).all() and rel_err(out, ref) < 1e-12
     z_strided = Z.transpose(0, 1).contiguous().transpose(0, 1)  # not viewable as (33, 13)
-    full = kernels.softmax_jacobian_vp(probs.expand(3, 11, 13).contiguous(), z_strided, backend=backend)
+    full = softmax_jacobian_vp(probs.expand(3, 11, 13).contiguous(), z_strided, backend=backend)
     assert rel_err(full, ref) < 1e-12
 
 
@@ -61,7 +61,7 @@ def test_half_inputs(dtype):
     probs, Z = make(8, 10, dtype, seed=3)
     ref = explicit(probs, Z)
     for backend in ("torch", "triton"):
-        out = kernels.softmax_jacobian_vp(probs, Z, backend=backend)
+        out = softmax_jacobian_vp(probs, Z, backend=backend)
         assert out.dtype == dtype and rel_err(out, ref) < 1e-2
 
 
@@ -76,4 +76,4 @@ def test_half_inputs(dtype):
 )
 def test_input_validation(probs, Z, error, match):
     with pytest.raises(error, match=match):
-        kernels.softmax_jacobian_vp(probs, Z)
+        softmax_jacobian_vp(probs, Z)

@@ -7,7 +7,7 @@ import torch
 
 import influence as inf
 from influence.projection import CountSketch
-from kernels import projection_rows
+from influence_kernels.projection import projection_rows
 from tests.methods._reference import per_example_grads
 
 
