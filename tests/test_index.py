@@ -46,7 +46,7 @@ def test_folder_fit_and_load_equal_in_memory(tmp_path, method):
     assert torch.allclose(loaded.scores(query()), expected, rtol=1e-10, atol=1e-12)
     assert torch.allclose(loaded.self_influence(), in_memory(method).self_influence(), rtol=1e-8)
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["format_version"] == 2 and len(manifest["shards"]) == 5
+    assert manifest["complete"] and manifest["format_version"] == 3 and len(manifest["shards"]) == 5
     assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
 
 
@@ -171,8 +171,12 @@ def test_load_without_task_rebuilds_the_stored_one(tmp_path):
 
     inf.Attributor(model, (X, y), task=Local(weight_decay=1e-3), method="exact", cache_dir=tmp_path / "local",
                    progress=False).fit()
-    with pytest.raises(inf.InvalidArgumentError, match=r"Local\(weight_decay=0.001.*pass task= to load\(\)"):
+    with pytest.raises(inf.InvalidArgumentError, match=r"Local'\(weight_decay=0.001.*pass task=YourTask"):
         inf.Attributor.load(tmp_path / "local", model)
+    rebuilt = inf.Attributor.load(tmp_path / "local", model, task=Local)  # the class: stored settings
+    assert type(rebuilt.task) is Local and rebuilt.task.weight_decay == 1e-3
+    with pytest.raises(inf.InvalidArgumentError, match="`task` must be an influence.Task"):
+        inf.Attributor.load(tmp_path / "local", model, task=dict)
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import influence as inf
+from influence.index_folder import manifest_checksum
 from influence.storage import sha256_file
 from tests.equality import assert_same_scores
 from tests.hardening.kill_worker import SHARD_SIZE
@@ -83,10 +84,39 @@ def test_truncated_files_are_reported_by_name_even_without_verification(index_fo
         load(folder, verify=False).scores(query())
 
 
-def tamper(folder: Path, change) -> None:
+def tamper(folder: Path, change, reseal: bool = True) -> None:
+    """Edit the manifest; `reseal` recomputes its checksum as a deliberate forger would, so
+    that the checks behind the checksum are the ones under test."""
     manifest = json.loads((folder / "manifest.json").read_text())
     change(manifest)
+    if reseal:
+        manifest["manifest_sha256"] = manifest_checksum(manifest)
     (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("change", [lambda m: m.update(n_train=m["n_train"] - 1),
+                                    lambda m: m["diagnostics"].update(method="identity"),
+                                    lambda m: m.pop("manifest_sha256")])
+def test_a_manifest_edited_by_hand_is_refused_before_use(index_folder, tmp_path, change):
+    folder = Path(shutil.copytree(index_folder, tmp_path / "idx"))
+    tamper(folder, change, reseal=False)
+    with pytest.raises(inf.IndexFolderError, match=r"manifest.json was edited or corrupted \(its manifest_sha256"):
+        load(folder)
+
+
+@pytest.mark.parametrize("reseal", [False, True])
+def test_a_manifest_never_makes_us_import_code(index_folder, tmp_path, monkeypatch, reseal):
+    """A task class path in the manifest is looked up in an allow-list, never imported: not
+    with a broken checksum, nor with a forged one."""
+    (tmp_path / "planted_task_module.py").write_text("import sys\nsys.planted_was_imported = True\n"
+                                                      "from influence import ClassificationTask as Task\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    folder = Path(shutil.copytree(index_folder, tmp_path / "idx"))
+    tamper(folder, lambda m: m["task"].update({"class": "planted_task_module.Task"}), reseal=reseal)
+    error = r"was edited or corrupted" if not reseal else r"'planted_task_module.Task'.* never makes us import code"
+    with pytest.raises((inf.IndexFolderError, inf.InvalidArgumentError), match=error):
+        load(folder)
+    assert "planted_task_module" not in sys.modules and not hasattr(sys, "planted_was_imported")
 
 
 def test_a_manifest_cannot_point_outside_the_folder(index_folder, tmp_path):
