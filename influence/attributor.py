@@ -128,6 +128,7 @@ class Attributor(PersistentIndex):
         """
         if self.train is None:
             raise InvalidArgumentError("this Attributor was loaded without `train`; it is already fitted")
+        self._damping  # noqa: B018 — its convexity probe runs the model: any failure comes before the gradient pass
         if self.folder is not None:
             self._fit_folder()
             return self

@@ -26,7 +26,14 @@ def outputs_are_affine(fm: FunctionalModel, train: ExampleData) -> bool:
     """Whether the outputs are affine in the attributed parameters (a convex objective),
     checked on the first 8 training examples (one suffices almost surely for a random direction)."""
     inputs, _ = train.batch(range(min(len(train), 8)))
-    return is_affine_in_parameters(fm, to_model(inputs, fm.device, fm.dtype))
+    try:
+        return is_affine_in_parameters(fm, to_model(inputs, fm.device, fm.dtype))
+    except NotImplementedError as error:  # an op without a forward-mode derivative
+        raise InfluenceError(
+            f"the model uses an op without a forward-mode derivative ({' '.join(str(error).split())[:200]}), "
+            "which the curvature methods need (Gauss-Newton products and this convexity check use jvp): "
+            "pass method='identity' or method='tracin' (gradient similarity, no curvature), or replace the "
+            "op by one with a forward derivative") from None
 
 
 def requested_damping(value: float | None, ratio: float | None, uses_curvature: bool, fm: FunctionalModel,

@@ -8,6 +8,7 @@ pass per batch.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor
 
 from influence.batching import describe, num_rows, take, to_model, unsqueeze
-from influence.errors import InvalidArgumentError
+from influence.errors import InfluenceWarning, InvalidArgumentError
 from influence.model import FunctionalModel
 from influence.task import Task
 
@@ -61,16 +62,24 @@ def per_example_grads(fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor
 def map_examples(fm: FunctionalModel, fn: Callable, shared: Any, *batched: Any) -> Tensor:
     """`fn(shared, *one_example)` for every example of `batched` (tensors or input pytrees with a
     leading example dimension), stacked: `torch.func.vmap` over the examples, or one example
-    at a time when the model branches on the values of its inputs (e.g. Hugging Face's
-    attention-mask checks), which vmap cannot batch — remembered for `fm` after the first try."""
-    if not getattr(fm, "per_example_loop", False):
-        try:
-            return torch.func.vmap(fn, in_dims=(None,) + (0,) * len(batched))(shared, *batched)
-        except RuntimeError as error:
-            if "vmap" not in str(error):
-                raise
-            fm.per_example_loop = True
-    return torch.stack([fn(shared, *(take(b, i) for b in batched)) for i in range(num_rows(batched[0]))])
+    at a time when vmap cannot batch the model (it branches on the values of its inputs, as
+    Hugging Face's attention-mask checks do, or an op has no batching rule, as an LSTM's
+    in-place state update) — decided on the first batch, remembered for `fm`, and said once
+    in an `InfluenceWarning`. An error that the one-example path raises too is the model's
+    own, and is raised."""
+    one_at_a_time = lambda: torch.stack([fn(shared, *(take(b, i) for b in batched))  # noqa: E731
+                                         for i in range(num_rows(batched[0]))])
+    if getattr(fm, "per_example_loop", False):
+        return one_at_a_time()
+    try:
+        return torch.func.vmap(fn, in_dims=(None,) + (0,) * len(batched))(shared, *batched)
+    except RuntimeError as error:
+        result = one_at_a_time()
+        fm.per_example_loop = True
+        warnings.warn(f"per-example gradients are computed one example at a time (correct, slower): "
+                      f"torch.func.vmap cannot batch this model ({' '.join(str(error).split())[:160]})",
+                      InfluenceWarning, stacklevel=3)
+        return result
 
 
 class CheckpointGradients:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Callable, Iterator
 
 import torch
@@ -46,6 +47,7 @@ class FunctionalModel:
         self.forward = forward or default_forward
         self.in_eval_mode = in_eval_mode
         self.names = select_parameters(model, parameter_names)
+        self.plain_kernels = plain_kernels_for(model)
         params = dict(model.named_parameters())
         self.shapes = [params[n].shape for n in self.names]
         self.numels = [params[n].numel() for n in self.names]
@@ -68,9 +70,10 @@ class FunctionalModel:
         params = {**self.fixed, **self.unflatten(theta)}
         call = lambda: torch.func.functional_call(_Forward(self.model, self.forward),
                                                   {f"model.{n}": t for n, t in params.items()}, (inputs,))
-        # The fused attention kernels have no forward-mode derivative (curvature products use
-        # jvp): scaled_dot_product_attention runs its plain math form, which has every derivative.
-        with sdpa_kernel(SDPBackend.MATH), (eval_mode(self.model) if self.in_eval_mode else contextlib.nullcontext()):
+        # The fused attention and RNN kernels have no forward-mode derivative (curvature
+        # products and the convexity probe use jvp): run their plain forms, which have every one.
+        with sdpa_kernel(SDPBackend.MATH), self.plain_kernels(), \
+                (eval_mode(self.model) if self.in_eval_mode else contextlib.nullcontext()):
             return call()
 
     def fingerprint(self) -> str:
@@ -103,6 +106,54 @@ def default_forward(model: nn.Module, inputs):
     else:
         out = model(inputs)
     return out.logits if hasattr(out, "logits") else out
+
+
+class _SwitchedOff:
+    """A context that turns one of torch's global kernel switches off while any thread is
+    inside it, and restores the user's setting when the last one leaves."""
+
+    def __init__(self, get: Callable[[], bool], set_: Callable[[bool], None]):
+        self.get, self.set, self.lock, self.inside, self.saved = get, set_, threading.Lock(), 0, True
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if self.inside == 0:
+                self.saved = self.get()
+                self.set(False)
+            self.inside += 1
+
+    def __exit__(self, *exc) -> None:
+        with self.lock:
+            self.inside -= 1
+            if self.inside == 0:
+                self.set(self.saved)
+
+
+def _set_mkldnn(value: bool) -> None:
+    torch.backends.mkldnn.enabled = value
+
+
+# nn.MultiheadAttention / nn.TransformerEncoderLayer's fused inference path, and oneDNN's LSTM/GRU.
+FUSED_ATTENTION_OFF = _SwitchedOff(torch.backends.mha.get_fastpath_enabled, torch.backends.mha.set_fastpath_enabled)
+ONEDNN_OFF = _SwitchedOff(lambda: torch.backends.mkldnn.enabled, _set_mkldnn)
+
+
+def plain_kernels_for(model: nn.Module) -> Callable[[], contextlib.AbstractContextManager]:
+    """What a model's calls run under so that every op has forward- and reverse-mode
+    derivatives: the fused attention path off when it has attention layers, oneDNN off when it
+    has RNNs (oneDNN stays on otherwise: convolutions need it to be fast)."""
+    kinds = {type(m) for m in model.modules()}
+    attention = any(issubclass(k, (nn.MultiheadAttention, nn.TransformerEncoderLayer,
+                                   nn.TransformerDecoderLayer)) for k in kinds)
+    rnn = any(issubclass(k, nn.RNNBase) for k in kinds)
+
+    @contextlib.contextmanager
+    def plain() -> Iterator[None]:
+        with FUSED_ATTENTION_OFF if attention else contextlib.nullcontext(), \
+                ONEDNN_OFF if rnn else contextlib.nullcontext():
+            yield
+
+    return plain
 
 
 @contextlib.contextmanager

@@ -203,11 +203,36 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
+def one_call(c, rng: random.Random) -> None:
+    """A random user action: a trace (60%), a filtered predictions page (25%) or groups (15%)."""
+    r = rng.random()
+    if r < 0.6:
+        c.predict(rng.randrange(120), rng.randint(1, 10), api_name="/trace")
+    elif r < 0.85:
+        c.predict("all", "all", rng.choice(["wrong", "right", "all"]), 0, api_name="/predictions")
+    else:
+        c.predict("source", api_name="/groups")
+
+
+def calls_per_second_alone(server, seconds: float = 10.0) -> float:
+    """One client's throughput on this machine now: the baseline that the load test's
+    throughput is a ratio of (an absolute count fails on a loaded 2-core machine)."""
+    c, rng, calls = client(server), random.Random(99), 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        one_call(c, rng)
+        calls += 1
+    return calls / (time.monotonic() - start)
+
+
 def test_twenty_concurrent_clients_for_sixty_seconds(server, record_property):
-    """20 gradio clients trace, filter and group for 60 s against one server: no error, and the
-    server's resident memory levels off (median of the last 10 s within 50 MB of the median
-    at 15–25 s; a leak of one trace's images per call would add hundreds of MB)."""
+    """20 gradio clients trace, filter and group for 60 s against one server: no error, every
+    client served, the server's throughput at least half of one client's alone (measured just
+    before, so the ratio holds on a loaded machine), and its resident memory levels off (median
+    of the last 10 s within 50 MB of the median at 15–25 s; a leak of one trace's images per
+    call would add hundreds of MB)."""
     clients, duration = 20, 60.0
+    alone = calls_per_second_alone(server)
     pid, samples, errors, calls = server.process.pid, [], [], [0] * clients
     ready = threading.Barrier(clients + 1)
     done = threading.Event()
@@ -219,13 +244,7 @@ def test_twenty_concurrent_clients_for_sixty_seconds(server, record_property):
         deadline = time.monotonic() + duration
         while time.monotonic() < deadline:
             try:
-                r = rng.random()
-                if r < 0.6:
-                    c.predict(rng.randrange(120), rng.randint(1, 10), api_name="/trace")
-                elif r < 0.85:
-                    c.predict("all", "all", rng.choice(["wrong", "right", "all"]), 0, api_name="/predictions")
-                else:
-                    c.predict("source", api_name="/groups")
+                one_call(c, rng)
                 calls[i] += 1
             except Exception as error:  # noqa: BLE001 — every failure counts
                 errors.append(f"client {i}: {error!r}"[:300])
@@ -248,11 +267,14 @@ def test_twenty_concurrent_clients_for_sixty_seconds(server, record_property):
     sampler.join()
     early = statistics.median(m for t, m in samples if 15 <= t <= 25)
     late = statistics.median(m for t, m in samples if t >= samples[-1][0] - 10)
+    under_load = sum(calls) / duration
     record_property("load_calls", sum(calls))
     record_property("rss_mb", (early, late))
-    print(f"20 clients × 60 s: {sum(calls)} calls, {len(errors)} errors; server RSS {samples[0][1]:.0f} MB at "
-          f"start, {early:.0f} MB at 15–25 s, {late:.0f} MB in the last 10 s")
+    print(f"20 clients × 60 s: {sum(calls)} calls ({under_load:.1f}/s; one client alone {alone:.1f}/s), "
+          f"{len(errors)} errors; server RSS {samples[0][1]:.0f} MB at start, {early:.0f} MB at 15–25 s, "
+          f"{late:.0f} MB in the last 10 s")
     assert errors == [], errors[:5]
-    assert min(calls) >= 5 and sum(calls) >= 300, calls
+    assert min(calls) >= 1, calls
+    assert under_load >= 0.5 * alone, (under_load, alone)
     assert late - early < 50, samples
     assert server.process.poll() is None
