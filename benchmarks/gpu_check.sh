@@ -33,7 +33,13 @@ OUT="${OUT:-$ROOT/out}"
 mkdir -p "$OUT"
 KERNELS_LIMIT="${KERNELS_LIMIT:-270}"
 E2E_LIMIT="${E2E_LIMIT:-180}"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# The card's folders kernels/ and app/ install as influence_kernels / influence_app; on a bare
+# GPU machine (no install, no network) links with those names make them importable.
+NAMES="$OUT/.import-names"
+mkdir -p "$NAMES"
+ln -sfn "$ROOT/kernels" "$NAMES/influence_kernels"
+ln -sfn "$ROOT/app" "$NAMES/influence_app"
+export PYTHONPATH="$ROOT:$NAMES${PYTHONPATH:+:$PYTHONPATH}"
 export HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 TQDM_DISABLE=1
 
 if [ -z "${PYTHON:-}" ]; then

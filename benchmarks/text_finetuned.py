@@ -17,7 +17,7 @@ benchmarks/RESULTS.md. The fine-tune is cached (`$INFLUENCE_APP_CACHE` or
 
 `--app` instead times the app's path from an empty cache folder (the data, the fine-tune,
 the index, the Session, then the Groups tab, Suspects and the traces of the wrong
-predictions, all through `app.session.Session`) and appends that row.
+predictions, all through `influence_app.session.Session`) and appends that row.
 
     OMP_NUM_THREADS=1 python benchmarks/text_finetuned.py [--methods auto,trak] [--no-kronfluence]
         [--full-model 512] [--no-write]

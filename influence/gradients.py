@@ -62,11 +62,11 @@ def per_example_grads(fm: FunctionalModel, fn: Callable[[Tensor, Tensor], Tensor
 def map_examples(fm: FunctionalModel, fn: Callable, shared: Any, *batched: Any) -> Tensor:
     """`fn(shared, *one_example)` for every example of `batched` (tensors or input pytrees with a
     leading example dimension), stacked: `torch.func.vmap` over the examples, or one example
-    at a time when vmap cannot batch the model (it branches on the values of its inputs, as
-    Hugging Face's attention-mask checks do, or an op has no batching rule, as an LSTM's
-    in-place state update) — decided on the first batch, remembered for `fm`, and said once
-    in an `InfluenceWarning`. An error that the one-example path raises too is the model's
-    own, and is raised."""
+    at a time when vmap cannot batch the model — decided on the first batch, remembered for
+    `fm`. A model that branches on the values of its inputs (Hugging Face's attention-mask
+    checks) is expected to; any other reason (an op with no batching rule, such as an LSTM's
+    in-place state update) is said once in an `InfluenceWarning`. An error that the
+    one-example path raises too is the model's own, and is raised."""
     one_at_a_time = lambda: torch.stack([fn(shared, *(take(b, i) for b in batched))  # noqa: E731
                                          for i in range(num_rows(batched[0]))])
     if getattr(fm, "per_example_loop", False):
@@ -76,9 +76,10 @@ def map_examples(fm: FunctionalModel, fn: Callable, shared: Any, *batched: Any) 
     except RuntimeError as error:
         result = one_at_a_time()
         fm.per_example_loop = True
-        warnings.warn(f"per-example gradients are computed one example at a time (correct, slower): "
-                      f"torch.func.vmap cannot batch this model ({' '.join(str(error).split())[:160]})",
-                      InfluenceWarning, stacklevel=3)
+        if "data-dependent control flow" not in str(error):
+            warnings.warn(f"per-example gradients are computed one example at a time (correct, slower): "
+                          f"torch.func.vmap cannot batch this model ({' '.join(str(error).split())[:160]})",
+                          InfluenceWarning, stacklevel=3)
         return result
 
 
