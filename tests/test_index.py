@@ -46,7 +46,7 @@ def test_folder_fit_and_load_equal_in_memory(tmp_path, method):
     assert torch.allclose(loaded.scores(query()), expected, rtol=1e-10, atol=1e-12)
     assert torch.allclose(loaded.self_influence(), in_memory(method).self_influence(), rtol=1e-8)
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["format_version"] == 2 and len(manifest["shards"]) == 5
+    assert manifest["complete"] and manifest["format_version"] == 3 and len(manifest["shards"]) == 5
     assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
 
 

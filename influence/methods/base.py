@@ -61,8 +61,9 @@ class Method(ABC):
         uses_curvature: whether `fit` needs a `Curvature`.
         queries_use_curvature: whether `precondition` needs curvature products (iterative
             solvers); the index then stores the curvature data.
-        features_use_curvature: whether `features` depends on the curvature (e.g. projects
-            onto its eigenvectors); the attributor then calls `prepare` before computing them.
+        features_use_curvature: whether `features` depends on the fitted method (e.g. projects
+            onto the curvature's eigenvectors); the attributor then calls `fit` before computing
+            the training features, with `train_features=None`.
     Attributes:
         options: the parsed options.
         damping: λ in use after `fit` / `restore` (None for methods without damping).
@@ -98,23 +99,19 @@ class Method(ABC):
         """
         return per_example_grads(fm, fn, inputs, targets)
 
-    def prepare(self, curvature: Curvature, damping: Damping) -> dict[str, Any]:
-        """Called before any `features` when `features_use_curvature`, with the (undamped)
-        curvature and the damping asked for; e.g. find the eigenvectors the features are
-        projected on. Returns diagnostics."""
-        return {}
-
     @abstractmethod
     def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
-            train_features: TrainFeatures) -> dict[str, Any]:
-        """Prepare the preconditioner once; sets `self.damping` and returns diagnostics.
+            train_features: TrainFeatures | None) -> dict[str, Any]:
+        """Fit the preconditioner once (the only place a method is fitted); sets
+        `self.damping` and returns diagnostics.
 
         Args:
             fm: the model as a function of its attributed parameters.
             curvature: products with H + weight_decay·I (None when `uses_curvature` is False).
             damping: what the user asked for; the method resolves it (see `Damping.resolve`).
             train_features: callable returning an iterator over blocks of the training
-                features, Tensor[b, feature_dim], in training-set order.
+                features, Tensor[b, feature_dim], in training-set order; None when
+                `features_use_curvature` (the method is fitted before the features exist).
         """
 
     @abstractmethod

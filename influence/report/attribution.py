@@ -70,7 +70,7 @@ def attribute(model: nn.Module, train: ExampleData, queries: tuple | None, task:
         harm = example_harm(scores, n)
         self_influence = _self_influence(attr, train, scores, harm, opts.top, opts.seed)
         clock.lap("self_influence")
-    diagnostics.update(to_json_types(attr.diagnostics))
+    diagnostics.update(to_json_types(attr.diagnostics.to_dict()))
     diagnostics["warnings"] = [str(w.message) for w in caught if issubclass(w.category, InfluenceWarning)]
     diagnostics["stationarity"] = _stationarity(model, train, task, opts.batch_size, opts.seed)
     if diagnostics["stationarity"] > STATIONARITY_WARNING:
