@@ -50,7 +50,8 @@ def reads(model: nn.Module, data: CountingDataset, method: str, cache_dir: str |
     data.reads = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        inf.Attributor(model, data, method=method, cache_dir=cache_dir, progress=False, shard_size=64).fit()
+        inf.Attributor(model, data, method=method, cache_dir=cache_dir, progress=False,
+                       shard_size=64).fit()
     return data.reads
 
 
@@ -69,9 +70,11 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 fresh = reads(model, data, method, tmp)
                 reused = reads(model, data, method, tmp)
-            rows.append([name, method, args.n_train, memory, fresh, f"{fresh / memory:.2f}", reused])
-    table = markdown_table(["model", "method", "n_train", "memory fit reads", "fresh folder fit reads",
-                            "÷ memory", "reuse of the folder reads"], rows)
+            rows.append([name, method, args.n_train, memory, fresh, f"{fresh / memory:.2f}",
+                         reused])
+    header = ["model", "method", "n_train", "memory fit reads", "fresh folder fit reads",
+              "÷ memory", "reuse of the folder reads"]
+    table = markdown_table(header, rows)
     print("\n".join(table))
     append_section("Training-data reads per fit (benchmarks/fit_reads.py)", table)
 

@@ -32,8 +32,9 @@ from influence.task import ClassificationTask, LanguageModelingTask, RegressionT
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArnoldiOptions", "Attributor", "CGOptions", "ClassificationTask", "Diagnostics", "EKFACOptions",
-    "ExactOptions", "GroupScores", "IdentityOptions", "IndexFolderError", "InfluenceError", "InfluenceWarning",
-    "InvalidArgumentError", "LanguageModelingTask", "LiSSAOptions", "METHODS", "Method", "NotFittedError",
-    "Ranking", "RegressionTask", "TRAKOptions", "Task", "TopK", "TracInOptions", "register", "token_labels",
+    "ArnoldiOptions", "Attributor", "CGOptions", "ClassificationTask", "Diagnostics",
+    "EKFACOptions", "ExactOptions", "GroupScores", "IdentityOptions", "IndexFolderError",
+    "InfluenceError", "InfluenceWarning", "InvalidArgumentError", "LanguageModelingTask",
+    "LiSSAOptions", "METHODS", "Method", "NotFittedError", "Ranking", "RegressionTask",
+    "TRAKOptions", "Task", "TopK", "TracInOptions", "register", "token_labels",
 ]

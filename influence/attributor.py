@@ -28,7 +28,7 @@ from influence.curvature import CURVATURES, Curvature
 from influence.damping import Damping, requested_damping
 from influence.data import ExampleData, as_data
 from influence.diagnostics import Diagnostics
-from influence.errors import InfluenceError, InvalidArgumentError, NotFittedError
+from influence.errors import IndexFolderError, InfluenceError, InvalidArgumentError, NotFittedError
 from influence.features import FeaturePass, TrainFeatures
 from influence.index import validate_storage_dtype
 from influence.methods import auto
@@ -41,7 +41,8 @@ from influence.store import FolderStore, MemoryStore, SavedFit, Store, folder_pa
 from influence.task import ClassificationTask, Task, describe_task, task_from_description
 
 # Settings that change an index (stored in its key, restored by `load`).
-SETTINGS = ("curvature", "damping", "damping_ratio", "curvature_samples", "seed", "storage_dtype", "shard_size")
+SETTINGS = ("curvature", "damping", "damping_ratio", "curvature_samples", "seed", "storage_dtype",
+            "shard_size")
 
 class Attributor:
     """Influence of training examples on test predictions.
@@ -80,13 +81,14 @@ class Attributor:
         >>> attr.top_k((X_test, y_test), k=5).harmful.indices   # LongTensor[n_test, 5]
     """
 
-    def __init__(self, model: nn.Module, train: Any, task: Task | None = None, method: str = "auto",
-                 damping: float | None = None, *, curvature: str = "ggn", damping_ratio: float | None = None,
-                 batch_size: int = 256, curvature_samples: int | None = None,
-                 cache_dir: str | Path | None = None, storage_dtype: str = "float32", shard_size: int = 4096,
+    def __init__(self, model: nn.Module, train: Any, task: Task | None = None,
+                 method: str = "auto", damping: float | None = None, *, curvature: str = "ggn",
+                 damping_ratio: float | None = None, batch_size: int = 256,
+                 curvature_samples: int | None = None, cache_dir: str | Path | None = None,
+                 storage_dtype: str = "float32", shard_size: int = 4096,
                  input_column: str | Sequence[str] = "input", label_column: str = "label",
-                 transform: Callable | None = None, collate_fn: Callable | None = None, progress: bool = True,
-                 seed: int = 0, options: Any = None, **method_options: Any):
+                 transform: Callable | None = None, collate_fn: Callable | None = None,
+                 progress: bool = True, seed: int = 0, options: Any = None, **method_options: Any):
         if not isinstance(model, nn.Module):
             raise InvalidArgumentError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
         if task is not None and not isinstance(task, Task):
@@ -101,11 +103,12 @@ class Attributor:
         validate_storage_dtype(storage_dtype)
         self.model, self.task = model, task if task is not None else ClassificationTask()
         self.fm = FunctionalModel(model, self.task.parameters, forward=self.task.forward)
-        self.read_options = dict(input_column=input_column, label_column=label_column, transform=transform,
-                                 collate_fn=collate_fn)
+        self.read_options = dict(input_column=input_column, label_column=label_column,
+                                 transform=transform, collate_fn=collate_fn)
         self.train = None if train is None else self.read_data(train, "train")
         self.cache_dir = None if cache_dir is None else folder_path(cache_dir)
-        self.method, self.method_choice = auto.build_method(method, options, method_options, self.fm, self.train)
+        self.method, self.method_choice = auto.build_method(method, options, method_options,
+                                                            self.fm, self.train)
         self.settings = dict(curvature=curvature, damping=damping, damping_ratio=damping_ratio,
                              curvature_samples=curvature_samples, seed=seed, storage_dtype=storage_dtype,
                              shard_size=shard_size)
@@ -140,14 +143,15 @@ class Attributor:
     def _store(self, key: dict) -> Store:
         if self.cache_dir is None:
             return MemoryStore()
-        return FolderStore(self.cache_dir, key, self.settings["storage_dtype"], self.settings["shard_size"],
-                           self.fm.device)
+        return FolderStore(self.cache_dir, key, self.settings["storage_dtype"],
+                           self.settings["shard_size"], self.fm.device)
 
     def _key(self) -> dict:
         """Everything an index depends on; a stored index with another key is refused."""
         return {"model_fingerprint": self.fm.fingerprint(), "method": self.method.name,
-                "options": options_key(self.method.options), "task": describe_task(self.task)["class"],
-                "weight_decay": self.task.weight_decay, "parameters": self.fm.names,
+                "options": options_key(self.method.options),
+                "task": describe_task(self.task)["class"], "weight_decay": self.task.weight_decay,
+                "parameters": self.fm.names,
                 "n_train": None if self.train is None else len(self.train),
                 "dtype": str(self.fm.dtype), **self.settings}
 
@@ -164,11 +168,13 @@ class Attributor:
         self.diagnostics = Diagnostics(
             self.method.name, self.method_choice, self.settings["curvature"] if curvature else None,
             curvature.backend if curvature else None, self.damping, len(self.train), self.fm.p,
-            self.gradients.dim, parameter_report(self.fm.model, self.fm.names, self.fm.upcast_from), info)
+            self.gradients.dim, parameter_report(self.fm.model, self.fm.names, self.fm.upcast_from),
+            info)
         state = self.method.state_dict()
         if curvature is not None and self.method.queries_use_curvature:
             state.update(curvature.state_dict())
-        return store.save(SavedFit(state, self.damping, self.diagnostics.to_dict(), describe_task(self.task)))
+        return store.save(SavedFit(state, self.damping, self.diagnostics.to_dict(),
+                                   describe_task(self.task)))
 
     def _fit_method(self, store: Store | None) -> tuple[Curvature | None, dict]:
         """The curvature (for methods that use one) and the method fitted on it; `store`: the
@@ -197,11 +203,12 @@ class Attributor:
         if saved is not None:
             curvature = None
             if "curvature_targets" in saved.state:
-                curvature = Curvature.from_state(self.fm, self.task, saved.state, self.settings["curvature"],
-                                                 self.batch_size)
-            self.method.restore({k: v for k, v in saved.state.items() if not k.startswith("curvature_")},
-                                curvature)
-            self.damping, self.diagnostics = self.method.damping, Diagnostics.from_dict(saved.diagnostics)
+                curvature = Curvature.from_state(self.fm, self.task, saved.state,
+                                                 self.settings["curvature"], self.batch_size)
+            method_state = {k: v for k, v in saved.state.items() if not k.startswith("curvature_")}
+            self.method.restore(method_state, curvature)
+            self.damping = self.method.damping
+            self.diagnostics = Diagnostics.from_dict(saved.diagnostics)
         self.index, self._self_influence, self._last_query = store, None, None
 
     @classmethod
@@ -228,11 +235,12 @@ class Attributor:
         stored = manifest["key"]
         missing = [k for k in ("method", "options", "n_train", *SETTINGS) if k not in stored]
         if missing:
-            raise IndexFolderError(f"{Path(cache_dir) / 'manifest.json'} is damaged: its key lacks {missing}")
+            raise IndexFolderError(f"{Path(cache_dir) / 'manifest.json'} is damaged: its key lacks "
+                                   f"{missing}")
         if task is None or isinstance(task, type):
             task = task_from_description(manifest["task"], task)
-        settings = {"method": stored["method"], **{k: stored[k] for k in SETTINGS}, **stored["options"],
-                    **settings}
+        settings = {"method": stored["method"], **{k: stored[k] for k in SETTINGS},
+                    **stored["options"], **settings}
         attr = cls(model, train, task=task, cache_dir=cache_dir, **settings)
         key = attr._key()
         key["n_train"] = stored["n_train"] if train is None else key["n_train"]
@@ -252,16 +260,19 @@ class Attributor:
         return self.gradients.data(self.read_data(test), self.task.measurement, "test gradients")
 
     def _preconditioned(self, test: Any) -> Tensor:
-        """φ(∇m(test)) P, Tensor[n_test, dim]. The test set is read once: its gradients and its
-        digest come from the same read, and the solve is reused while the same set is asked about."""
+        """φ(∇m(test)) P, Tensor[n_test, dim]. The test set is read once: its gradients and
+        its digest come from the same read; the solve is reused while that set is asked about."""
         self._require_fit()
-        G, key = self.gradients.data_and_digest(self.read_data(test), self.task.measurement, "test gradients")
+        G, key = self.gradients.data_and_digest(self.read_data(test), self.task.measurement,
+                                                "test gradients")
         last = self._last_query
         if last is not None and last[0] == key:
             return last[1]
-        with SolveReport(self.method.name, self.damping, self.diagnostics, self._record_solve) as report:
+        with SolveReport(self.method.name, self.damping, self.diagnostics,
+                         self._record_solve) as report:
             Q = report.add(*self.method.precondition(G))
-        scoring.check_finite(Q, f"the {self.method.name} solve (diagnostics: {self.diagnostics.last_solve})")
+        scoring.check_finite(Q, f"the {self.method.name} solve (diagnostics: "
+                                f"{self.diagnostics.last_solve})")
         self._last_query = (key, Q.to(self.fm.dtype))  # methods may solve in float64; scores use the model's dtype
         return self._last_query[1]
 
@@ -295,7 +306,8 @@ class Attributor:
         """
         index = self._require_fit()
         if self._self_influence is None:
-            with SolveReport(self.method.name, self.damping, self.diagnostics, self._record_solve) as report:
+            with SolveReport(self.method.name, self.damping, self.diagnostics,
+                             self._record_solve) as report:
                 quadratic = lambda F: report.add(*self.method.self_scores(F))
                 self._self_influence = scoring.self_influence(index, quadratic, self.fm.dtype, self.progress)
         return self._self_influence

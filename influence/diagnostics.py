@@ -44,8 +44,10 @@ class Diagnostics(Mapping):
     last_solve: dict | None = None
 
     def _flat(self) -> dict[str, Any]:
-        common = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("method_info", "last_solve")}
-        return {**self.method_info, **common, **({} if self.last_solve is None else {"last_solve": self.last_solve})}
+        common = {f.name: getattr(self, f.name) for f in fields(self)
+                  if f.name not in ("method_info", "last_solve")}
+        solve = {} if self.last_solve is None else {"last_solve": self.last_solve}
+        return {**self.method_info, **common, **solve}
 
     def __getitem__(self, key: str) -> Any:
         return self._flat()[key]

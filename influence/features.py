@@ -71,7 +71,8 @@ class FeaturePass:
         """`data(data, fn, desc)` and a digest of the data's content (`influence.fingerprint`),
         both from one read of `data`."""
         prints: list[np.ndarray] = []
-        out = self._pass(data, fn, desc, lambda rows, x, y: prints.append(batch_fingerprints(data, rows, x, y)))
+        keep = lambda rows, x, y: prints.append(batch_fingerprints(data, rows, x, y))  # noqa: E731
+        out = self._pass(data, fn, desc, keep)
         return out, digest(np.concatenate(prints) if prints else np.zeros((0, 3), np.uint64))
 
     def _pass(self, data: ExampleData, fn: Callable, desc: str, also: Callable | None) -> Tensor:

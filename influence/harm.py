@@ -11,6 +11,8 @@ eval loss** (nats for cross-entropy), summed over the queried examples. So harm 
 pushed those losses up"; harm < 0 means removing them would make things worse.
 
 - example harm (first order):   `h_i = −Σ_j score[j, i] / n_train`
+- queries harmed ("regressions harmed"): for how many queried examples j training example i
+  is among the k lowest scores *and* `score[j, i] < 0` (`harmed_counts`)
 - group harm, first order:      `h_G = Σ_{i∈G} h_i` (the sum of its members' harm)
 - group harm, group removal:    `h_G = −Σ_j q_jᵀ Δθ_G`, one Newton step for removing the whole group,
   `Δθ_G = (H + λI − H_G)⁻¹ Σ_{i∈G} ∇ℓ_i / n_train` with `H_G = (1/n_train) Σ_{i∈G} ∇²ℓ_i`.
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,8 +38,13 @@ from torch import Tensor
 
 from influence import scoring
 from influence.batching import to_model
-from influence.data import ExampleData, as_data
+from influence.curvature import Curvature, damped_dense
+from influence.data import ExampleData
 from influence.errors import InvalidArgumentError
+from influence.results import Ranking
+
+if TYPE_CHECKING:
+    from influence.attributor import Attributor
 
 NEWTON_MAX_PARAMS = 5000  # the dense p×p curvature (and one per group) is affordable up to this p
 NEWTON_MAX_GROUPS = 50  # estimator="auto": group removal for columns with at most this many values
@@ -57,6 +64,20 @@ def example_harm(scores: Tensor | np.ndarray, n_train: int) -> np.ndarray:
     if values.ndim != 2 or values.shape[1] != n_train:
         raise InvalidArgumentError(f"`scores` must have shape [n_queries, {n_train}], got {values.shape}")
     return -values.sum(axis=0) / n_train
+
+
+def harmed_counts(harmful: Ranking, n_train: int) -> np.ndarray:
+    """For how many queried examples each training example is among the k most harmful and
+    harms it (score < 0): "regressions harmed" in the report, "harmed" in the app.
+
+    Args:
+        harmful: `Attributor.top_k(queries, k).harmful` (or `influence.scoring.top_k`'s).
+        n_train: the number of training examples.
+    Returns:
+        int64 array [n_train].
+    """
+    indices = harmful.indices[harmful.scores < 0]
+    return torch.bincount(indices.reshape(-1).cpu(), minlength=n_train).numpy().astype(np.int64)
 
 
 @dataclass
@@ -104,8 +125,9 @@ def group_codes(labels: Sequence) -> tuple[list, np.ndarray]:
     return values, codes.numpy().astype(np.int64)
 
 
-def group_harm(attr, queries: Any, labels: Sequence, *, scores: Tensor | np.ndarray | None = None,
-               estimator: str = "auto", train: Any = None) -> GroupHarm:
+def group_harm(attr: Attributor, queries: Any, labels: Sequence, *,
+               scores: Tensor | np.ndarray | None = None, estimator: str = "auto",
+               train: Any = None) -> GroupHarm:
     """Harm of each group of training examples on the queried examples.
 
     Args:
@@ -128,10 +150,11 @@ def group_harm(attr, queries: Any, labels: Sequence, *, scores: Tensor | np.ndar
     values, codes = group_codes(list(labels))
     count = np.bincount(codes, minlength=len(values))
     if scores is not None:
-        first = -_group_sums(scores, codes, len(values)) / n
+        scores = torch.as_tensor(scores).detach().double().cpu()
+        totals = scoring.group_totals([(0, scores)], values, torch.as_tensor(codes))
     else:
         totals = attr.group_scores(queries, codes.tolist())  # codes 0..g-1 appear in order: same columns
-        first = -totals.sum.detach().double().cpu().numpy() / n
+    first = -totals.sum.detach().double().cpu().numpy() / n
     data = _training_data(attr, train)
     if not _use_newton(estimator, attr, data, len(values)):
         return GroupHarm(values, count, first)
@@ -143,48 +166,34 @@ def group_harm(attr, queries: Any, labels: Sequence, *, scores: Tensor | np.ndar
     return GroupHarm(values, count, first, newton)
 
 
-def _group_sums(scores: Tensor | np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Σ_{i∈G} scores[:, i] for every group: float64 [n_queries, n_groups]."""
-    values = scores.detach().double().cpu().numpy() if isinstance(scores, Tensor) else np.asarray(scores, np.float64)
-    out = np.zeros((values.shape[0], n_groups))
-    np.add.at(out.T, codes, values.T)
-    return out
-
-
-def _n_train(attr) -> int:
-    n = attr.diagnostics.get("n_train")
-    if n is None:
+def _n_train(attr: Attributor) -> int:
+    if attr.diagnostics is None:
         raise InvalidArgumentError("`attr` is not fitted: call fit(), or open it with Attributor.load()")
-    return int(n)
+    return attr.diagnostics.n_train
 
 
-def _read_options(attr) -> dict:
-    """How the Attributor reads a `datasets.Dataset` (input/label column, transform)."""
-    return dict(getattr(attr, "read", {}))
+def _training_data(attr: Attributor, train: Any) -> ExampleData | None:
+    return attr.train if train is None else attr.read_data(train, "train")
 
 
-def _training_data(attr, train: Any) -> ExampleData | None:
-    if train is not None:
-        return as_data(train, "train", **_read_options(attr))
-    return getattr(attr, "train", None)
-
-
-def newton_affordable(attr, train: Any = None) -> bool:
+def newton_affordable(attr: Attributor, train: Any = None) -> bool:
     """True when the group-removal Newton step can run: a curvature method (its kind in the
     diagnostics), at most NEWTON_MAX_PARAMS attributed parameters, and the training data."""
-    return (attr.diagnostics.get("curvature") is not None and _training_data(attr, train) is not None
-            and int(attr.diagnostics.get("n_params", NEWTON_MAX_PARAMS + 1)) <= NEWTON_MAX_PARAMS)
+    d = attr.diagnostics
+    return (d is not None and d.curvature is not None and _training_data(attr, train) is not None
+            and d.n_params <= NEWTON_MAX_PARAMS)
 
 
-def _require_newton(attr, data: ExampleData | None) -> None:
+def _require_newton(attr: Attributor, data: ExampleData | None) -> None:
     if not newton_affordable(attr, data):
+        d = attr.diagnostics
         raise InvalidArgumentError(
             f"the group-removal estimate needs the training data and a curvature method with at most "
-            f"{NEWTON_MAX_PARAMS} attributed parameters (this model has {attr.diagnostics.get('n_params')}, "
-            f"method {attr.diagnostics.get('method')!r}); use the first-order estimate instead")
+            f"{NEWTON_MAX_PARAMS} attributed parameters (this model has {d and d.n_params}, "
+            f"method {d and d.method!r}); use the first-order estimate instead")
 
 
-def _use_newton(estimator: str, attr, data: ExampleData | None, n_groups: int) -> bool:
+def _use_newton(estimator: str, attr: Attributor, data: ExampleData | None, n_groups: int) -> bool:
     if estimator == "first_order" or n_groups < 1:
         return False
     if estimator == "newton":
@@ -205,8 +214,8 @@ class Metrics:
         return {"accuracy": self.accuracy, "mean_loss": self.mean_loss}
 
 
-def estimated_metrics(attr, eval: Any, remove: Sequence[int] = (), relabel: Mapping[int, int] | None = None,
-                      train: Any = None) -> Metrics:
+def estimated_metrics(attr: Attributor, eval: Any, remove: Sequence[int] = (),
+                      relabel: Mapping[int, int] | None = None, train: Any = None) -> Metrics:
     """Eval metrics of the model retrained without `remove` and with `relabel` applied,
     estimated by one Newton step from the fitted model (no retraining).
 
@@ -233,21 +242,25 @@ def estimated_metrics(attr, eval: Any, remove: Sequence[int] = (), relabel: Mapp
             raise InvalidArgumentError(f"training index {i} is out of range [0, {space.n - 1}]")
     gradient = space.removal_gradient(rows) + space.relabel_gradient(relabel)
     theta = space.fm.theta + space.removal_step(rows, gradient)
-    return space.metrics(as_data(eval, "eval", **_read_options(attr)), theta)
+    return space.metrics(attr.read_data(eval, "eval"), theta)
 
 
 class ParameterSpace:
     """The fitted model as a flat parameter vector θ with its dense damped curvature `H + λI`:
     the Newton steps behind group-removal harm and estimated metrics (p ≤ NEWTON_MAX_PARAMS)."""
 
-    def __init__(self, attr, train: ExampleData, batch_size: int = 512):
+    def __init__(self, attr: Attributor, train: ExampleData, batch_size: int = 512):
         self.attr = attr
         self.fm = attr.fm  # the Attributor's view of the model: same parameters and forward, always in eval mode
         self.task, self.train, self.n, self.batch_size = attr.task, train, len(train), batch_size
-        self.kind = attr.diagnostics["curvature"]
+        self.kind = attr.diagnostics.curvature
         if self.n != _n_train(attr):
             raise InvalidArgumentError(f"`train` has {self.n} examples but the index has {_n_train(attr)}")
-        self.full = damped_curvature(attr, self.fm, train, self.kind).to(self.fm.dtype)
+        held = attr.method.damped_curvature()  # a method that factorised H + λI holds it
+        if held is None:
+            curvature = Curvature(self.fm, self.task, train, self.kind)
+            held = damped_dense(curvature, float(attr.damping))
+        self.full = held.to(self.fm.dtype)
 
     def _cast(self, x: Tensor) -> Tensor:
         return to_model(x, self.fm.device, self.fm.dtype)
@@ -256,7 +269,7 @@ class ParameterSpace:
         """∇m(query_j) for every query, Tensor[n_queries, p]."""
         from influence.gradients import per_example_grads
 
-        data = as_data(queries, "queries", **_read_options(self.attr))
+        data = self.attr.read_data(queries, "queries")
         X, y = data.batch(range(len(data)))
         return per_example_grads(self.fm, self.task.measurement, self._cast(X), y.to(self.fm.device))
 
@@ -296,8 +309,6 @@ class ParameterSpace:
         """Δθ = (H + λI − H_rows)⁻¹ gradient / n: one Newton step after removing `rows`."""
         reduced = self.full
         if len(rows):
-            from influence.curvature import Curvature
-
             subset = self.train.subset([int(i) for i in rows])
             eye = torch.eye(self.fm.p, dtype=self.fm.dtype, device=self.fm.device)
             group = Curvature(self.fm, self.task, subset, self.kind, self.batch_size).dense()
@@ -320,15 +331,3 @@ class ParameterSpace:
         accuracy = float(torch.cat(correct).double().mean()) if correct else None
         return Metrics(accuracy, float(loss.mean()))
 
-
-def damped_curvature(attr, fm, train: ExampleData, kind: str) -> Tensor:
-    """`H + λI`, Tensor[p, p]: from the method when it holds it ("exact"), else built from p
-    curvature products over `train` (the Attributor's curvature kind and damping)."""
-    try:
-        return attr.method.damped_curvature()
-    except InvalidArgumentError:
-        pass  # a method without a curvature matrix: build it below
-    from influence.curvature import Curvature
-
-    eye = torch.eye(fm.p, dtype=fm.dtype, device=fm.device)
-    return Curvature(fm, attr.task, train, kind).dense() + float(attr.damping) * eye

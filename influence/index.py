@@ -205,7 +205,8 @@ def collect_shards(folder: Path, n: int, shard_size: int) -> tuple[list[dict], n
     for start in range(0, n, shard_size):
         sidecar = shard_dir / f"features-{start // shard_size:05d}.json"
         entry = _read_sidecar(sidecar) if sidecar.exists() else None
-        part = None if entry is None else _read_fingerprints(shard_dir, start // shard_size, entry["data_sha256"])
+        number = start // shard_size
+        part = entry and _read_fingerprints(shard_dir, number, entry["data_sha256"])
         if part is None:
             raise IndexFolderError(f"index shard {sidecar.with_suffix('.npy')} was not written; run fit() again "
                                    "to resume")

@@ -98,8 +98,8 @@ class MemoryStore(Store):
 
     def build(self, train: ExampleData, features: TrainFeatures, progress: bool) -> bool:
         if rank_and_world()[1] > 1:
-            raise InvalidArgumentError("a distributed fit (torchrun) needs `cache_dir`, a folder all processes "
-                                       "share")
+            raise InvalidArgumentError("a distributed fit (torchrun) needs `cache_dir`, a folder "
+                                       "all processes share")
         self.features = features(train)
         self.n, self.dim = self.features.shape
         return True
@@ -120,7 +120,8 @@ class FolderStore(Store):
         device: where the method state is loaded.
     """
 
-    def __init__(self, path: str | Path, key: dict, storage_dtype: str, shard_size: int, device: Any):
+    def __init__(self, path: str | Path, key: dict, storage_dtype: str, shard_size: int,
+                 device: Any):
         self.folder, self.key = IndexFolder(path), key
         self.storage_dtype, self.shard_size, self.device = storage_dtype, shard_size, device
         self.reader: ShardedIndex | None = None
@@ -156,21 +157,22 @@ class FolderStore(Store):
         barrier()
         n = len(train)
         fingerprint: Callable = lambda rows, x, y: batch_fingerprints(train, rows, x, y)
-        build_shards(self.folder.path, n, self.shard_size, self.storage_dtype, train.batch, fingerprint,
-                     features.batch, rank=rank, world=world, progress=progress)
+        build_shards(self.folder.path, n, self.shard_size, self.storage_dtype, train.batch,
+                     fingerprint, features.batch, rank=rank, world=world, progress=progress)
         barrier()
         if rank != 0:
             return False
         self._shards, self._fingerprints = collect_shards(self.folder.path, n, self.shard_size)
-        self.reader = ShardedIndex(self.folder.path, {"n_train": n, "dim": features.dim, "shards": self._shards,
+        self.reader = ShardedIndex(self.folder.path, {"n_train": n, "dim": features.dim,
+                                                      "shards": self._shards,
                                                       "storage_dtype": self.storage_dtype})
         return True
 
     def save(self, fit: SavedFit | None) -> SavedFit | None:
         if fit is not None:
-            self.folder.finish(self.key, self._shards, (self.n, self.dim), self.storage_dtype, fit.state,
-                               self._fingerprints, {"damping": fit.damping, "diagnostics": fit.diagnostics,
-                                                    "task": fit.task})
+            fields = {"damping": fit.damping, "diagnostics": fit.diagnostics, "task": fit.task}
+            self.folder.finish(self.key, self._shards, (self.n, self.dim), self.storage_dtype,
+                               fit.state, self._fingerprints, fields)
         barrier()
         return None if fit is not None else self.open(None, verify=False)
 
@@ -189,6 +191,7 @@ def stored_manifest(path: str | Path) -> dict:
     folder = IndexFolder(path)
     manifest = folder.manifest()
     if manifest is None:
-        raise IndexFolderError(f"no index at {folder.path} (no manifest.json); fit() with cache_dir first")
+        raise IndexFolderError(f"no index at {folder.path} (no manifest.json); fit() with "
+                               "cache_dir first")
     folder.require_complete(manifest)
     return manifest

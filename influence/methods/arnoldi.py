@@ -84,7 +84,7 @@ class Arnoldi(Method):
 
     def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
             train_features: TrainFeatures | None) -> dict[str, Any]:
-        """The top eigenpairs (before the training features, which are projected on them), then λ."""
+        """The top eigenpairs (before the training features, projected on them), then λ."""
         p, o = curvature.p, self.options
         rank = min(o.rank, p)
         dim = min(o.krylov_dim or 2 * rank, p)
@@ -93,15 +93,18 @@ class Arnoldi(Method):
             progress=curvature.progress)
         values = self.eigenvalues
         spectrum = {"rank": rank, "krylov_dim": dim, "eigenvalues": values.tolist(),
-                    "eigenvalue_max": float(values.abs().max()), "eigenvalue_min_kept": float(values.abs().min()),
-                    "negative_eigenvalues": int((values < -1e-10 * values.abs().max()).sum()),  # beyond rounding
+                    "eigenvalue_max": float(values.abs().max()),
+                    "eigenvalue_min_kept": float(values.abs().min()),
+                    # beyond rounding:
+                    "negative_eigenvalues": int((values < -1e-10 * values.abs().max()).sum()),
                     "ritz_residual": residual}
         lam, source = damping.resolve(lambda: curvature.mean_eigenvalue(), "mean eigenvalue")
         lam, info = positive_definite_damping(self.name, self.options.indefinite, lam, source,
                                               float(self.eigenvalues.min()), float(self.eigenvalues.max()))
         self.restore({"eigenvalues": self.eigenvalues, "eigenvectors": self.eigenvectors,
                       "damping": torch.tensor(lam, dtype=torch.float64)}, curvature)
-        return {**spectrum, **info, "negative_curvature": bool((1.0 / self.inverse_eigenvalues <= 0).any())}
+        negative = bool((1.0 / self.inverse_eigenvalues <= 0).any())
+        return {**spectrum, **info, "negative_curvature": negative}
 
     def feature_dim(self, fm: FunctionalModel) -> int:
         return min(self.options.rank, fm.p)

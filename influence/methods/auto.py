@@ -72,13 +72,15 @@ def choose(fm: FunctionalModel, n_train: int, probe: Any) -> tuple[str, dict, st
 
 def _with_options_object(name: str, given: Any, flat: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(method name, flat options) for an `Options` instance and the flat keywords beside it."""
-    owners = [m for m in METHODS.values() if m.Options is type(given) and m.Options is not NoOptions]
+    owners = [m for m in METHODS.values()
+              if m.Options is type(given) and m.Options is not NoOptions]
     if not owners or not is_dataclass(given):
         raise InvalidArgumentError(f"`options` must be a method's options dataclass (e.g. "
                                    f"influence.EKFACOptions(...)), got {type(given).__name__}")
     names = [m.name for m in owners]
     if name != "auto" and name not in names:
-        raise InvalidArgumentError(f"`options` is a {type(given).__name__}, for method {names[0]!r}, but "
-                                   f"method={name!r}; pass that method's Options, or method={names[0]!r}")
+        raise InvalidArgumentError(f"`options` is a {type(given).__name__}, for method "
+                                   f"{names[0]!r}, but method={name!r}; pass that method's "
+                                   f"Options, or method={names[0]!r}")
     values = {f.name: getattr(given, f.name) for f in fields(given)}
     return (names[0] if name == "auto" else name), {**values, **flat}

@@ -134,9 +134,10 @@ class Method(ABC):
         X, info = self.precondition(F)
         return (X * F.to(X.dtype)).sum(dim=1), info
 
-    def damped_curvature(self) -> Tensor:
-        """H + λI as a dense Tensor[p, p], for methods that factorise it (`exact`)."""
-        raise InvalidArgumentError(f"method={self.name!r} does not form the p×p curvature; use method='exact'")
+    def damped_curvature(self) -> Tensor | None:
+        """H + λI as a dense Tensor[p, p] when the method holds its factorisation (`exact`),
+        else None (then `influence.curvature.damped_dense` builds it)."""
+        return None
 
 
 def check_indefinite_option(value: str, method: str, allowed: tuple[str, ...] = INDEFINITE) -> None:

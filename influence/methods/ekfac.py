@@ -205,7 +205,8 @@ class EKFAC(Method):
     """Block-diagonal (E)K-FAC preconditioner over `nn.Linear` / `nn.Conv2d` layers, with the
     index in its eigenbasis.
 
-    `fit` (before the training features, which live in its eigenbasis) makes two passes over the data: the Kronecker factors (then their
+    `fit` (before the training features, which live in its eigenbasis) makes two passes over
+    the data: the Kronecker factors (then their
     eigenbases), then the corrected eigenvalues Λ and the dense block together; then λ (the
     automatic damping uses the mean of Λ — the exact trace of the GGN — so it costs no
     extra pass) and which components to keep (`keep`). Features are the per-example
@@ -231,8 +232,8 @@ class EKFAC(Method):
         self.blocks = blocks
         dense_flat = _top_components(blocks, self.options.dense_block)
         corrected, B = self._second_pass(curvature, dense_flat)
-        for layer, lam in zip(self.layers, corrected or []):
-            blocks[layer.key]["eigenvalues"] = lam
+        for layer, eigenvalues in zip(self.layers, corrected or []):  # each layer's corrected Λ
+            blocks[layer.key]["eigenvalues"] = eigenvalues
         wd = curvature.task.weight_decay
         spectrum = torch.cat([b["eigenvalues"].reshape(-1) for b in blocks.values()])
         lam, source = damping.resolve(lambda: float(spectrum.mean()) + wd, "mean eigenvalue (EK-FAC trace)",
@@ -259,7 +260,7 @@ class EKFAC(Method):
         """φ = vec(Q_Sᵀ G Q_A)[kept] per layer, from one batched backward pass: a layer's
         per-example gradient is G = Σ_t g_t ãᵀ_t (g: gradient at its output), so the rotated
         one is Σ_t (Q_Sᵀ g_t)(Q_Aᵀ ã_t)ᵀ — no per-example p-vector is ever formed."""
-        layers = find_layers(fm, self.options.skip_unsupported)[0]  # this model's modules (also after `restore`)
+        layers = find_layers(fm, self.options.skip_unsupported)[0]  # this model's modules
         targets = targets.to(fm.device)
         with self._layer_io(fm, layers) as run:
             out, acts, outs = run(to_model(inputs, fm.device, fm.dtype))

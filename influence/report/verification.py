@@ -60,11 +60,6 @@ class VerificationEntry:
     seconds: float
     note: str | None = None
 
-    @property
-    def best_recovered(self) -> float | None:
-        """The measured recovered fraction when there is one, else the estimated one."""
-        return self.recovered if self.recovered is not None else self.estimated_recovered
-
 
 def group_candidates(groups: Sequence, labels: dict[str, list], count: int) -> list[Candidate]:
     """The `count` most harmful groups (harm > 0) as candidates; `groups` is ranked, most

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import influence as inf
+from influence.index_folder import manifest_checksum
 from influence.storage import sha256_file
 from tests.equality import assert_same_scores
 from tests.hardening.kill_worker import SHARD_SIZE
@@ -84,9 +85,12 @@ def test_truncated_files_are_reported_by_name_even_without_verification(index_fo
 
 
 def tamper(folder: Path, change) -> None:
+    """Edit the manifest and re-sign it (its manifest_sha256), as a deliberate forger would."""
     manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.pop("manifest_sha256", None)
     change(manifest)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    signed = {**manifest, "manifest_sha256": manifest_checksum(manifest)}
+    (folder / "manifest.json").write_text(json.dumps(signed))
 
 
 def test_a_manifest_cannot_point_outside_the_folder(index_folder, tmp_path):
