@@ -196,7 +196,7 @@ def test_options_objects_are_accepted_beside_flat_keywords():
     assert given.method.name == mixed.method.name == "cg"  # method="auto": the options name it
     # flat keywords override the object's fields:
     assert flat.method.options == given.method.options == mixed.method.options
-    with pytest.raises(inf.InvalidArgumentError, match="CGOptions, for method 'cg', but method='exact'"):
+    with pytest.raises(inf.InvalidArgumentError, match="for method 'cg', but method='exact'"):
         inf.Attributor(model, (X, y), method="exact", options=inf.CGOptions())
     with pytest.raises(inf.InvalidArgumentError, match="`options` must be a method's options"):
         inf.Attributor(model, (X, y), options={"tol": 1e-3})

@@ -20,7 +20,7 @@ def test_fields_are_typed_and_the_mapping_view_is_flat(tmp_path):
     assert isinstance(d, inf.Diagnostics)
     assert (d.method, d.n_train, d.n_params, d.curvature) == ("exact", 300, 53, "ggn")
     assert d["method"] == "exact" and d["n_train"] == 300 and d.get("absent") is None
-    assert d["condition_number"] == d.method_info["condition_number"] > 1  # what the method reported
+    assert d["condition_number"] == d.method_info["condition_number"] > 1
     assert dict(d) == d.to_dict() and "last_solve" not in d
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.n_train = 1
