@@ -30,15 +30,16 @@ from torch import nn
 
 from influence.data import ExampleData, as_data
 from influence.errors import InvalidArgumentError
-from influence.harm import ESTIMATORS, GroupHarm, Metrics, group_codes, group_harm, harmed_counts
+from influence.harm import ESTIMATORS, GroupHarm, group_codes, group_harm, harmed_counts
+from influence.newton import Metrics
 from influence.report import evaluation, ranking
 from influence.report.attribution import Attribution, attribute
 from influence.report.document import ExampleEntry, Figure, GroupEntry, RegressionEntry, Report, to_json_types
 from influence.report.explain import explain_group, headline
 from influence.report.fingerprint import data_fingerprint, model_fingerprint
 from influence.report.flags import Flag, read_flags
-from influence.scoring import top_k
 from influence.report.verification import VerificationEntry, flag_candidate, group_candidates, verify
+from influence.scoring import top_k
 from influence.task import ClassificationTask, Task
 
 
