@@ -206,14 +206,13 @@ class EKFAC(Method):
     index in its eigenbasis.
 
     `fit` (before the training features, which live in its eigenbasis) makes two passes over
-    the data: the Kronecker factors (then their
-    eigenbases), then the corrected eigenvalues Λ and the dense block together; then λ (the
-    automatic damping uses the mean of Λ — the exact trace of the GGN — so it costs no
-    extra pass) and which components to keep (`keep`). Features are the per-example
-    gradients rotated into the Kronecker eigenbasis, φ = vec(Q_Sᵀ G Q_A)[kept]
-    (Tensor[b, K], K ≤ p), so P is diagonal, `1/(Λ + wd + λ)`, and a query or a
-    self-influence is one elementwise product. Diagnostics list the layers, their factor
-    sizes, the components kept, and the skipped parameters.
+    the data: the Kronecker factors (then their eigenbases), then the corrected eigenvalues Λ
+    and the dense block together; then λ (the automatic damping uses the mean of Λ — the
+    exact trace of the GGN — so it costs no extra pass) and which components to keep (`keep`).
+    Features are the per-example gradients rotated into the Kronecker eigenbasis,
+    φ = vec(Q_Sᵀ G Q_A)[kept] (Tensor[b, K], K ≤ p), so P is diagonal, `1/(Λ + wd + λ)`,
+    and a query or a self-influence is one elementwise product. Diagnostics list the layers,
+    their factor sizes, the components kept, and the skipped parameters.
     """
 
     name = "ekfac"
@@ -244,14 +243,15 @@ class EKFAC(Method):
         self.restore({**self._block_state(), **dense, "damping": _scalar(lam), "weight_decay": _scalar(wd)},
                      curvature)
         return {"damping_source": source, "skipped_parameters": skipped,
-                     "layers": {l.key: {"A": tuple(A[i].shape), "S": tuple(S[i].shape),
-                                        "kept": len(blocks[l.key]["kept"])} for i, l in enumerate(self.layers)},
-                     "eigenvalue_correction": self.options.correct_eigenvalues,
-                     "ekfac_curvature": "ggn (exact output-Hessian factorisation)"
-                                        + ("" if self._trace_kept[1] == 0 else
-                                           f", its top {self.options.output_rank} directions per example"),
-                     "output_curvature_kept": (1.0 if self._trace_kept[1] == 0
-                                               else self._trace_kept[0] / self._trace_kept[1])}
+                "layers": {l.key: {"A": tuple(A[i].shape), "S": tuple(S[i].shape),
+                                   "kept": len(blocks[l.key]["kept"])}
+                           for i, l in enumerate(self.layers)},
+                "eigenvalue_correction": self.options.correct_eigenvalues,
+                "ekfac_curvature": "ggn (exact output-Hessian factorisation)"
+                                   + ("" if self._trace_kept[1] == 0 else f", its top "
+                                      f"{self.options.output_rank} directions per example"),
+                "output_curvature_kept": (1.0 if self._trace_kept[1] == 0
+                                          else self._trace_kept[0] / self._trace_kept[1])}
 
     def feature_dim(self, fm: FunctionalModel) -> int:
         return int(self.inverse.numel())
