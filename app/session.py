@@ -29,7 +29,7 @@ from influence_app.setup import MODALITIES, Setup
 from influence.batching import num_rows, take, to_model, unsqueeze
 from influence.data import as_data
 from influence.errors import InvalidArgumentError
-from influence.harm import example_harm, group_harm
+from influence.harm import example_harm, group_harm, harmed_counts
 from influence.report.ranking import percentile_rank, shares
 from influence.report.readable import effect
 
@@ -299,7 +299,7 @@ class Session:
                 if len(y):
                     progress(0.4, f"top-{self.k_suspects} harmful for {len(y)} predictions")
                     top = self.attr.top_k((X, y), k=self.k_suspects).harmful
-                    harmed = torch.bincount(top.indices[top.scores < 0].cpu(), minlength=self.n_train).numpy()
+                    harmed = harmed_counts(top, self.n_train)
                     for lo in range(0, len(y), 256):
                         progress(0.6 + 0.4 * lo / len(y), f"scores of predictions {lo}..{lo + 256}")
                         part = (take(X, slice(lo, lo + 256)), y[lo:lo + 256])

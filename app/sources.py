@@ -14,7 +14,6 @@ A report folder added to another model or eval set is refused, naming what diffe
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from influence.errors import IndexFolderError, InvalidArgumentError
 from influence.report import inputs
 from influence.report.bundle import check_fingerprints, open_bundle, read_report
 from influence.report.fingerprint import data_fingerprint, model_fingerprint
+from influence.store import stored_manifest
 
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
@@ -97,9 +97,9 @@ def attach_report(setup: Setup, folder: str | Path) -> Setup:
 def _check_index_task(folder: Path, task: inf.Task, factory: str) -> None:
     """Name the real fix when the factory's task is not the one the index was built with."""
     try:
-        key = json.loads((folder / "manifest.json").read_text())["key"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # no readable manifest: Attributor.load says what is wrong with the folder
+        key = stored_manifest(folder)["key"]  # the library's reader: checksum and shape checked
+    except (IndexFolderError, InvalidArgumentError):
+        return  # no usable manifest: Attributor.load says what is wrong with the folder
     given = {"task": f"{type(task).__module__}.{type(task).__qualname__}", "weight_decay": task.weight_decay}
     differ = [k for k, v in given.items() if k in key and key[k] != v]
     if differ:

@@ -16,14 +16,25 @@ from influence.errors import (
     InvalidArgumentError,
     NotFittedError,
 )
+from influence.diagnostics import Diagnostics
 from influence.methods import METHODS, Method, register
+from influence.methods.arnoldi import ArnoldiOptions
+from influence.methods.cg import CGOptions
+from influence.methods.ekfac import EKFACOptions
+from influence.methods.exact import ExactOptions
+from influence.methods.identity import IdentityOptions
+from influence.methods.lissa import LiSSAOptions
+from influence.methods.tracin import TracInOptions
+from influence.methods.trak import TRAKOptions
 from influence.results import GroupScores, Ranking, TopK
 from influence.task import ClassificationTask, LanguageModelingTask, RegressionTask, Task, token_labels
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Attributor", "ClassificationTask", "GroupScores", "IndexFolderError", "InfluenceError", "InfluenceWarning",
-    "InvalidArgumentError", "LanguageModelingTask", "METHODS", "Method", "NotFittedError", "Ranking",
-    "RegressionTask", "Task", "TopK", "register", "token_labels",
+    "ArnoldiOptions", "Attributor", "CGOptions", "ClassificationTask", "Diagnostics",
+    "EKFACOptions", "ExactOptions", "GroupScores", "IdentityOptions", "IndexFolderError",
+    "InfluenceError", "InfluenceWarning", "InvalidArgumentError", "LanguageModelingTask",
+    "LiSSAOptions", "METHODS", "Method", "NotFittedError", "Ranking", "RegressionTask",
+    "TRAKOptions", "Task", "TopK", "TracInOptions", "register", "token_labels",
 ]

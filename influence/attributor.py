@@ -9,8 +9,8 @@ the Hessian or Gauss-Newton matrix of the *mean* training loss including its L2
 regulariser. Removing train_i changes the test loss by about `+score[j, i] / n_train`:
 positive = helpful (a proponent), negative = harmful (an opponent).
 
-Orchestration only: methods (`influence.methods`) do the math, the index (`influence.index`,
-`influence.persist`) stores the training side, `influence.scoring` streams the products.
+Orchestration only: methods (`influence.methods`) do the math, a store (`influence.store`:
+in memory or an index folder) keeps the training side, `influence.scoring` streams the products.
 """
 
 from __future__ import annotations
@@ -23,27 +23,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from influence import index as idx
 from influence import scoring
 from influence.curvature import CURVATURES, Curvature
 from influence.damping import Damping, requested_damping
-from influence.data import as_data
-from influence.distributed import rank_and_world
-from influence.errors import InfluenceError, InvalidArgumentError, NotFittedError
-from influence.features import FeaturePass
-from influence.fingerprint import digest, fingerprints
-from influence.index_folder import IndexFolder
+from influence.data import ExampleData, as_data
+from influence.diagnostics import Diagnostics
+from influence.errors import IndexFolderError, InfluenceError, InvalidArgumentError, NotFittedError
+from influence.features import FeaturePass, TrainFeatures
+from influence.index import validate_storage_dtype
 from influence.methods import auto
 from influence.model import FunctionalModel
-from influence.options import check_int, check_number
+from influence.options import check_int, check_number, options_key
 from influence.parameters import parameter_report
-from influence.persist import PersistentIndex
 from influence.results import GroupScores, TopK
 from influence.solve_report import SolveReport
-from influence.task import ClassificationTask, Task
+from influence.store import FolderStore, MemoryStore, SavedFit, Store, folder_path, stored_manifest
+from influence.task import ClassificationTask, Task, describe_task, task_from_description
 
+# Settings that change an index (stored in its key, restored by `load`).
+SETTINGS = ("curvature", "damping", "damping_ratio", "curvature_samples", "seed", "storage_dtype",
+            "shard_size")
 
-class Attributor(PersistentIndex):
+class Attributor:
     """Influence of training examples on test predictions.
 
     Args:
@@ -80,12 +81,14 @@ class Attributor(PersistentIndex):
         >>> attr.top_k((X_test, y_test), k=5).harmful.indices   # LongTensor[n_test, 5]
     """
 
-    def __init__(self, model: nn.Module, train: Any, task: Task | None = None, method: str = "auto",
-                 damping: float | None = None, *, curvature: str = "ggn", damping_ratio: float | None = None,
-                 batch_size: int = 256, curvature_samples: int | None = None, cache_dir: str | Path | None = None,
-                 storage_dtype: str = "float32", shard_size: int = 4096, input_column: str | Sequence[str] = "input",
-                 label_column: str = "label", transform: Callable | None = None, collate_fn: Callable | None = None,
-                 progress: bool = True, seed: int = 0, **options: Any):
+    def __init__(self, model: nn.Module, train: Any, task: Task | None = None,
+                 method: str = "auto", damping: float | None = None, *, curvature: str = "ggn",
+                 damping_ratio: float | None = None, batch_size: int = 256,
+                 curvature_samples: int | None = None, cache_dir: str | Path | None = None,
+                 storage_dtype: str = "float32", shard_size: int = 4096,
+                 input_column: str | Sequence[str] = "input", label_column: str = "label",
+                 transform: Callable | None = None, collate_fn: Callable | None = None,
+                 progress: bool = True, seed: int = 0, options: Any = None, **method_options: Any):
         if not isinstance(model, nn.Module):
             raise InvalidArgumentError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
         if task is not None and not isinstance(task, Task):
@@ -97,26 +100,28 @@ class Attributor(PersistentIndex):
         check_int(batch_size, "batch_size")
         check_int(shard_size, "shard_size")
         check_int(curvature_samples, "curvature_samples", optional=True)
-        idx.validate_storage_dtype(storage_dtype)
+        validate_storage_dtype(storage_dtype)
         self.model, self.task = model, task if task is not None else ClassificationTask()
         self.fm = FunctionalModel(model, self.task.parameters, forward=self.task.forward)
-        self.read = dict(input_column=input_column, label_column=label_column, transform=transform,
-                         collate_fn=collate_fn)
-        self.train = None if train is None else as_data(train, "train", **self.read)
-        self.folder = None if cache_dir is None else IndexFolder(cache_dir)
-        self.method, self.method_choice = auto.build_method(method, options, self.fm, self.train)
+        self.read_options = dict(input_column=input_column, label_column=label_column,
+                                 transform=transform, collate_fn=collate_fn)
+        self.train = None if train is None else self.read_data(train, "train")
+        self.cache_dir = None if cache_dir is None else folder_path(cache_dir)
+        self.method, self.method_choice = auto.build_method(method, options, method_options,
+                                                            self.fm, self.train)
         self.settings = dict(curvature=curvature, damping=damping, damping_ratio=damping_ratio,
                              curvature_samples=curvature_samples, seed=seed, storage_dtype=storage_dtype,
                              shard_size=shard_size)
         self.batch_size, self.progress, self.damping = batch_size, progress, damping
-        self.features = FeaturePass(self.method, self.fm, self.task, batch_size, progress)
-        self.index: idx.MemoryIndex | idx.ShardedIndex | None = None
-        self.diagnostics: dict[str, Any] = {}
-        self._reset()
-
-    def _reset(self) -> None:
+        self.gradients = FeaturePass(self.method, self.fm, self.task, batch_size, progress)
+        self.index: Store | None = None
+        self.diagnostics: Diagnostics | None = None
         self._self_influence: Tensor | None = None
         self._last_query: tuple[str, Tensor] | None = None  # (test data digest, preconditioned features)
+
+    def read_data(self, data: Any, argument: str = "test") -> ExampleData:
+        """`data` in any accepted form, read the way this Attributor reads its training data."""
+        return as_data(data, argument, **self.read_options)
 
     # ------------------------------------------------------------------ fitting
     def fit(self) -> Attributor:
@@ -128,51 +133,126 @@ class Attributor(PersistentIndex):
         """
         if self.train is None:
             raise InvalidArgumentError("this Attributor was loaded without `train`; it is already fitted")
-        self._damping  # noqa: B018 — its convexity probe runs the model: any failure comes before the gradient pass
-        if self.folder is not None:
-            self._fit_folder()
-            return self
-        if rank_and_world()[1] > 1:
-            raise InvalidArgumentError("a distributed fit (torchrun) needs `cache_dir`, a folder all processes share")
-        self.features.warn_if_suspicious(self.train)
-        curvature, prepared = self._prepare()
-        self.index = idx.MemoryIndex(self.features.data(self.train, self.task.loss, "train gradients"))
-        self._fit_method(curvature, prepared)
+        store = self._store(self._key())
+        saved = store.open(self.train)
+        if saved is None:
+            saved = self._build(store)
+        self._use(store, saved)
         return self
 
-    def _prepare(self) -> tuple[Curvature | None, dict]:
-        """The curvature (for methods that use one) and, when the features depend on it, the method's prep."""
-        if not self.method.uses_curvature:
-            return None, {}
-        data = self.train.sample(self.settings["curvature_samples"], self.settings["seed"])
-        curvature = Curvature(self.fm, self.task, data, self.settings["curvature"], batch_size=self.batch_size,
-                              progress=self.progress)
-        return curvature, self.method.prepare(curvature, self._damping) if self.method.features_use_curvature else {}
+    def _store(self, key: dict) -> Store:
+        if self.cache_dir is None:
+            return MemoryStore()
+        return FolderStore(self.cache_dir, key, self.settings["storage_dtype"],
+                           self.settings["shard_size"], self.fm.device)
 
-    @cached_property
-    def _damping(self) -> Damping:  # once per Attributor: the convexity check runs the model
-        return requested_damping(self.settings["damping"], self.settings["damping_ratio"], self.method.uses_curvature,
-                                 self.fm, self.train)
+    def _key(self) -> dict:
+        """Everything an index depends on; a stored index with another key is refused."""
+        return {"model_fingerprint": self.fm.fingerprint(), "method": self.method.name,
+                "options": options_key(self.method.options),
+                "task": describe_task(self.task)["class"], "weight_decay": self.task.weight_decay,
+                "parameters": self.fm.names,
+                "n_train": None if self.train is None else len(self.train),
+                "dtype": str(self.fm.dtype), **self.settings}
 
-    def _fit_method(self, curvature: Curvature | None, prepared: dict) -> None:
+    def _build(self, store: Store) -> SavedFit | None:
+        """The one fit sequence, for every store: the method first when the features depend
+        on it, the features in one pass over the training data, the method, then save.
+        Returns the saved fit to processes that did not fit the method (torchrun ranks > 0)."""
+        # The damping's convexity probe runs the model: any set-up failure comes before the
+        # gradient pass, not after it.
+        self._damping  # noqa: B018
+        self.gradients.warn_if_suspicious(self.train)
+        fitted = self._fit_method(None) if self.method.features_use_curvature else None
+        if not store.build(self.train, TrainFeatures(self.gradients), self.progress):
+            return store.save(None)
+        curvature, info = fitted or self._fit_method(store)
+        self.damping = self.method.damping
+        self.diagnostics = Diagnostics(
+            self.method.name, self.method_choice, self.settings["curvature"] if curvature else None,
+            curvature.backend if curvature else None, self.damping, len(self.train), self.fm.p,
+            self.gradients.dim, parameter_report(self.fm.model, self.fm.names, self.fm.upcast_from),
+            info)
+        state = self.method.state_dict()
+        if curvature is not None and self.method.queries_use_curvature:
+            state.update(curvature.state_dict())
+        return store.save(SavedFit(state, self.damping, self.diagnostics.to_dict(),
+                                   describe_task(self.task)))
+
+    def _fit_method(self, store: Store | None) -> tuple[Curvature | None, dict]:
+        """The curvature (for methods that use one) and the method fitted on it; `store`: the
+        training features (None when the method is fitted before them)."""
+        curvature = None
+        if self.method.uses_curvature:
+            data = self.train.sample(self.settings["curvature_samples"], self.settings["seed"])
+            curvature = Curvature(self.fm, self.task, data, self.settings["curvature"],
+                                  batch_size=self.batch_size, progress=self.progress)
+        blocks = None if store is None else \
+            lambda: (b.to(self.fm.dtype) for _, b in store.blocks(scoring.BLOCK_ROWS))
         try:
-            info = self.method.fit(self.fm, curvature, self._damping,
-                                   lambda: (b.to(self.fm.dtype) for _, b in self.index.blocks(scoring.BLOCK_ROWS)))
+            return curvature, self.method.fit(self.fm, curvature, self._damping, blocks)
         except torch.linalg.LinAlgError as error:
             raise InfluenceError(f"the {self.method.name} factorisation failed ({error}); the curvature is "
                                  "non-finite or too ill-conditioned: check the scale of the inputs, or pass a "
                                  "larger `damping`") from error
-        self.damping = self.method.damping
-        self.diagnostics = {"method": self.method.name, "method_choice": self.method_choice,
-                            "curvature": self.settings["curvature"] if curvature else None,
-                            "curvature_backend": curvature.backend if curvature else None, "damping": self.damping,
-                            "n_train": self.index.n, "n_params": self.fm.p, "feature_dim": self.index.dim,
-                            "parameters": parameter_report(self.fm.model, self.fm.names, self.fm.upcast_from),
-                            **prepared, **info}
-        self._reset()
+
+    @cached_property
+    def _damping(self) -> Damping:  # once per Attributor: the convexity check runs the model
+        return requested_damping(self.settings["damping"], self.settings["damping_ratio"],
+                                 self.method.uses_curvature, self.fm, self.train)
+
+    def _use(self, store: Store, saved: SavedFit | None) -> None:
+        """Answer queries from `store`; `saved`: a fit made elsewhere (a folder), restored."""
+        if saved is not None:
+            curvature = None
+            if "curvature_targets" in saved.state:
+                curvature = Curvature.from_state(self.fm, self.task, saved.state,
+                                                 self.settings["curvature"], self.batch_size)
+            method_state = {k: v for k, v in saved.state.items() if not k.startswith("curvature_")}
+            self.method.restore(method_state, curvature)
+            self.damping = self.method.damping
+            self.diagnostics = Diagnostics.from_dict(saved.diagnostics)
+        self.index, self._self_influence, self._last_query = store, None, None
+
+    @classmethod
+    def load(cls, cache_dir: str | Path, model: nn.Module, task: Task | type[Task] | None = None,
+             train: Any = None, verify: bool = True, **settings: Any) -> Attributor:
+        """Reopen an index written by `fit()` with `cache_dir`, without the training data.
+
+        Args:
+            cache_dir: the index folder.
+            model: the same model (same architecture and weights) the index was built with.
+            task: the task it was built with; default: rebuilt from the stored weight decay and
+                parameters when the stored class is one of this package's tasks. For a task class
+                of your own, pass the instance, or the class (`task=MyTask`) to rebuild it with the
+                stored settings; a stored class name is looked up, never imported.
+            train: optional training data (for `group_scores` by column name); it must be the
+                data the index was built from (checked, the first differing row named).
+            verify: check every shard's checksum (reads the whole index once).
+            **settings: overrides of the stored settings (method, damping, options, ...).
+        Raises:
+            IndexFolderError: missing, incomplete or corrupted index; another model, other
+                settings or other training data than the index was built with.
+        """
+        manifest = stored_manifest(cache_dir)
+        stored = manifest["key"]
+        missing = [k for k in ("method", "options", "n_train", *SETTINGS) if k not in stored]
+        if missing:
+            raise IndexFolderError(f"{Path(cache_dir) / 'manifest.json'} is damaged: its key lacks "
+                                   f"{missing}")
+        if task is None or isinstance(task, type):
+            task = task_from_description(manifest["task"], task)
+        settings = {"method": stored["method"], **{k: stored[k] for k in SETTINGS},
+                    **stored["options"], **settings}
+        attr = cls(model, train, task=task, cache_dir=cache_dir, **settings)
+        key = attr._key()
+        key["n_train"] = stored["n_train"] if train is None else key["n_train"]
+        store = attr._store(key)
+        attr._use(store, store.open(attr.train, verify=verify))
+        return attr
 
     # ------------------------------------------------------------------ queries
-    def _require_fit(self) -> idx.MemoryIndex | idx.ShardedIndex:
+    def _require_fit(self) -> Store:
         if self.index is None:
             raise NotFittedError("call Attributor.fit() before asking for scores")
         return self.index
@@ -180,21 +260,27 @@ class Attributor(PersistentIndex):
     def test_gradients(self, test: Any) -> Tensor:
         """Features of the test measurement's gradients, Tensor[n_test, feature_dim]."""
         self._require_fit()
-        return self.features.data(as_data(test, "test", **self.read), self.task.measurement, "test gradients")
+        return self.gradients.data(self.read_data(test), self.task.measurement, "test gradients")
 
     def _preconditioned(self, test: Any) -> Tensor:
-        """φ(∇m(test)) P, Tensor[n_test, dim]; reused while the same test set is asked about."""
+        """φ(∇m(test)) P, Tensor[n_test, dim]. The test set is read once: its gradients and
+        its digest come from the same read; the solve is reused while that set is asked about."""
         self._require_fit()
-        data = as_data(test, "test", **self.read)
-        key = digest(fingerprints(data))
-        if self._last_query is not None and self._last_query[0] == key:
-            return self._last_query[1]
-        G = self.features.data(data, self.task.measurement, "test gradients")
-        with SolveReport(self.method.name, self.damping, self.diagnostics) as report:
+        G, key = self.gradients.data_and_digest(self.read_data(test), self.task.measurement,
+                                                "test gradients")
+        last = self._last_query
+        if last is not None and last[0] == key:
+            return last[1]
+        with SolveReport(self.method.name, self.damping, self.diagnostics,
+                         self._record_solve) as report:
             Q = report.add(*self.method.precondition(G))
-        scoring.check_finite(Q, f"the {self.method.name} solve (diagnostics: {self.diagnostics['last_solve']})")
+        scoring.check_finite(Q, f"the {self.method.name} solve (diagnostics: "
+                                f"{self.diagnostics.last_solve})")
         self._last_query = (key, Q.to(self.fm.dtype))  # methods may solve in float64; scores use the model's dtype
         return self._last_query[1]
+
+    def _record_solve(self, summary: dict | None) -> None:
+        self.diagnostics = self.diagnostics.with_solve(summary)
 
     def scores(self, test: Any) -> Tensor:
         """Influence of every training example on every test example.
@@ -223,7 +309,8 @@ class Attributor(PersistentIndex):
         """
         index = self._require_fit()
         if self._self_influence is None:
-            with SolveReport(self.method.name, self.damping, self.diagnostics) as report:
+            with SolveReport(self.method.name, self.damping, self.diagnostics,
+                             self._record_solve) as report:
                 quadratic = lambda F: report.add(*self.method.self_scores(F))
                 self._self_influence = scoring.self_influence(index, quadratic, self.fm.dtype, self.progress)
         return self._self_influence

@@ -58,7 +58,6 @@ class Curvature:
         self._targets = torch.cat([c[1] for c in chunks]).to(fm.device)
         for inputs, targets in self.batches():  # a clear error before any product, whatever runs first
             check_targets(fm, task, inputs, targets, data.argument)
-        self.num_products = 0
         self.head = None
         if fused_head:  # for a linear head the GGN equals the Hessian, so either kind applies
             name = find_linear_head(fm, task)
@@ -118,7 +117,6 @@ class Curvature:
         """(C + weight_decay·I) V for V: Tensor[k, p] (or Tensor[p]); same shape out."""
         single = V.ndim == 1
         V = V.reshape(-1, self.p).to(self.fm.dtype)
-        self.num_products += V.shape[0]
         if self.head is not None:
             out = self.head.matvec(V)
             return out[0] if single else out
@@ -134,7 +132,6 @@ class Curvature:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         rows = torch.randperm(self.n, generator=gen)[:batch_size].to(self.fm.device)
         product = self._ggn_block if self.kind == "ggn" else self._hessian_block
-        self.num_products += V.shape[0]
         return product(take(self._inputs, rows), self._targets[rows], V) / len(rows) + self.task.weight_decay * V
 
     def _ggn_block(self, x: Tensor, y: Tensor, V: Tensor) -> Tensor:
@@ -215,3 +212,11 @@ class Curvature:
                 break
             v = w / estimate
         return estimate
+
+
+def damped_dense(curvature: Curvature, damping: float) -> Tensor:
+    """`H + λI`, Tensor[p, p]: the dense curvature (with its weight decay) plus the damping. The
+    one place it is built from curvature data; a method that factorised it returns its own
+    (`Method.damped_curvature`)."""
+    eye = torch.eye(curvature.p, dtype=curvature.fm.dtype, device=curvature.fm.device)
+    return curvature.dense() + float(damping) * eye

@@ -10,12 +10,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from influence.batching import take, to_model
 from influence.data import ExampleData
 from influence.errors import InfluenceError, InfluenceWarning
+from influence.fingerprint import batch_fingerprints, digest
 from influence.gradients import check_targets
 from influence.methods import Method
 from influence.model import FunctionalModel
@@ -63,10 +65,23 @@ class FeaturePass:
 
     def data(self, data: ExampleData, fn: Callable, desc: str) -> Tensor:
         """Features of `fn` over all of `data`: Tensor[len(data), feature_dim], in memory."""
+        return self._pass(data, fn, desc, None)
+
+    def data_and_digest(self, data: ExampleData, fn: Callable, desc: str) -> tuple[Tensor, str]:
+        """`data(data, fn, desc)` and a digest of the data's content (`influence.fingerprint`),
+        both from one read of `data`."""
+        prints: list[np.ndarray] = []
+        keep = lambda rows, x, y: prints.append(batch_fingerprints(data, rows, x, y))  # noqa: E731
+        out = self._pass(data, fn, desc, keep)
+        return out, digest(np.concatenate(prints) if prints else np.zeros((0, 3), np.uint64))
+
+    def _pass(self, data: ExampleData, fn: Callable, desc: str, also: Callable | None) -> Tensor:
         out = self._allocate(len(data), desc)
         with phase(desc, len(data), enabled=self.progress,
                    hint="pass cache_dir= to keep the result on disk and reuse it") as bar:
             for rows, inputs, targets in data.batches(self.batch_size):
+                if also is not None:
+                    also(rows, inputs, targets)
                 out[rows.start:rows.stop] = self.batch(inputs, targets, fn, data.argument)
                 bar.update(len(rows))
         return out
@@ -83,3 +98,22 @@ class FeaturePass:
                 "on disk (memory-mapped), storage_dtype='float16' to halve it, or use method='auto', which keeps "
                 "the index small"
             ) from error
+
+
+class TrainFeatures:
+    """φ(∇ℓ(train_i)): the features a store keeps, from a `FeaturePass` and the task's loss."""
+
+    def __init__(self, features: FeaturePass):
+        self.features = features
+
+    @property
+    def dim(self) -> int:
+        return self.features.dim
+
+    def __call__(self, data: ExampleData) -> Tensor:
+        """Tensor[len(data), dim], in memory."""
+        return self.features.data(data, self.features.task.loss, "train gradients")
+
+    def batch(self, inputs, targets: Tensor) -> Tensor:
+        """Tensor[b, dim] for one batch of training examples."""
+        return self.features.batch(inputs, targets, self.features.task.loss, "train")

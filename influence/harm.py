@@ -11,35 +11,45 @@ eval loss** (nats for cross-entropy), summed over the queried examples. So harm 
 pushed those losses up"; harm < 0 means removing them would make things worse.
 
 - example harm (first order):   `h_i = −Σ_j score[j, i] / n_train`
+- queries harmed ("regressions harmed"): for how many queried examples j training example i
+  is among the k lowest scores *and* `score[j, i] < 0` (`harmed_counts`)
 - group harm, first order:      `h_G = Σ_{i∈G} h_i` (the sum of its members' harm)
 - group harm, group removal:    `h_G = −Σ_j q_jᵀ Δθ_G`, one Newton step for removing the whole group,
   `Δθ_G = (H + λI − H_G)⁻¹ Σ_{i∈G} ∇ℓ_i / n_train` with `H_G = (1/n_train) Σ_{i∈G} ∇²ℓ_i`.
   A large, coherent group (a corrupted batch) can dominate the curvature, and the first-order
   sum then misses its effect, even its sign; the Newton step does not (tested against
   retraining in `tests/test_harm.py`). It needs the dense p×p curvature, so it is used when
-  p ≤ `NEWTON_MAX_PARAMS`.
+  p ≤ `influence.newton.NEWTON_MAX_PARAMS`.
 
-`estimated_metrics` turns the same Newton step into the eval metrics (accuracy, mean loss) of the
-model retrained without some examples, or with some labels corrected: what the report's
-`verification` calls "estimated".
+The Newton step itself (and `estimated_metrics`, the same step turned into eval metrics) is
+`influence.newton`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from influence import scoring
-from influence.batching import to_model
-from influence.data import ExampleData, as_data
+from influence.data import ExampleData
 from influence.errors import InvalidArgumentError
+from influence.newton import (
+    ParameterSpace,
+    indexed_examples,
+    newton_affordable,
+    require_newton,
+    training_data,
+)
+from influence.results import Ranking
 
-NEWTON_MAX_PARAMS = 5000  # the dense p×p curvature (and one per group) is affordable up to this p
+if TYPE_CHECKING:
+    from influence.attributor import Attributor
+
 NEWTON_MAX_GROUPS = 50  # estimator="auto": group removal for columns with at most this many values
 ESTIMATORS = ("auto", "newton", "first_order")
 
@@ -57,6 +67,20 @@ def example_harm(scores: Tensor | np.ndarray, n_train: int) -> np.ndarray:
     if values.ndim != 2 or values.shape[1] != n_train:
         raise InvalidArgumentError(f"`scores` must have shape [n_queries, {n_train}], got {values.shape}")
     return -values.sum(axis=0) / n_train
+
+
+def harmed_counts(harmful: Ranking, n_train: int) -> np.ndarray:
+    """For how many queried examples each training example is among the k most harmful and
+    harms it (score < 0): "regressions harmed" in the report, "harmed" in the app.
+
+    Args:
+        harmful: `Attributor.top_k(queries, k).harmful` (or `influence.scoring.top_k`'s).
+        n_train: the number of training examples.
+    Returns:
+        int64 array [n_train].
+    """
+    indices = harmful.indices[harmful.scores < 0]
+    return torch.bincount(indices.reshape(-1).cpu(), minlength=n_train).numpy().astype(np.int64)
 
 
 @dataclass
@@ -104,8 +128,9 @@ def group_codes(labels: Sequence) -> tuple[list, np.ndarray]:
     return values, codes.numpy().astype(np.int64)
 
 
-def group_harm(attr, queries: Any, labels: Sequence, *, scores: Tensor | np.ndarray | None = None,
-               estimator: str = "auto", train: Any = None) -> GroupHarm:
+def group_harm(attr: Attributor, queries: Any, labels: Sequence, *,
+               scores: Tensor | np.ndarray | None = None, estimator: str = "auto",
+               train: Any = None) -> GroupHarm:
     """Harm of each group of training examples on the queried examples.
 
     Args:
@@ -114,7 +139,7 @@ def group_harm(attr, queries: Any, labels: Sequence, *, scores: Tensor | np.ndar
         labels: one group label per training example (e.g. a `source` column).
         scores: `attr.scores(queries)` if already computed ([n_queries, n_train]).
         estimator: "first_order", "newton" (group removal; needs the training data and
-            p ≤ NEWTON_MAX_PARAMS) or "auto" (newton when affordable and the column has at
+            p ≤ newton.NEWTON_MAX_PARAMS) or "auto" (newton when affordable and the column has at
             most NEWTON_MAX_GROUPS values).
         train: the training data (default: the Attributor's); only the Newton step reads it.
     Returns:
@@ -122,17 +147,18 @@ def group_harm(attr, queries: Any, labels: Sequence, *, scores: Tensor | np.ndar
     """
     if estimator not in ESTIMATORS:
         raise InvalidArgumentError(f"`estimator` must be one of {ESTIMATORS}, got {estimator!r}")
-    n = _n_train(attr)
+    n = indexed_examples(attr)
     if len(labels) != n:
         raise InvalidArgumentError(f"`labels` has {len(labels)} entries but the index has {n} training examples")
     values, codes = group_codes(list(labels))
     count = np.bincount(codes, minlength=len(values))
     if scores is not None:
-        first = -_group_sums(scores, codes, len(values)) / n
+        scores = torch.as_tensor(scores).detach().double().cpu()
+        totals = scoring.group_totals([(0, scores)], values, torch.as_tensor(codes))
     else:
         totals = attr.group_scores(queries, codes.tolist())  # codes 0..g-1 appear in order: same columns
-        first = -totals.sum.detach().double().cpu().numpy() / n
-    data = _training_data(attr, train)
+    first = -totals.sum.detach().double().cpu().numpy() / n
+    data = training_data(attr, train)
     if not _use_newton(estimator, attr, data, len(values)):
         return GroupHarm(values, count, first)
     space = ParameterSpace(attr, data)
@@ -143,192 +169,10 @@ def group_harm(attr, queries: Any, labels: Sequence, *, scores: Tensor | np.ndar
     return GroupHarm(values, count, first, newton)
 
 
-def _group_sums(scores: Tensor | np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
-    """Σ_{i∈G} scores[:, i] for every group: float64 [n_queries, n_groups]."""
-    values = scores.detach().double().cpu().numpy() if isinstance(scores, Tensor) else np.asarray(scores, np.float64)
-    out = np.zeros((values.shape[0], n_groups))
-    np.add.at(out.T, codes, values.T)
-    return out
-
-
-def _n_train(attr) -> int:
-    n = attr.diagnostics.get("n_train")
-    if n is None:
-        raise InvalidArgumentError("`attr` is not fitted: call fit(), or open it with Attributor.load()")
-    return int(n)
-
-
-def _read_options(attr) -> dict:
-    """How the Attributor reads a `datasets.Dataset` (input/label column, transform)."""
-    return dict(getattr(attr, "read", {}))
-
-
-def _training_data(attr, train: Any) -> ExampleData | None:
-    if train is not None:
-        return as_data(train, "train", **_read_options(attr))
-    return getattr(attr, "train", None)
-
-
-def newton_affordable(attr, train: Any = None) -> bool:
-    """True when the group-removal Newton step can run: a curvature method (its kind in the
-    diagnostics), at most NEWTON_MAX_PARAMS attributed parameters, and the training data."""
-    return (attr.diagnostics.get("curvature") is not None and _training_data(attr, train) is not None
-            and int(attr.diagnostics.get("n_params", NEWTON_MAX_PARAMS + 1)) <= NEWTON_MAX_PARAMS)
-
-
-def _require_newton(attr, data: ExampleData | None) -> None:
-    if not newton_affordable(attr, data):
-        raise InvalidArgumentError(
-            f"the group-removal estimate needs the training data and a curvature method with at most "
-            f"{NEWTON_MAX_PARAMS} attributed parameters (this model has {attr.diagnostics.get('n_params')}, "
-            f"method {attr.diagnostics.get('method')!r}); use the first-order estimate instead")
-
-
-def _use_newton(estimator: str, attr, data: ExampleData | None, n_groups: int) -> bool:
+def _use_newton(estimator: str, attr: Attributor, data: ExampleData | None, n_groups: int) -> bool:
     if estimator == "first_order" or n_groups < 1:
         return False
     if estimator == "newton":
-        _require_newton(attr, data)
+        require_newton(attr, data)
         return True
     return newton_affordable(attr, data) and n_groups <= NEWTON_MAX_GROUPS
-
-
-# ---------------------------------------------------------------------------- estimated metrics
-@dataclass
-class Metrics:
-    """Eval metrics of a model: `accuracy` (classification, else None) and `mean_loss`."""
-
-    accuracy: float | None
-    mean_loss: float
-
-    def to_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "mean_loss": self.mean_loss}
-
-
-def estimated_metrics(attr, eval: Any, remove: Sequence[int] = (), relabel: Mapping[int, int] | None = None,
-                      train: Any = None) -> Metrics:
-    """Eval metrics of the model retrained without `remove` and with `relabel` applied,
-    estimated by one Newton step from the fitted model (no retraining).
-
-    Args:
-        attr: a fitted Attributor whose model is the one to modify.
-        eval: the eval data (any form the Attributor accepts).
-        remove: training indices removed.
-        relabel: {training index: corrected class index}.
-        train: the training data (default: the Attributor's).
-    Returns:
-        `Metrics` of `θ + Δθ`, `Δθ = (H + λI − H_R)⁻¹ (Σ_R ∇ℓ_i + Σ_L [∇ℓ_i(y_i) − ∇ℓ_i(y'_i)]) / n`
-        (R removed, L relabelled; the label change leaves a Gauss-Newton curvature unchanged).
-    Raises:
-        InvalidArgumentError when the dense curvature is not affordable (p > NEWTON_MAX_PARAMS),
-        the training data is missing, or an index is out of range.
-    """
-    data = _training_data(attr, train)
-    _require_newton(attr, data)
-    space = ParameterSpace(attr, data)
-    relabel = dict(relabel or {})
-    rows = np.asarray(sorted(set(int(i) for i in remove)), dtype=np.int64)
-    for i in list(rows) + list(relabel):
-        if not 0 <= int(i) < space.n:
-            raise InvalidArgumentError(f"training index {i} is out of range [0, {space.n - 1}]")
-    gradient = space.removal_gradient(rows) + space.relabel_gradient(relabel)
-    theta = space.fm.theta + space.removal_step(rows, gradient)
-    return space.metrics(as_data(eval, "eval", **_read_options(attr)), theta)
-
-
-class ParameterSpace:
-    """The fitted model as a flat parameter vector θ with its dense damped curvature `H + λI`:
-    the Newton steps behind group-removal harm and estimated metrics (p ≤ NEWTON_MAX_PARAMS)."""
-
-    def __init__(self, attr, train: ExampleData, batch_size: int = 512):
-        self.attr = attr
-        self.fm = attr.fm  # the Attributor's view of the model: same parameters and forward, always in eval mode
-        self.task, self.train, self.n, self.batch_size = attr.task, train, len(train), batch_size
-        self.kind = attr.diagnostics["curvature"]
-        if self.n != _n_train(attr):
-            raise InvalidArgumentError(f"`train` has {self.n} examples but the index has {_n_train(attr)}")
-        self.full = damped_curvature(attr, self.fm, train, self.kind).to(self.fm.dtype)
-
-    def _cast(self, x: Tensor) -> Tensor:
-        return to_model(x, self.fm.device, self.fm.dtype)
-
-    def query_gradients(self, queries: Any) -> Tensor:
-        """∇m(query_j) for every query, Tensor[n_queries, p]."""
-        from influence.gradients import per_example_grads
-
-        data = as_data(queries, "queries", **_read_options(self.attr))
-        X, y = data.batch(range(len(data)))
-        return per_example_grads(self.fm, self.task.measurement, self._cast(X), y.to(self.fm.device))
-
-    def gradient_sums(self, codes: np.ndarray, n_groups: int) -> Tensor:
-        """Σ_{i∈G} ∇ℓ_i for every group: Tensor[n_groups, p] (one backward pass per group and batch)."""
-        sums = torch.zeros(n_groups, self.fm.p, dtype=self.fm.dtype, device=self.fm.device)
-        theta = self.fm.theta.clone().requires_grad_(True)
-        for rows, x, y in self.train.batches(self.batch_size):
-            losses = self.task.loss(self.fm(theta, self._cast(x)), y.to(self.fm.device))
-            batch = torch.as_tensor(codes[rows.start:rows.stop], device=self.fm.device)
-            present = batch.unique().tolist()
-            for k, g in enumerate(present):
-                weight = (batch == g).to(losses.dtype)
-                sums[g] += torch.autograd.grad(losses @ weight, theta, retain_graph=k + 1 < len(present))[0]
-        return sums
-
-    def removal_gradient(self, rows: np.ndarray) -> Tensor:
-        """Σ_{i∈rows} ∇ℓ_i, Tensor[p]."""
-        codes = np.ones(self.n, dtype=np.int64)
-        codes[rows] = 0
-        return self.gradient_sums(codes, 2)[0] if len(rows) else torch.zeros_like(self.fm.theta)
-
-    def relabel_gradient(self, relabel: Mapping[int, int]) -> Tensor:
-        """Σ_{i∈L} [∇ℓ_i(y_i) − ∇ℓ_i(y'_i)], Tensor[p]."""
-        from influence.gradients import per_example_grads
-
-        if not relabel:
-            return torch.zeros_like(self.fm.theta)
-        rows = sorted(relabel)
-        X, y = self.train.batch(rows)
-        corrected = torch.tensor([relabel[i] for i in rows], dtype=y.dtype)
-        old = per_example_grads(self.fm, self.task.loss, self._cast(X), y.to(self.fm.device))
-        new = per_example_grads(self.fm, self.task.loss, self._cast(X), corrected.to(self.fm.device))
-        return (old - new).sum(dim=0)
-
-    def removal_step(self, rows: np.ndarray, gradient: Tensor) -> Tensor:
-        """Δθ = (H + λI − H_rows)⁻¹ gradient / n: one Newton step after removing `rows`."""
-        reduced = self.full
-        if len(rows):
-            from influence.curvature import Curvature
-
-            subset = self.train.subset([int(i) for i in rows])
-            eye = torch.eye(self.fm.p, dtype=self.fm.dtype, device=self.fm.device)
-            group = Curvature(self.fm, self.task, subset, self.kind, self.batch_size).dense()
-            reduced = self.full - (group - self.task.weight_decay * eye) * (len(rows) / self.n)
-        return torch.linalg.solve(reduced, gradient.to(self.fm.dtype)) / self.n
-
-    def metrics(self, data: ExampleData, theta: Tensor) -> Metrics:
-        """Accuracy (classification) and mean loss of the model at `theta` on `data`."""
-        from influence.task import ClassificationTask
-
-        losses, correct = [], []
-        with torch.no_grad():
-            for _, x, y in data.batches(4096):
-                out = self.fm(theta, self._cast(x))
-                y = y.to(self.fm.device)
-                losses.append(self.task.loss(out, y).double().cpu())
-                if isinstance(self.task, ClassificationTask):
-                    correct.append((out.argmax(dim=-1) == y).cpu())
-        loss = torch.cat(losses)
-        accuracy = float(torch.cat(correct).double().mean()) if correct else None
-        return Metrics(accuracy, float(loss.mean()))
-
-
-def damped_curvature(attr, fm, train: ExampleData, kind: str) -> Tensor:
-    """`H + λI`, Tensor[p, p]: from the method when it holds it ("exact"), else built from p
-    curvature products over `train` (the Attributor's curvature kind and damping)."""
-    try:
-        return attr.method.damped_curvature()
-    except InvalidArgumentError:
-        pass  # a method without a curvature matrix: build it below
-    from influence.curvature import Curvature
-
-    eye = torch.eye(fm.p, dtype=fm.dtype, device=fm.device)
-    return Curvature(fm, attr.task, train, kind).dense() + float(attr.damping) * eye

@@ -1,8 +1,12 @@
-"""The training-side feature store: per-example gradient features in memory, or in
-checksummed, memory-mapped shards on disk (the folder around them: `influence.index_folder`).
+"""The shards of an index folder: per-example gradient features in checksummed,
+memory-mapped files (the folder around them: `influence.index_folder`; the store interface
+over memory and folders: `influence.store`).
 
-    shards/features-00000.npy   Tensor[rows, dim], rows start..stop of the training set
-    shards/features-00000.json  its sidecar: rows, checksum of the file and of the data
+    shards/features-00000.npy      Tensor[rows, dim], rows start..stop of the training set
+    shards/features-00000.fingerprints  uint64[rows, 3] in NumPy's .npy format: the data
+                                   fingerprints of those rows, taken in the same read as
+                                   their gradients (checked against the sidecar's data digest)
+    shards/features-00000.json     its sidecar: rows, checksum of the file and of the data
 
 Every file is written atomically (temp file, fsync, rename). A shard counts only when its
 sidecar exists and both checksums match, so a fit killed at any point resumes from the
@@ -23,6 +27,7 @@ import torch
 from torch import Tensor
 
 from influence.errors import IndexFolderError, InfluenceError, InvalidArgumentError
+from influence.fingerprint import digest
 from influence.progress import phase
 from influence.storage import (
     remove_stale_temporaries,
@@ -38,19 +43,6 @@ STORAGE_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16":
 # memory-mapped index stays an explicit opt-in).
 INDEX_BUDGET_BYTES = 2 << 30
 SHARD_NAME = re.compile(r"features-\d{5,}\.npy")
-
-
-class MemoryIndex:
-    """Training features held in memory: Tensor[n, dim]."""
-
-    def __init__(self, features: Tensor):
-        self.features = features
-        self.n, self.dim = features.shape
-
-    def blocks(self, rows: int = 8192) -> Iterator[tuple[int, Tensor]]:
-        """Yield `(start, Tensor[b, dim])` over the training examples in order."""
-        for lo in range(0, self.n, rows):
-            yield lo, self.features[lo:lo + rows]
 
 
 class ShardedIndex:
@@ -133,15 +125,17 @@ def check_shard_list(manifest: dict, folder: Path) -> None:
 
 
 def build_shards(folder: Path, n: int, shard_size: int, storage_dtype: str,
-                 read: Callable[[range], tuple[Any, Tensor]], digest: Callable[[range, Any, Tensor], str],
+                 read: Callable[[range], tuple[Any, Tensor]],
+                 fingerprint: Callable[[range, Any, Tensor], np.ndarray],
                  compute: Callable[[Any, Tensor], Tensor], rank: int = 0, world: int = 1,
                  progress: bool = True) -> None:
     """Write (or resume) the shards owned by this rank: shard s belongs to rank s % world.
+    Each shard's rows are read once: their fingerprints and their features come from that read.
 
     Args:
         read: rows -> (inputs, targets) of those training examples.
-        digest: (rows, inputs, targets) -> a digest of that data (a shard built from other
-            data is refused on resume).
+        fingerprint: (rows, inputs, targets) -> uint64[len(rows), 3], the data's fingerprints
+            (`influence.fingerprint`; a shard built from other data is refused on resume).
         compute: (inputs, targets) -> features Tensor[len(rows), dim].
     """
     shard_dir = Path(folder) / "shards"
@@ -154,13 +148,16 @@ def build_shards(folder: Path, n: int, shard_size: int, storage_dtype: str,
             rows = range(start, min(start + shard_size, n))
             name = f"features-{start // shard_size:05d}"
             inputs, targets = read(rows)
-            data_sha256 = digest(rows, inputs, targets)
-            sidecar = shard_dir / f"{name}.json"
+            prints = fingerprint(rows, inputs, targets)
+            data_sha256, sidecar = digest(prints), shard_dir / f"{name}.json"
             if sidecar.exists() and _shard_is_valid(shard_dir, _read_sidecar(sidecar), data_sha256):
+                if _read_fingerprints(shard_dir, start // shard_size, data_sha256) is None:
+                    write_array(_fingerprint_path(shard_dir, start // shard_size), prints)
                 bar.update(len(rows))
                 continue
             array = to_storage(compute(inputs, targets), storage_dtype, f"shard {name}")
             write_array(shard_dir / f"{name}.npy", array)
+            write_array(_fingerprint_path(shard_dir, start // shard_size), prints)
             write_json(sidecar, {"file": f"{name}.npy", "start": rows.start, "stop": rows.stop,
                                  "sha256": sha256_file(shard_dir / f"{name}.npy"), "data_sha256": data_sha256})
             bar.update(len(rows))
@@ -177,27 +174,45 @@ def _read_sidecar(path: Path) -> dict | None:
     return entry if ok else None
 
 
-def _shard_is_valid(shard_dir: Path, entry: dict | None, digest: str) -> bool:
+def _shard_is_valid(shard_dir: Path, entry: dict | None, data_sha256: str) -> bool:
     if entry is None:
         return False
     path = shard_dir / entry["file"]
-    if entry["data_sha256"] != digest:
+    if entry["data_sha256"] != data_sha256:
         raise IndexFolderError(f"the training data of rows {entry['start']}..{entry['stop'] - 1} differs from the data "
                           f"that {path} was built from; use a new cache_dir for new data")
     return path.exists() and sha256_file(path) == entry["sha256"]
 
 
-def collect_shards(folder: Path, n: int, shard_size: int) -> list[dict]:
-    """The sidecars of all shards, in order; raises if one is missing."""
-    entries = []
+def _fingerprint_path(shard_dir: Path, number: int) -> Path:
+    return shard_dir / f"features-{number:05d}.fingerprints"
+
+
+def _read_fingerprints(shard_dir: Path, number: int, data_sha256: str) -> np.ndarray | None:
+    """A shard's stored fingerprints when they match its sidecar's data digest, else None."""
+    path = _fingerprint_path(shard_dir, number)
+    try:
+        prints = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return prints if digest(prints) == data_sha256 else None
+
+
+def collect_shards(folder: Path, n: int, shard_size: int) -> tuple[list[dict], np.ndarray]:
+    """The sidecars of all shards, in order, and the training data's fingerprints,
+    uint64[n, 3], gathered from the shards (no read of the data); raises if one is missing."""
+    entries, prints, shard_dir = [], [], Path(folder) / "shards"
     for start in range(0, n, shard_size):
-        sidecar = Path(folder) / "shards" / f"features-{start // shard_size:05d}.json"
+        sidecar = shard_dir / f"features-{start // shard_size:05d}.json"
         entry = _read_sidecar(sidecar) if sidecar.exists() else None
-        if entry is None:
+        number = start // shard_size
+        part = entry and _read_fingerprints(shard_dir, number, entry["data_sha256"])
+        if part is None:
             raise IndexFolderError(f"index shard {sidecar.with_suffix('.npy')} was not written; run fit() again "
                                    "to resume")
         entries.append(entry)
-    return entries
+        prints.append(part)
+    return entries, np.concatenate(prints)
 
 
 def validate_storage_dtype(name: str) -> None:

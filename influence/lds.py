@@ -30,7 +30,6 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from influence.batching import to_model
-from influence.data import as_data
 from influence.errors import InvalidArgumentError
 from influence.model import eval_mode
 from influence.storage import atomic_write
@@ -90,7 +89,7 @@ def lds(attributor: Any, test: Any, subsets: int = 100, retrain: Callable[[Tenso
         `LDSResult`.
     """
     n = attributor.index.n if getattr(attributor, "index", None) is not None else len(attributor.train)
-    data = as_data(test, "test", **attributor.read)
+    data = attributor.read_data(test)
     m = len(data)
     _check_settings(subsets, fraction, repeats, retrain)
     X, y = data.batch(range(m))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # results.py imports this module lazily for _repr_html_: no import cycle at run time
+if TYPE_CHECKING:  # type hints only: results.py imports this module (lazily), never the reverse
     from influence.results import GroupScores, TopK
 
 STYLE = ("<style>.inf-r table{border-collapse:collapse;font-size:12px}.inf-r td,.inf-r th{border:1px solid #ddd;"
@@ -136,11 +136,11 @@ class HTMLView:
         self.result, self.train, self.options = result, train, options
 
     def _repr_html_(self) -> str:
-        from influence.results import GroupScores, TopK
-
-        if isinstance(self.result, TopK):
+        # by shape, not by class: this module never imports influence.results (which imports
+        # it for its own _repr_html_), so there is no import cycle, not even a lazy one
+        if hasattr(self.result, "helpful") and hasattr(self.result, "harmful"):
             return topk_html(self.result, self.train, **self.options)
-        if isinstance(self.result, GroupScores):
+        if hasattr(self.result, "groups") and hasattr(self.result, "sum"):
             return group_scores_html(self.result, **self.options)
         raise TypeError(f"nothing to render for {type(self.result).__name__}")
 

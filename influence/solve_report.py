@@ -9,6 +9,7 @@ matters and the advice that would help (more iterations only when the cap was th
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor
@@ -18,17 +19,19 @@ from influence.solvers import SolveInfo
 
 
 class SolveReport:
-    """A context for one query: `add` each block's solve; on exit the worst one is stored in
-    `diagnostics["last_solve"]` (even when a diverged solve raised) and warnings are given once.
+    """A context for one query: `add` each block's solve; on exit the worst one is handed to
+    `record` (even when a diverged solve raised) and warnings are given once.
 
     Args:
         method, damping: for the messages.
         diagnostics: the attributor's diagnostics (its `negative_curvature`, found by a direct
             method's factorisation at fit time, is warned about on every query).
+        record: called on exit with `summary()` (the Attributor keeps it as `last_solve`).
     """
 
-    def __init__(self, method: str, damping: float | None, diagnostics: dict[str, Any]):
-        self.method, self.damping, self.diagnostics = method, damping, diagnostics
+    def __init__(self, method: str, damping: float | None, diagnostics: Mapping[str, Any],
+                 record: Callable[[dict[str, Any] | None], None]):
+        self.method, self.damping, self.record = method, damping, record
         self.worst: SolveInfo | None = None
         self.negative = bool(diagnostics.get("negative_curvature", False))
         self.notes: set[str] = set()
@@ -37,7 +40,7 @@ class SolveReport:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        self.diagnostics["last_solve"] = self.summary()
+        self.record(self.summary())
         if error is None:
             self.finish()
 

@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 
 from influence.attributor import Attributor
 from influence.batching import to_model
-from influence.data import as_data
 from influence.errors import InvalidArgumentError
 from influence.lds import lds  # noqa: F401  (re-export: influence.validate.lds)
 from influence.model import FunctionalModel
@@ -68,7 +67,7 @@ def leave_one_out(attr: Attributor, test: Any, train_indices: Tensor | list, tol
     """
     n = len(attr.train)
     idx = torch.as_tensor(train_indices, dtype=torch.long)
-    test_data = as_data(test, "test", **attr.read)
+    test_data = attr.read_data(test)
     m = len(test_data)
     if idx.ndim == 1:
         idx = idx.expand(m, -1)

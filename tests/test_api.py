@@ -182,3 +182,21 @@ def test_a_single_example_without_batch_dimension_is_a_clear_error(logreg):
     attr = inf.Attributor(model, train, task=task, method="exact", progress=False).fit()
     with pytest.raises(inf.InvalidArgumentError, match="one example without a batch dimension"):
         attr.scores((test[0][0], test[1][:1]))
+
+
+def test_options_objects_are_accepted_beside_flat_keywords():
+    torch.manual_seed(0)
+    X, y = torch.randn(40, 3, dtype=torch.float64), torch.randint(0, 2, (40,))
+    model = torch.nn.Linear(3, 2).double()
+    flat = inf.Attributor(model, (X, y), method="cg", tol=1e-9, max_iter=50, progress=False)
+    given = inf.Attributor(model, (X, y), options=inf.CGOptions(tol=1e-9, max_iter=50),
+                           progress=False)
+    mixed = inf.Attributor(model, (X, y), method="cg", options=inf.CGOptions(tol=1e-3), tol=1e-9,
+                           max_iter=50, progress=False)
+    assert given.method.name == mixed.method.name == "cg"  # method="auto": the options name it
+    # flat keywords override the object's fields:
+    assert flat.method.options == given.method.options == mixed.method.options
+    with pytest.raises(inf.InvalidArgumentError, match="for method 'cg', but method='exact'"):
+        inf.Attributor(model, (X, y), method="exact", options=inf.CGOptions())
+    with pytest.raises(inf.InvalidArgumentError, match="`options` must be a method's options"):
+        inf.Attributor(model, (X, y), options={"tol": 1e-3})

@@ -21,12 +21,18 @@ def modules(package: str) -> dict[str, Path]:
     return out
 
 
-def imports(path: Path, name: str, known: set[str]) -> set[str]:
-    """Modules of `known` that `path` imports at module level (not inside functions)."""
+def imports(path: Path, name: str, known: set[str], lazy: bool = False) -> set[str]:
+    """Modules of `known` that `path` imports at module level, and with `lazy` also inside
+    functions (never under `if TYPE_CHECKING:`, which does not run)."""
     tree = ast.parse(path.read_text())
     found = set()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in tree.body:
+    typing_only = {id(n) for node in ast.walk(tree)
+                   if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                   for n in ast.walk(node)}
+    for node in ast.walk(tree) if lazy else tree.body:
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -41,9 +47,10 @@ def imports(path: Path, name: str, known: set[str]) -> set[str]:
     return found - {name}
 
 
-def test_influence_has_no_import_cycles():
+@pytest.mark.parametrize("lazy", [False, True], ids=["module level", "with lazy imports"])
+def test_influence_has_no_import_cycles(lazy):
     mods = modules("influence")
-    graph = {m: imports(p, m, set(mods)) for m, p in mods.items()}
+    graph = {m: imports(p, m, set(mods), lazy) for m, p in mods.items()}
     # a package's __init__ importing its own submodules is how registration works, not a cycle
     graph = {m: {d for d in deps if not (m and d.startswith(m + "."))} for m, deps in graph.items()}
     state: dict[str, int] = {}

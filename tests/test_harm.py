@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import influence as inf
-from influence.harm import GroupHarm, estimated_metrics, example_harm, group_harm
+from influence.harm import GroupHarm, example_harm, group_harm
+from influence.newton import estimated_metrics
 from influence.model import FunctionalModel
 from influence.training import minimize
 from tests.conftest import make_blobs

@@ -20,17 +20,15 @@ import torch
 from torch import Tensor
 
 from influence.curvature import Curvature
-from influence.damping import Damping
-from influence.errors import InvalidArgumentError
-from influence.gradients import per_example_grads
-from influence.methods.base import (
+from influence.damping import (
     INDEFINITE,
-    Method,
-    TrainFeatures,
+    Damping,
     check_indefinite_option,
     positive_definite_damping,
-    register,
 )
+from influence.errors import InvalidArgumentError
+from influence.gradients import per_example_grads
+from influence.methods.base import Method, TrainFeatures, register
 from influence.model import FunctionalModel
 from influence.options import check_int
 from influence.solvers import top_eigenpairs
@@ -71,7 +69,7 @@ class Arnoldi(Method):
     """Top-`rank` eigenpairs of the curvature; preconditioner `U diag(1/(e + λ)) Uᵀ`.
 
     Features: φ(∇) = U ∇ (Tensor[b, rank]), so the index is rank-dimensional; the
-    eigenpairs are found in `prepare`, before the training features.
+    eigenpairs are found in `fit`, which runs before the training features.
     Diagnostics: the kept spectrum (`eigenvalues`, largest |e| first), `negative_eigenvalues`
     among them (curvature="hessian"), `negative_curvature` (some e + λ <= 0: the attributor
     warns), and `ritz_residual`, max ‖A u − e u‖ / max|e| over the kept pairs (small when
@@ -82,8 +80,9 @@ class Arnoldi(Method):
     Options = ArnoldiOptions
     features_use_curvature = True
 
-    def prepare(self, curvature: Curvature, damping: Damping) -> dict[str, Any]:
-        """Find the top eigenpairs (before the training features, which are projected on them)."""
+    def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
+            train_features: TrainFeatures | None) -> dict[str, Any]:
+        """The top eigenpairs (before the training features, projected on them), then λ."""
         p, o = curvature.p, self.options
         rank = min(o.rank, p)
         dim = min(o.krylov_dim or 2 * rank, p)
@@ -91,20 +90,19 @@ class Arnoldi(Method):
             curvature.matvec, p, rank, dim, o.block_size, seed=0, dtype=curvature.fm.dtype, device=curvature.fm.device,
             progress=curvature.progress)
         values = self.eigenvalues
-        return {"rank": rank, "krylov_dim": dim, "eigenvalues": values.tolist(),
-                "eigenvalue_max": float(values.abs().max()), "eigenvalue_min_kept": float(values.abs().min()),
-                "negative_eigenvalues": int((values < -1e-10 * values.abs().max()).sum()),  # beyond rounding
-                "ritz_residual": residual}
-
-    def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
-            train_features: TrainFeatures) -> dict[str, Any]:
+        spectrum = {"rank": rank, "krylov_dim": dim, "eigenvalues": values.tolist(),
+                    "eigenvalue_max": float(values.abs().max()),
+                    "eigenvalue_min_kept": float(values.abs().min()),
+                    # beyond rounding:
+                    "negative_eigenvalues": int((values < -1e-10 * values.abs().max()).sum()),
+                    "ritz_residual": residual}
         lam, source = damping.resolve(lambda: curvature.mean_eigenvalue(), "mean eigenvalue")
         lam, info = positive_definite_damping(self.name, self.options.indefinite, lam, source,
                                               float(self.eigenvalues.min()), float(self.eigenvalues.max()))
         self.restore({"eigenvalues": self.eigenvalues, "eigenvectors": self.eigenvectors,
                       "damping": torch.tensor(lam, dtype=torch.float64)}, curvature)
-        return {**info,
-                "negative_curvature": bool((1.0 / self.inverse_eigenvalues <= 0).any())}
+        negative = bool((1.0 / self.inverse_eigenvalues <= 0).any())
+        return {**spectrum, **info, "negative_curvature": negative}
 
     def feature_dim(self, fm: FunctionalModel) -> int:
         return min(self.options.rank, fm.p)

@@ -12,6 +12,7 @@ computed once — never an iterative solve per query — and keeps the index sma
 
 from __future__ import annotations
 
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from influence.batching import to_model
@@ -19,8 +20,9 @@ from influence.data import ExampleData
 from influence.errors import InvalidArgumentError
 from influence.index import INDEX_BUDGET_BYTES
 from influence.methods import ekfac
-from influence.methods.base import Method, method_class
+from influence.methods.base import METHODS, Method, method_class
 from influence.model import FunctionalModel
+from influence.options import NoOptions
 
 # `exact` while its p×p eigendecomposition takes seconds and the n×p index fits in memory.
 EXACT_MAX_PARAMS = 5_000
@@ -29,10 +31,16 @@ EXACT_MAX_PARAMS = 5_000
 EKFAC_MIN_COVERAGE = 0.9
 
 
-def build_method(name: str, options: dict[str, Any], fm: FunctionalModel, train: ExampleData | None
-                 ) -> tuple[Method, str]:
+def build_method(name: str, given: Any, options: dict[str, Any], fm: FunctionalModel,
+                 train: ExampleData | None) -> tuple[Method, str]:
     """The method `name` with its options made concrete for this problem (`"auto"`: chosen
-    here, running the model once on a few training inputs), and how it was chosen."""
+    here, running the model once on a few training inputs), and how it was chosen.
+
+    `given`: None or a method's `Options` instance (`options=EKFACOptions(...)`; with
+    `method="auto"` it names the method); `options`: flat keywords, which override its fields.
+    """
+    if given is not None:
+        name, options = _with_options_object(name, given, options)
     reason = f"method={name!r} given"
     n_train = None if train is None else len(train)
     if name == "auto":
@@ -60,3 +68,19 @@ def choose(fm: FunctionalModel, n_train: int, probe: Any) -> tuple[str, dict, st
         return "exact", {}, f"{why_not}; p = {p:,} ≤ {EXACT_MAX_PARAMS:,}: the exact curvature, factorised once"
     return "trak", {"projection": "countsketch"}, (f"{why_not}; p = {p:,}: projected gradients (count-sketch, "
                                                    "k = 2048) with their empirical Fisher")
+
+
+def _with_options_object(name: str, given: Any, flat: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(method name, flat options) for an `Options` instance and the flat keywords beside it."""
+    owners = [m for m in METHODS.values()
+              if m.Options is type(given) and m.Options is not NoOptions]
+    if not owners or not is_dataclass(given):
+        raise InvalidArgumentError(f"`options` must be a method's options dataclass (e.g. "
+                                   f"influence.EKFACOptions(...)), got {type(given).__name__}")
+    names = [m.name for m in owners]
+    if name != "auto" and name not in names:
+        raise InvalidArgumentError(f"`options` is a {type(given).__name__}, for method "
+                                   f"{names[0]!r}, but method={name!r}; pass that method's "
+                                   f"Options, or method={names[0]!r}")
+    values = {f.name: getattr(given, f.name) for f in fields(given)}
+    return (names[0] if name == "auto" else name), {**values, **flat}

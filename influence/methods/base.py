@@ -16,7 +16,6 @@ concurrently. A new method is a new module with a `Method` subclass decorated by
 
 from __future__ import annotations
 
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -25,17 +24,13 @@ from torch import Tensor
 
 from influence.curvature import Curvature
 from influence.damping import Damping
-from influence.errors import InfluenceError, InfluenceWarning, InvalidArgumentError
+from influence.errors import InvalidArgumentError
 from influence.gradients import per_example_grads
 from influence.model import FunctionalModel
 from influence.options import NoOptions, parse_options
 from influence.solvers import SolveInfo
 
 TrainFeatures = Callable[[], Iterator[Tensor]]
-
-# What a method does when the damped curvature H + λI is not positive definite (an indefinite
-# Hessian off a convex model, or a singular curvature with λ = 0): see `positive_definite_damping`.
-INDEFINITE = ("raise_damping", "abs", "warn")
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -61,8 +56,9 @@ class Method(ABC):
         uses_curvature: whether `fit` needs a `Curvature`.
         queries_use_curvature: whether `precondition` needs curvature products (iterative
             solvers); the index then stores the curvature data.
-        features_use_curvature: whether `features` depends on the curvature (e.g. projects
-            onto its eigenvectors); the attributor then calls `prepare` before computing them.
+        features_use_curvature: whether `features` depends on the fitted method (e.g. projects
+            onto the curvature's eigenvectors); the attributor then calls `fit` before computing
+            the training features, with `train_features=None`.
     Attributes:
         options: the parsed options.
         damping: λ in use after `fit` / `restore` (None for methods without damping).
@@ -98,23 +94,19 @@ class Method(ABC):
         """
         return per_example_grads(fm, fn, inputs, targets)
 
-    def prepare(self, curvature: Curvature, damping: Damping) -> dict[str, Any]:
-        """Called before any `features` when `features_use_curvature`, with the (undamped)
-        curvature and the damping asked for; e.g. find the eigenvectors the features are
-        projected on. Returns diagnostics."""
-        return {}
-
     @abstractmethod
     def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
-            train_features: TrainFeatures) -> dict[str, Any]:
-        """Prepare the preconditioner once; sets `self.damping` and returns diagnostics.
+            train_features: TrainFeatures | None) -> dict[str, Any]:
+        """Fit the preconditioner once (the only place a method is fitted); sets
+        `self.damping` and returns diagnostics.
 
         Args:
             fm: the model as a function of its attributed parameters.
             curvature: products with H + weight_decay·I (None when `uses_curvature` is False).
             damping: what the user asked for; the method resolves it (see `Damping.resolve`).
             train_features: callable returning an iterator over blocks of the training
-                features, Tensor[b, feature_dim], in training-set order.
+                features, Tensor[b, feature_dim], in training-set order; None when
+                `features_use_curvature` (the method is fitted before the features exist).
         """
 
     @abstractmethod
@@ -137,58 +129,8 @@ class Method(ABC):
         X, info = self.precondition(F)
         return (X * F.to(X.dtype)).sum(dim=1), info
 
-    def damped_curvature(self) -> Tensor:
-        """H + λI as a dense Tensor[p, p], for methods that factorise it (`exact`)."""
-        raise InvalidArgumentError(f"method={self.name!r} does not form the p×p curvature; use method='exact'")
+    def damped_curvature(self) -> Tensor | None:
+        """H + λI as a dense Tensor[p, p] when the method holds its factorisation (`exact`),
+        else None (then `influence.curvature.damped_dense` builds it)."""
+        return None
 
-
-def check_indefinite_option(value: str, method: str, allowed: tuple[str, ...] = INDEFINITE) -> None:
-    if value not in allowed:
-        raise InvalidArgumentError(f"`indefinite` must be one of {list(allowed)} for method {method!r}, got {value!r}")
-
-
-def iterative_damping(method: str, mode: str, curvature: Curvature, damping: Damping) -> tuple[float, dict[str, Any]]:
-    """λ for a solver that only has curvature products (cg, lissa): the requested one, raised
-    (`mode`) when the curvature can be indefinite and its Lanczos-estimated smallest eigenvalue
-    says H + λI is not positive definite; and the diagnostics."""
-    lam, source = damping.resolve(curvature.mean_eigenvalue, "mean eigenvalue")
-    if curvature.positive_semidefinite:
-        return lam, {"damping_source": source}
-    return positive_definite_damping(method, mode, lam, source, *curvature.extreme_eigenvalues(), estimated=True)
-
-
-def positive_definite_damping(method: str, mode: str, damping: float, source: str, smallest: float, largest: float,
-                              estimated: bool = False) -> tuple[float, dict[str, Any]]:
-    """λ that makes `H + λI` positive definite when `mode="raise_damping"`, and diagnostics
-    (`damping_source`: `source`, plus how λ was raised).
-
-    Args:
-        smallest, largest: the extreme eigenvalues of H (exact, or Lanczos estimates when
-            `estimated`; a Ritz value never lies below the true smallest eigenvalue, hence
-            the factor 2 below).
-    With "raise_damping", a curvature with `smallest + λ <= 0` gets
-    `λ ← max(λ + 2·max(−smallest, 0), 1e-6·max|eigenvalue|)`, recorded in
-    `damping_raised` and warned about. "abs" (exact, arnoldi) inverts `|e| + λ` instead;
-    "warn" keeps λ (queries then warn about negative curvature). A zero curvature with
-    λ = 0 cannot be inverted at all: `InfluenceError`.
-    """
-    info: dict[str, Any] = {"smallest_eigenvalue": float(smallest), "damping_source": source}
-    scale = max(abs(smallest), abs(largest))
-    if scale == 0 and damping == 0:
-        raise InfluenceError(f"{method}: the curvature is zero and damping is 0, so H + λI cannot be "
-                             "inverted; pass damping > 0 (is the loss constant in the attributed parameters?)")
-    if smallest + damping > 0 or mode != "raise_damping":
-        return damping, info
-    raised = max(damping + 2 * max(-smallest, 0.0), 1e-6 * scale)
-    info["damping_raised"] = {"from": damping, "to": raised, "smallest_eigenvalue": float(smallest)}
-    info["damping_source"] += f"; raised from {damping:.4g} to make the curvature positive definite"
-    how = "a Lanczos estimate" if estimated else "exact"
-    if smallest < -1e-8 * scale:
-        what = f"is indefinite (smallest eigenvalue {smallest:.4g}, {how})"
-        hint = "Use curvature='ggn' for a positive semi-definite curvature, or indefinite='abs' / 'warn'."
-    else:
-        what = f"is singular (smallest eigenvalue {smallest:.3g}, {how})"
-        hint = "Pass damping > 0 to choose it yourself."
-    warnings.warn(f"{method}: the curvature {what} and damping {damping:.4g} does not make it positive definite; "
-                  f"damping raised to {raised:.4g}. {hint}", InfluenceWarning, stacklevel=5)
-    return raised, info

@@ -10,15 +10,9 @@ import torch
 from torch import Tensor
 
 from influence.curvature import Curvature
-from influence.damping import Damping
+from influence.damping import Damping, check_indefinite_option, iterative_damping
 from influence.errors import InfluenceWarning
-from influence.methods.base import (
-    Method,
-    TrainFeatures,
-    check_indefinite_option,
-    iterative_damping,
-    register,
-)
+from influence.methods.base import Method, TrainFeatures, register
 from influence.model import FunctionalModel
 from influence.options import check_int, check_number
 from influence.solvers import SolveInfo, conjugate_gradient, top_eigenpairs

@@ -205,21 +205,22 @@ class EKFAC(Method):
     """Block-diagonal (E)K-FAC preconditioner over `nn.Linear` / `nn.Conv2d` layers, with the
     index in its eigenbasis.
 
-    `prepare` makes two passes over the data: the Kronecker factors (then their
-    eigenbases), then the corrected eigenvalues Λ and the dense block together; then λ (the
-    automatic damping uses the mean of Λ — the exact trace of the GGN — so it costs no
-    extra pass) and which components to keep (`keep`). Features are the per-example
-    gradients rotated into the Kronecker eigenbasis, φ = vec(Q_Sᵀ G Q_A)[kept]
-    (Tensor[b, K], K ≤ p), so P is diagonal, `1/(Λ + wd + λ)`, and a query or a
-    self-influence is one elementwise product. Diagnostics list the layers, their factor
-    sizes, the components kept, and the skipped parameters.
+    `fit` (before the training features, which live in its eigenbasis) makes two passes over
+    the data: the Kronecker factors (then their eigenbases), then the corrected eigenvalues Λ
+    and the dense block together; then λ (the automatic damping uses the mean of Λ — the
+    exact trace of the GGN — so it costs no extra pass) and which components to keep (`keep`).
+    Features are the per-example gradients rotated into the Kronecker eigenbasis,
+    φ = vec(Q_Sᵀ G Q_A)[kept] (Tensor[b, K], K ≤ p), so P is diagonal, `1/(Λ + wd + λ)`,
+    and a query or a self-influence is one elementwise product. Diagnostics list the layers,
+    their factor sizes, the components kept, and the skipped parameters.
     """
 
     name = "ekfac"
     Options = EKFACOptions
     features_use_curvature = True
 
-    def prepare(self, curvature: Curvature, damping: Damping) -> dict[str, Any]:
+    def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
+            train_features: TrainFeatures | None) -> dict[str, Any]:
         self.layers, skipped = find_layers(curvature.fm, self.options.skip_unsupported)
         self._trace_kept = (0.0, 0.0)
         A, S = self._factors(curvature)
@@ -230,8 +231,8 @@ class EKFAC(Method):
         self.blocks = blocks
         dense_flat = _top_components(blocks, self.options.dense_block)
         corrected, B = self._second_pass(curvature, dense_flat)
-        for layer, lam in zip(self.layers, corrected or []):
-            blocks[layer.key]["eigenvalues"] = lam
+        for layer, eigenvalues in zip(self.layers, corrected or []):  # each layer's corrected Λ
+            blocks[layer.key]["eigenvalues"] = eigenvalues
         wd = curvature.task.weight_decay
         spectrum = torch.cat([b["eigenvalues"].reshape(-1) for b in blocks.values()])
         lam, source = damping.resolve(lambda: float(spectrum.mean()) + wd, "mean eigenvalue (EK-FAC trace)",
@@ -241,20 +242,16 @@ class EKFAC(Method):
         dense = _dense_state(B, [b["kept"] for b in blocks.values()], dense_flat) if B is not None else {}
         self.restore({**self._block_state(), **dense, "damping": _scalar(lam), "weight_decay": _scalar(wd)},
                      curvature)
-        self.info = {"damping_source": source, "skipped_parameters": skipped,
-                     "layers": {l.key: {"A": tuple(A[i].shape), "S": tuple(S[i].shape),
-                                        "kept": len(blocks[l.key]["kept"])} for i, l in enumerate(self.layers)},
-                     "eigenvalue_correction": self.options.correct_eigenvalues,
-                     "ekfac_curvature": "ggn (exact output-Hessian factorisation)"
-                                        + ("" if self._trace_kept[1] == 0 else
-                                           f", its top {self.options.output_rank} directions per example"),
-                     "output_curvature_kept": (1.0 if self._trace_kept[1] == 0
-                                               else self._trace_kept[0] / self._trace_kept[1])}
-        return {}
-
-    def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
-            train_features: TrainFeatures) -> dict[str, Any]:
-        return self.info
+        return {"damping_source": source, "skipped_parameters": skipped,
+                "layers": {l.key: {"A": tuple(A[i].shape), "S": tuple(S[i].shape),
+                                   "kept": len(blocks[l.key]["kept"])}
+                           for i, l in enumerate(self.layers)},
+                "eigenvalue_correction": self.options.correct_eigenvalues,
+                "ekfac_curvature": "ggn (exact output-Hessian factorisation)"
+                                   + ("" if self._trace_kept[1] == 0 else f", its top "
+                                      f"{self.options.output_rank} directions per example"),
+                "output_curvature_kept": (1.0 if self._trace_kept[1] == 0
+                                          else self._trace_kept[0] / self._trace_kept[1])}
 
     def feature_dim(self, fm: FunctionalModel) -> int:
         return int(self.inverse.numel())
@@ -263,7 +260,7 @@ class EKFAC(Method):
         """φ = vec(Q_Sᵀ G Q_A)[kept] per layer, from one batched backward pass: a layer's
         per-example gradient is G = Σ_t g_t ãᵀ_t (g: gradient at its output), so the rotated
         one is Σ_t (Q_Sᵀ g_t)(Q_Aᵀ ã_t)ᵀ — no per-example p-vector is ever formed."""
-        layers = self._layers_for(fm)
+        layers = find_layers(fm, self.options.skip_unsupported)[0]  # this model's modules
         targets = targets.to(fm.device)
         with self._layer_io(fm, layers) as run:
             out, acts, outs = run(to_model(inputs, fm.device, fm.dtype))
@@ -274,11 +271,6 @@ class EKFAC(Method):
             rotated = _rotate(layer.output_grads(torch.zeros_like(o) if g is None else g), a, b["QS"], b["QA"])
             parts.append(_entries(rotated, b["kept"]))
         return torch.cat(parts, dim=1).to(fm.dtype)
-
-    def _layers_for(self, fm: FunctionalModel) -> list[_Layer]:
-        if getattr(self, "_bound", None) is not fm:  # after `restore`: find the layers of this model again
-            self.layers, self._bound = find_layers(fm, self.options.skip_unsupported)[0], fm
-        return self.layers
 
     # ------------------------------------------------------------------ passes over the data
     @contextmanager

@@ -9,17 +9,15 @@ import torch
 from torch import Tensor
 
 from influence.curvature import Curvature
-from influence.damping import Damping
-from influence.errors import InvalidArgumentError
-from influence.linalg import eigh
-from influence.methods.base import (
+from influence.damping import (
     INDEFINITE,
-    Method,
-    TrainFeatures,
+    Damping,
     check_indefinite_option,
     positive_definite_damping,
-    register,
 )
+from influence.errors import InvalidArgumentError
+from influence.linalg import eigh
+from influence.methods.base import Method, TrainFeatures, register
 from influence.model import FunctionalModel
 from influence.options import check_int
 

@@ -20,9 +20,10 @@ from torch import nn
 from influence.attributor import Attributor
 from influence.data import ExampleData
 from influence.errors import InfluenceWarning
-from influence.harm import example_harm
+from influence.harm import example_harm, harmed_counts
 from influence.report import ranking
 from influence.report.document import to_json_types
+from influence.scoring import top_k
 from influence.task import Task
 
 STATIONARITY_WARNING = 0.05  # warn when ‖∇L(θ_new)‖ exceeds this multiple of the rms per-example gradient
@@ -70,7 +71,7 @@ def attribute(model: nn.Module, train: ExampleData, queries: tuple | None, task:
         harm = example_harm(scores, n)
         self_influence = _self_influence(attr, train, scores, harm, opts.top, opts.seed)
         clock.lap("self_influence")
-    diagnostics.update(to_json_types(attr.diagnostics))
+    diagnostics.update(to_json_types(attr.diagnostics.to_dict()))
     diagnostics["warnings"] = [str(w.message) for w in caught if issubclass(w.category, InfluenceWarning)]
     diagnostics["stationarity"] = _stationarity(model, train, task, opts.batch_size, opts.seed)
     if diagnostics["stationarity"] > STATIONARITY_WARNING:
@@ -88,7 +89,8 @@ def _self_influence(attr: Attributor, train: ExampleData, scores: np.ndarray, ha
     """{train index: (self-influence, percentile among training examples)} for the examples
     the report lists. Direct methods compute it for every example; iterative solvers (one
     solve per query) for the listed examples and a random reference sample of 256."""
-    counts = ranking.harmful_to(ranking.top_harmful(scores, 10)[0], len(harm))
+    ranked = top_k([(0, torch.as_tensor(np.ascontiguousarray(scores)))], 10)
+    counts = harmed_counts(ranked.harmful, len(harm))
     listed = sorted(set(np.argsort(-harm)[:top].tolist()) | set(np.argsort(-counts)[:top].tolist()))
     if not attr.method.queries_use_curvature:
         values = attr.self_influence().double().cpu().numpy()

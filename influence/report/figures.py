@@ -24,8 +24,7 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def group_harm_chart(labels: list[str], harms: list[float], intervals: list[tuple[float, float]] | None = None
-                     ) -> bytes:
+def group_harm_chart(labels: list[str], harms: list[float]) -> bytes:
     """Horizontal bars of each group's harm (red: harmful, green: helpful), most harmful on top."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(labels) + 1.2))

@@ -1,4 +1,5 @@
-"""Rankings behind the regression report: shares, confidence and the most harmful examples.
+"""Rankings behind the regression report: the shares and confidence of groups (the most harmful
+examples and how many regressions each harms: `influence.scoring.top_k`, `influence.harm`).
 
 Harm comes from `influence.harm` (the one definition): per training example
 `harm_i = −Σ_j scores[j, i] / n_train`, per group the group-removal Newton step or the sum of
@@ -96,23 +97,6 @@ def group_stats(column: str, values: list, count: np.ndarray, per_regression: np
         top_rate = np.zeros(len(values))
     return GroupStats(column, values, count, harm, first_order.sum(axis=0), estimator, shares(harm), p_value, low,
                       high, top_rate)
-
-
-def top_harmful(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each regression, its k most harmful (lowest-score) training examples.
-
-    Returns `(indices, scores)`, int[r, k] and float[r, k], most harmful first.
-    """
-    k = min(k, scores.shape[1])
-    part = np.argpartition(scores, k - 1, axis=1)[:, :k]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(part_scores, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
-
-
-def harmful_to(top_indices: np.ndarray, n_train: int) -> np.ndarray:
-    """int[n_train]: for how many regressions each example is among the k most harmful."""
-    return np.bincount(top_indices.ravel(), minlength=n_train)
 
 
 def percentile_rank(values: np.ndarray) -> np.ndarray:

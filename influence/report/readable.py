@@ -44,15 +44,6 @@ def effect(loss_change: float) -> str:
     return "no effect"
 
 
-def harm_words(harm: float) -> str:
-    """A group's or example's harm (> 0 caused the losses), in words with its size."""
-    if harm > 0:
-        return f"harmful: removing it would lower the loss by {sig(harm)}"
-    if harm < 0:
-        return f"helpful: removing it would raise the loss by {sig(-harm)}"
-    return "no effect"
-
-
 def class_name(label: Any, class_names: Sequence[str] | None) -> str:
     """The name of a class index (the index itself when there are no names or it is outside them)."""
     if class_names and isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(class_names):

@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from influence.data import ExampleData, as_data
 from influence.errors import InvalidArgumentError
-from influence.harm import ESTIMATORS, GroupHarm, Metrics, group_codes, group_harm
+from influence.harm import ESTIMATORS, GroupHarm, group_codes, group_harm, harmed_counts
+from influence.newton import Metrics
 from influence.report import evaluation, ranking
 from influence.report.attribution import Attribution, attribute
 from influence.report.document import ExampleEntry, Figure, GroupEntry, RegressionEntry, Report, to_json_types
@@ -37,6 +39,7 @@ from influence.report.explain import explain_group, headline
 from influence.report.fingerprint import data_fingerprint, model_fingerprint
 from influence.report.flags import Flag, read_flags
 from influence.report.verification import VerificationEntry, flag_candidate, group_candidates, verify
+from influence.scoring import top_k
 from influence.task import ClassificationTask, Task
 
 
@@ -345,9 +348,10 @@ def _assemble(inputs: _Inputs, compared: _Comparison, attribution: Attribution, 
               fingerprints: dict) -> Report:
     harm_, n_train = attribution.example_harm, len(inputs.train_data)
     scores = attribution.scores
-    harm_idx, harm_scores = ranking.top_harmful(scores, opts.k)
-    help_idx, help_scores = ranking.top_harmful(-scores, opts.k)
-    counts = ranking.harmful_to(harm_idx, n_train)
+    top = top_k([(0, torch.as_tensor(np.ascontiguousarray(scores)))], opts.k)
+    harm_idx, harm_scores = top.harmful.indices.numpy(), top.harmful.scores.numpy()
+    help_idx, help_scores = top.helpful.indices.numpy(), top.helpful.scores.numpy()
+    counts = harmed_counts(top.harmful, n_train)
 
     def example(i: int) -> ExampleEntry:
         si, pct = attribution.self_influence.get(i, (None, None))
@@ -361,7 +365,7 @@ def _assemble(inputs: _Inputs, compared: _Comparison, attribution: Attribution, 
                                    _plain_value(old["predictions"][j]), _plain_value(new["predictions"][j]),
                                    float(old["losses"][j]), float(new["losses"][j]),
                                    _scored(harm_idx[r], harm_scores[r], n_train),
-                                   _scored(help_idx[r], -help_scores[r], n_train))
+                                   _scored(help_idx[r], help_scores[r], n_train))
                    for r, j in enumerate(compared.chosen.tolist())]
     diagnostics = dict(attribution.diagnostics, seconds=clock.laps)
     settings = {**to_json_types(asdict(opts)), "group_by": list(inputs.groups), "task": type(task).__name__,

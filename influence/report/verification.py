@@ -5,7 +5,7 @@ reviewer's flags (remove the rows flagged "remove" or "mislabeled" without a cor
 relabel those with a corrected label). For each:
 
 - `estimated`: eval accuracy and mean loss of the new model retrained without the candidate,
-  from one Newton step (`influence.harm.estimated_metrics`): no retraining, seconds;
+  from one Newton step (`influence.newton.estimated_metrics`): no retraining, seconds;
 - `measured` (with `verify=True`): the user's training function run on the modified training
   data, then evaluated;
 - `recovered` / `estimated_recovered`: the fraction of the old → new accuracy drop won back,
@@ -26,7 +26,7 @@ from torch import nn
 
 from influence.data import ExampleData, as_data
 from influence.errors import InfluenceError, InvalidArgumentError
-from influence.harm import Metrics, estimated_metrics, newton_affordable
+from influence.newton import Metrics, estimated_metrics, newton_affordable
 from influence.report.evaluation import evaluate
 from influence.report.flags import Flag, edits
 
@@ -59,11 +59,6 @@ class VerificationEntry:
     recovered: float | None
     seconds: float
     note: str | None = None
-
-    @property
-    def best_recovered(self) -> float | None:
-        """The measured recovered fraction when there is one, else the estimated one."""
-        return self.recovered if self.recovered is not None else self.estimated_recovered
 
 
 def group_candidates(groups: Sequence, labels: dict[str, list], count: int) -> list[Candidate]:

@@ -63,6 +63,22 @@ def test_the_groups_tab_and_the_report_rank_the_same_group_first(opened):
     assert suspects["train id"].tolist() == listed
 
 
+def test_the_app_and_the_report_count_the_same_regressions_harmed(opened):
+    """One rule, `influence.harm.harmed_counts`: a training example harms a regression when it is
+    among that regression's k most harmful with a negative score."""
+    _, setup = opened
+    doc = setup.report
+    k = doc["settings"]["k"]
+    harmed = Session(setup, k_suspects=k).suspect_scores(REGRESSIONS)["harmed"].to_numpy()
+    listed = doc["harmful_examples"] + doc["suspects"]
+    assert listed and harmed.sum() > 0
+    for entry in listed:
+        i = entry["train_index"]
+        recount = sum(h["train_index"] == i and h["score"] < 0
+                      for r in doc["regressions"] for h in r["harmful"][:k])
+        assert harmed[i] == entry["harmful_to"] == recount
+
+
 def test_report_tables_read_at_three_significant_digits(opened):
     _, setup = opened
     doc = setup.report

@@ -1,8 +1,11 @@
 """influence.report.ranking against direct numpy computations."""
 
 import numpy as np
+import torch
 
+from influence.harm import harmed_counts
 from influence.report import ranking
+from influence.scoring import top_k
 
 
 def test_shares_of_the_harmful_groups_add_up_to_one():
@@ -35,14 +38,22 @@ def test_permutation_null_matches_exhaustive_enumeration():
     assert abs(p[0] - exact) < 0.01
 
 
-def test_top_harmful_matches_argsort():
+def test_the_reports_top_k_matches_argsort_and_counts_only_harmful_scores():
     rng = np.random.default_rng(4)
     scores = rng.normal(size=(5, 30))
-    idx, vals = ranking.top_harmful(scores, 4)
+    scores[4] = np.abs(scores[4]) + 0.1  # a regression nobody harms: its lowest scores are > 0
+    top = top_k([(0, torch.as_tensor(scores))], 4)  # the one top-k, streamed or dense
+    idx, vals = top.harmful.indices.numpy(), top.harmful.scores.numpy()
     np.testing.assert_array_equal(idx, np.argsort(scores, axis=1)[:, :4])
     np.testing.assert_allclose(vals, np.sort(scores, axis=1)[:, :4])
-    counts = ranking.harmful_to(idx, 30)
-    assert counts.sum() == 20 and counts[idx[0, 0]] >= 1
+    np.testing.assert_array_equal(top.helpful.indices.numpy(), np.argsort(-scores, axis=1)[:, :4])
+    counts = harmed_counts(top.harmful, 30)
+    expected = np.zeros(30, dtype=np.int64)
+    for j in range(5):
+        for i in np.argsort(scores[j])[:4]:
+            expected[i] += scores[j, i] < 0
+    np.testing.assert_array_equal(counts, expected)
+    assert counts.sum() == (vals < 0).sum() <= 16
 
 
 def test_group_stats_bootstrap_ranks_the_dominant_group_first():

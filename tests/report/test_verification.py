@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import influence as inf
-from influence.harm import Metrics
+from influence.newton import Metrics
 from influence.report import regression_report
 from influence.report.flags import Flag
 from influence.report.verification import recovered
