@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from influence_app.flags import FlagStore
+from influence_app.flags import HAND_MADE, FlagStore, Outcome
 from influence_app.setup import MODALITIES, Setup
 from influence.batching import num_rows, take, to_model, unsqueeze
 from influence.data import as_data
@@ -34,6 +34,8 @@ from influence.report.ranking import percentile_rank, shares
 from influence.report.readable import effect
 
 PAGE_SIZES = (25, 50, 100, 500)
+FLAG_COLUMNS = {"train_id": "train id", "verdict": "verdict", "corrected_label": "corrected label", "label": "label",
+                "source": "source", "note": "note", "by": "given by", "who": "reviewer", "time": "time"}
 SUSPECT_COLUMNS = ["harm", "harmed", "self-influence", "self-influence percentile"]
 Progress = Callable[[float, str], None]
 
@@ -362,9 +364,13 @@ class Session:
         return ids
 
     # ------------------------------------------------------------------ flags
-    def flag(self, train_ids: Any, verdict: str, corrected_label: str | None = None, note: str = "") -> int:
-        """Record a reviewer's verdict (and corrected label) on one or more training examples;
-        returns how many were flagged."""
+    def flag(self, train_ids: Any, verdict: str, corrected_label: str | None = None, note: str = "",
+             bulk: bool = False, replace_hand_made: bool = False) -> Outcome:
+        """Record a reviewer's verdict (and corrected label) on one or more training examples.
+
+        `bulk=False`: a verdict given on one example shown on screen (hand-made). `bulk=True`
+        (the k most harmful, a whole group): hand-made verdicts are kept unless
+        `replace_hand_made`; the `Outcome` says how many rows changed and how many were kept."""
         ids = [self.check_train_id(i) for i in (train_ids if isinstance(train_ids, (list, tuple)) else [train_ids])]
         if not ids:
             raise InvalidArgumentError("no training example to flag: pick one by clicking a row")
@@ -373,14 +379,24 @@ class Session:
         corrected = corrected_label or ""
         if corrected:
             self.class_index(corrected)
-        self.flags.set_many(ids, verdict, corrected, note or "",
-                            {i: self.class_name(self.train_labels[i]) for i in ids},
-                            {i: self.source_of(i) for i in ids})
-        return len(ids)
+        return self.flags.set_many(ids, verdict, corrected, note or "",
+                                   {i: self.class_name(self.train_labels[i]) for i in ids},
+                                   {i: self.source_of(i) for i in ids}, by="bulk" if bulk else HAND_MADE,
+                                   replace_hand_made=replace_hand_made or not bulk)
+
+    def undo_flags(self) -> str:
+        """Undo the last save or bulk flag; returns what was undone, in words."""
+        last = self.flags.undo()
+        if last is None:
+            raise InvalidArgumentError("nothing to undo: no verdict has been saved yet")
+        ids = last["ids"]
+        what = f"training example {ids[0]}" if len(ids) == 1 else f"{len(ids)} training examples"
+        return f"undone: {last['verdict']} on {what} (back to their previous verdicts)"
 
     def flag_table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.flags.all(), columns=["train_id", "verdict", "corrected_label", "label", "source",
-                                                       "note", "time"])
+        """Every verdict, one row per training example, with readable headers."""
+        frame = pd.DataFrame(self.flags.all(), columns=list(FLAG_COLUMNS))
+        return frame.rename(columns=FLAG_COLUMNS)
 
     def export_flags(self, kind: str) -> Path:
         """The flags as a `flags.csv` or `flags.jsonl` file (train id, verdict, corrected label, note, source)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import gradio as gr
 
 from influence_app.session import Session
-from influence_app.tabs.common import clicked, in_place, md_text
+from influence_app.tabs.common import bulk_status, clicked, in_place, md_text
 from influence_app.tabs.groups import groups_tab
 from influence_app.tabs.predictions import predictions_tab
 from influence_app.tabs.regression import regression_tab
@@ -89,15 +89,15 @@ def _route_reviews(session: Session, view, tabs, trace, review, groups, regressi
         trace.outputs[5].select(_gallery_opener(review, "helpful"), [trace.last], outputs, api_visibility="private")
 
     @in_place(1)
-    def flag_top(last, verdict, corrected):
+    def flag_top(last, verdict, corrected, replace):
         if last is None:
             raise ValueError("trace a prediction first")
         ids = [int(i) for i in last[last["kind"] == "harmful"]["train id"]]
-        count = session.flag(ids, verdict, corrected)
-        return session.flag_table(), f"flagged the {count} most harmful training examples as {verdict}"
+        outcome = session.flag(ids, verdict, corrected, bulk=True, replace_hand_made=bool(replace))
+        return session.flag_table(), bulk_status(outcome, f"of the {len(ids)} most harmful", verdict)
 
-    trace.bulk.button.click(flag_top, [trace.last, trace.bulk.verdict, trace.bulk.corrected],
-                            [review.flags, trace.status], api_visibility="private")
+    trace.bulk.button.click(flag_top, [trace.last, trace.bulk.verdict, trace.bulk.corrected, trace.bulk.replace],
+                            [review.flags, trace.status], api_name="flag_top")
     groups.flag.click(session.flag_table, None, review.flags, api_visibility="private")
 
 

@@ -11,6 +11,7 @@ import gradio as gr
 from influence_app.session import Session
 from influence_app.tabs.common import (
     VERDICT_CHOICES,
+    bulk_status,
     empty_table,
     in_place,
     md_text,
@@ -47,6 +48,7 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
             verdict = gr.Dropdown(VERDICT_CHOICES, value=None, label="verdict for every member",
                                   elem_id="group-verdict")
             corrected = gr.Dropdown([""] + list(session.setup.class_names), value=None, label="corrected label")
+            replace = gr.Checkbox(False, label="replace hand-made verdicts", elem_id="group-replace")
             flag = gr.Button("Flag the whole group", size="sm", elem_id="group-flag")
         status = status_box("groups-status")
 
@@ -66,11 +68,12 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
         return view.show_examples(frame.head(16), "harmful"), with_thumbnails(frame, view), ""
 
     @in_place(0)
-    def flag_group(column, value, verdict, corrected):
-        count = session.flag(session.members(column, value), verdict, corrected)
-        return f"flagged {count} training examples of {column} {value} as {verdict}"
+    def flag_group(column, value, verdict, corrected, replace):
+        outcome = session.flag(session.members(column, value), verdict, corrected, bulk=True,
+                               replace_hand_made=bool(replace))
+        return bulk_status(outcome, f"of {column} {value}", verdict)
 
     show.click(harm_by_group, [column, on], [plot, table, value, status], api_name="groups")
     drill.click(drill_down, [column, value, on], [members_view, members, status], api_name="group_members")
-    flag.click(flag_group, [column, value, verdict, corrected], [status], api_name="flag_group")
+    flag.click(flag_group, [column, value, verdict, corrected, replace], [status], api_name="flag_group")
     return SimpleNamespace(members=members, status=status, flag=flag)

@@ -97,5 +97,6 @@ def _bulk_flag_row(session: Session) -> SimpleNamespace:
                               elem_id="bulk-verdict")
         corrected = gr.Dropdown([""] + list(session.setup.class_names), value=None, label="corrected label",
                                 elem_id="bulk-corrected")
+        replace = gr.Checkbox(False, label="replace hand-made verdicts", elem_id="bulk-replace")
         button = gr.Button("Flag the k most harmful", size="sm", elem_id="bulk-flag")
-    return SimpleNamespace(verdict=verdict, corrected=corrected, button=button)
+    return SimpleNamespace(verdict=verdict, corrected=corrected, replace=replace, button=button)
