@@ -66,6 +66,12 @@ def upload_size(text: str) -> str:
     return text.strip().lower()
 
 
+def upload_bytes(size: str) -> int:
+    """The number of bytes of a `--max-upload` size ("500kb" -> 512000)."""
+    number, unit = re.fullmatch(r"(\d+)\s*(b|kb|mb|gb)", size).groups()
+    return int(number) * 1024 ** ("b", "kb", "mb", "gb").index(unit)
+
+
 def is_loopback(host: str) -> bool:
     """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":
@@ -129,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     setup = open_setup(args)
     session = Session(setup, max_bad=args.max_bad)
-    page = build(session, k=args.k)
+    page = build(session, k=args.k, max_upload_bytes=upload_bytes(args.max_upload))
     page.queue(default_concurrency_limit=4)
     from PIL import Image
 

@@ -12,6 +12,7 @@ helpful. Harm = the estimated drop of the queried examples' summed loss if the d
 
 from __future__ import annotations
 
+import math
 import tempfile
 import threading
 from collections.abc import Callable
@@ -115,7 +116,7 @@ class Session:
         return names[c] if 0 <= c < len(names) else str(c)
 
     def class_index(self, name: str) -> int:
-        if name not in self.setup.class_names:
+        if not isinstance(name, str) or name not in self.setup.class_names:
             raise InvalidArgumentError(f"unknown class {name!r}; classes are {self.setup.class_names}")
         return self.setup.class_names.index(name)
 
@@ -167,7 +168,7 @@ class Session:
         return list(self.train_table([], {c: [] for c in SUSPECT_COLUMNS}).columns)
 
     def query_ids(self, queries: str) -> Tensor:
-        if queries not in self.queries:
+        if not isinstance(queries, str) or queries not in self.queries:
             raise InvalidArgumentError(f"`queries` must be one of {list(self.queries)}, got {queries!r}")
         return self.queries[queries]
 
@@ -200,7 +201,7 @@ class Session:
             keep &= self.pred != self.y_eval
         elif correctness == "right":
             keep &= self.pred == self.y_eval
-        elif correctness not in (None, "", "all"):
+        elif correctness is not None and (not isinstance(correctness, str) or correctness not in ("", "all")):
             raise InvalidArgumentError(f"`correctness` must be 'wrong', 'right' or 'all', got {correctness!r}")
         ids = torch.nonzero(keep).flatten()
         ids = ids[self.loss[ids].argsort(descending=True, stable=True)].tolist()
@@ -292,6 +293,7 @@ class Session:
         """Per training example: self-influence (and its percentile), how many queries it is among
         the `k_suspects` most harmful for, and its harm on them (`influence.harm.example_harm`)."""
         progress = progress or (lambda fraction, what: None)
+        self.query_ids(queries)  # a known name (a cache key) before anything else
         with self._lock:
             if ("suspects", queries) not in self._cache:
                 X, y = self._query_data(queries)
@@ -316,7 +318,7 @@ class Session:
         """Training examples ranked by `sort_by` ("harm", "harmed" or "self-influence"), highest
         first, with their labels, groups and flags."""
         scores = self.suspect_scores(queries or next(iter(self.queries)), progress)
-        if sort_by not in ("harm", "harmed", "self-influence"):
+        if not isinstance(sort_by, str) or sort_by not in ("harm", "harmed", "self-influence"):
             raise InvalidArgumentError(f"`sort_by` must be 'harm', 'harmed' or 'self-influence', got {sort_by!r}")
         if not isinstance(top_n, (int, float)) or not 1 <= int(top_n) <= 10_000:
             raise InvalidArgumentError(f"`show` must be a number of rows in [1, 10000], got {top_n!r}")
@@ -329,9 +331,10 @@ class Session:
                    ) -> pd.DataFrame:
         """Harm of each value of a group column on the queries, most harmful first
         (`influence.harm.group_harm`: the group-removal estimate when affordable, else first order)."""
-        if column not in self.columns:
+        if not isinstance(column, str) or column not in self.columns:
             raise InvalidArgumentError(f"`column` must be one of {list(self.columns)}, got {column!r}")
         queries = queries or next(iter(self.queries))
+        self.query_ids(queries)
         with self._lock:
             if ("groups", column, queries) not in self._cache:
                 if progress:
@@ -352,12 +355,12 @@ class Session:
 
     def group_members(self, column: str, value: str, queries: str | None = None, top_n: int = 50) -> pd.DataFrame:
         """The training examples of one group, most harmful first."""
-        if column not in self.columns:
-            raise InvalidArgumentError(f"`column` must be one of {list(self.columns)}, got {column!r}")
         ids = self.members(column, value)
         return self.suspects("harm", top_n, queries, ids=ids)
 
     def members(self, column: str, value: str) -> list[int]:
+        if not isinstance(column, str) or column not in self.columns:
+            raise InvalidArgumentError(f"`column` must be one of {list(self.columns)}, got {column!r}")
         ids = [i for i, v in enumerate(self.columns.get(column, [])) if v == str(value)]
         if not ids:
             raise InvalidArgumentError(f"no training example has {column} = {value!r}; pick a group from the list")
@@ -425,6 +428,6 @@ def _check_id(value: Any, n: int, what: str, hint: str) -> int:
         i = float(value)
     except (TypeError, ValueError):
         i = -1.5
-    if i != int(i) or not 0 <= i < n:
+    if not math.isfinite(i) or i != int(i) or not 0 <= i < n:
         raise InvalidArgumentError(f"{what} must be an integer in [0, {n - 1}] ({hint}), got {value!r}")
     return int(i)

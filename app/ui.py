@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from influence_app.inputs import boolean
 from influence_app.session import Session
 from influence_app.tabs.common import bulk_status, clicked, in_place, md_text
 from influence_app.tabs.groups import groups_tab
@@ -37,9 +38,10 @@ def header(session: Session) -> str:
     return "\n\n".join(lines)
 
 
-def build(session: Session, k: int = 8) -> gr.Blocks:
-    """The `gr.Blocks` app for `session` (not launched)."""
+def build(session: Session, k: int = 8, max_upload_bytes: int = 10 * 1024 * 1024) -> gr.Blocks:
+    """The `gr.Blocks` app for `session` (not launched); uploads over `max_upload_bytes` are refused."""
     view = view_for(session)
+    view.max_upload_bytes = max_upload_bytes
     with gr.Blocks(title=f"influence · {session.setup.name}", analytics_enabled=False) as page:
         gr.Markdown(header(session))
         with gr.Tabs() as tabs:
@@ -93,7 +95,7 @@ def _route_reviews(session: Session, view, tabs, trace, review, groups, regressi
         if last is None:
             raise ValueError("trace a prediction first")
         ids = [int(i) for i in last[last["kind"] == "harmful"]["train id"]]
-        outcome = session.flag(ids, verdict, corrected, bulk=True, replace_hand_made=bool(replace))
+        outcome = session.flag(ids, verdict, corrected, bulk=True, replace_hand_made=boolean(replace, "replace hand-made verdicts"))
         return session.flag_table(), bulk_status(outcome, f"of the {len(ids)} most harmful", verdict)
 
     trace.bulk.button.click(flag_top, [trace.last, trace.bulk.verdict, trace.bulk.corrected, trace.bulk.replace],

@@ -8,6 +8,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from influence_app import inputs
+from influence_app.inputs import boolean
 from influence_app.session import Session
 from influence_app.tabs.common import (
     VERDICT_CHOICES,
@@ -30,8 +32,8 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
                             "group were removed from the training data (group removal: one Newton step, when the "
                             "model is small enough; else the sum of its members' harm). > 0: it caused them."))
         with gr.Row():
-            column = gr.Dropdown(columns, value=columns[0] if columns else None, label="group column")
-            on = gr.Dropdown(queries, value=queries[0], label="predictions")
+            column = inputs.dropdown(columns, value=columns[0] if columns else None, label="group column")
+            on = inputs.dropdown(queries, value=queries[0], label="predictions")
             show = gr.Button("Show harm by group", variant="primary")
         plot = gr.BarPlot(x="group", y="harm", sort="-y", label="harm by group (axis from zero)", height=320,
                           elem_id="groups-plot")
@@ -45,9 +47,9 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
                                                                                        view),
                                value=empty_table(session.columns_of("suspects"), view), elem_id="members-table")
         with gr.Row():
-            verdict = gr.Dropdown(VERDICT_CHOICES, value=None, label="verdict for every member",
+            verdict = inputs.dropdown(VERDICT_CHOICES, value=None, label="verdict for every member",
                                   elem_id="group-verdict")
-            corrected = gr.Dropdown([""] + list(session.setup.class_names), value=None, label="corrected label")
+            corrected = inputs.dropdown([""] + list(session.setup.class_names), value=None, label="corrected label")
             replace = gr.Checkbox(False, label="replace hand-made verdicts", elem_id="group-replace")
             flag = gr.Button("Flag the whole group", size="sm", elem_id="group-flag")
         status = status_box("groups-status")
@@ -70,7 +72,7 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
     @in_place(0)
     def flag_group(column, value, verdict, corrected, replace):
         outcome = session.flag(session.members(column, value), verdict, corrected, bulk=True,
-                               replace_hand_made=bool(replace))
+                               replace_hand_made=boolean(replace, "replace hand-made verdicts"))
         return bulk_status(outcome, f"of {column} {value}", verdict)
 
     show.click(harm_by_group, [column, on], [plot, table, value, status], api_name="groups")

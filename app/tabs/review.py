@@ -14,6 +14,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from influence_app import inputs
+from influence_app.inputs import whole
 from influence_app.session import Session
 from influence_app.tabs.common import (
     VERDICT_CHOICES,
@@ -41,9 +43,9 @@ def review_tab(session: Session, view) -> SimpleNamespace:
                             "Click a row to review it. Verdicts are saved beside the index; the data is never "
                             "changed."))
         with gr.Row():
-            on = gr.Dropdown(queries, value=queries[0], label="predictions")
-            sort_by = gr.Dropdown(list(RANKINGS), value=next(iter(RANKINGS)), label="rank by")
-            top_n = gr.Number(50, label="show", precision=0, minimum=1)
+            on = inputs.dropdown(queries, value=queries[0], label="predictions")
+            sort_by = inputs.dropdown(list(RANKINGS), value=next(iter(RANKINGS)), label="rank by")
+            top_n = inputs.Number(50, label="show", precision=0, elem_id="top-n")
             rank_button = gr.Button("Rank", variant="primary")
         suspects = gr.Dataframe(label="training examples (click a row to review it)", interactive=False, wrap=True,
                                 max_height=420, datatype=thumbnail_datatypes(session.columns_of("suspects"), view),
@@ -60,7 +62,7 @@ def review_tab(session: Session, view) -> SimpleNamespace:
 
     @in_place(1)
     def rank(on, sort_by, top_n, progress=gr.Progress()):
-        frame = session.suspects(RANKINGS.get(sort_by, sort_by), int(top_n or 50), on,
+        frame = session.suspects(RANKINGS.get(sort_by, sort_by) if isinstance(sort_by, str) else sort_by, whole(top_n, "show", 1, 10_000), on,
                                  lambda f, what: progress(f, desc=what))
         return with_thumbnails(frame, view), ""
 
@@ -132,8 +134,8 @@ def _review_panel(session: Session, view) -> SimpleNamespace:
             train_id = gr.Textbox("", label="training example (click a row, or type its id and press Enter)", max_lines=1,
                                   elem_id="review-id")
             about = gr.Textbox(show_label=False, container=False, interactive=False, elem_id="review-about")
-            verdict = gr.Radio(VERDICT_CHOICES, value=None, label="verdict", elem_id="review-verdict")
-            corrected = gr.Dropdown([""] + list(session.setup.class_names), value=None,
+            verdict = inputs.Radio(VERDICT_CHOICES, value=None, label="verdict", elem_id="review-verdict")
+            corrected = inputs.dropdown([""] + list(session.setup.class_names), value=None,
                                     label="corrected label (for mislabeled)", elem_id="review-corrected")
             note = gr.Textbox(label="note", max_lines=2, elem_id="review-note")
             save = gr.Button("Save verdict", variant="primary", elem_id="save-verdict")

@@ -164,7 +164,7 @@ def test_groups_and_members_use_the_harm_definition(client, reference):
     ("/trace", (10**6, K), "the eval example must be an integer in [0, "),
     ("/predictions", ("all", "all", "all", 0, "", 99, 50), "`page` must be between 1 and"),
     ("/explain", (None, "predicted", K), "no image was given"),
-    ("/suspects", ("worst wrong predictions", "harm on the chosen predictions", 20000), "`show` must be"),
+    ("/suspects", ("worst wrong predictions", "harm on the chosen predictions", 20000), "show must be"),
     ("/open_example", ("",), "the training example must be an integer"),
     ("/flag", ("", "mislabeled", "3", ""), "open a training example first"),
     ("/group_members", ("source", "batch-99", "worst wrong predictions"), "no training example has source"),
@@ -179,13 +179,31 @@ def test_error_paths_answer_in_place(client, endpoint, args, message, tmp_path):
     assert all(v == {"__type__": "update"} for v in kept)  # every other output keeps its value
 
 
-def test_gradio_refuses_values_outside_the_components_range(client):
-    with pytest.raises(Exception, match="not in the list of choices"):
-        client.predict("day", "worst wrong predictions", api_name="/groups")
-    with pytest.raises(Exception, match="less than minimum value 1"):
-        client.predict(3, 0, api_name="/trace")
-    with pytest.raises(Exception, match="not in the list of choices"):
-        client.predict("eleven", "all", "all", 0, api_name="/predictions")
+@pytest.mark.parametrize("endpoint, args, message", [
+    ("/trace", (-1, K), "the eval example must be an integer in [0, "),
+    ("/trace", (3, 0), "k must be a whole number in [1, 30], got 0"),
+    ("/predictions", ("all", "all", "all", 0, "", 0, 50), "page must be a whole number ≥ 1, got 0"),
+    ("/predictions", ("all", "all", "all", -5, "", 1, 50), "loss at least must be a number ≥ 0, got -5"),
+    ("/predictions", ("all", "all", "all", "abc", "", 1, 50), "loss at least must be a number ≥ 0, got 'abc'"),
+    ("/predictions", ("eleven", "all", "all", 0), "unknown class 'eleven'"),
+    ("/groups", ("day", "worst wrong predictions"), "`column` must be one of ['source']"),
+    ("/suspects", ("worst wrong predictions", "harm on the chosen predictions", 0), "show must be a whole number"),
+])
+def test_values_below_a_range_are_answered_like_values_above_it(client, endpoint, args, message):
+    """Why 4: no Gradio range error (red badges); our message, the outputs kept."""
+    out = client.predict(*args, api_name=endpoint)
+    assert out[-1].startswith("⚠ ") and message in out[-1], out[-1]
+    assert all(v == {"__type__": "update"} for v in out[:-1])
+
+
+def test_a_bad_upload_is_refused_with_our_words(client, tmp_path):
+    """Why 4: an empty or non-image .png never reaches Gradio's decoder (whose message names temp paths)."""
+    empty, text = tmp_path / "empty.png", tmp_path / "notes.png"
+    empty.write_bytes(b"")
+    text.write_text("not an image")
+    for path, message in ((empty, "the upload is empty (0 bytes)"), (text, "the upload is not an image")):
+        status = client.predict(gradio_client.handle_file(str(path)), "predicted", K, api_name="/explain")[-1]
+        assert status.startswith(f"⚠ {message}") and "/tmp" not in status and str(tmp_path) not in status
 
 
 def _digest(folder: Path) -> str:
