@@ -402,10 +402,27 @@ class Session:
         return frame.rename(columns=FLAG_COLUMNS)
 
     def export_flags(self, kind: str) -> Path:
-        """The flags as a `flags.csv` or `flags.jsonl` file (train id, verdict, corrected label, note, source)."""
+        """The flags as a `flags.csv` or `flags.jsonl` file to download (train id, verdict, corrected
+        label, note, source); opened on a report folder, also written there for `verify_line`."""
         if kind not in ("csv", "jsonl"):
             raise InvalidArgumentError(f"`kind` must be 'csv' or 'jsonl', got {kind!r}")
+        if self.setup.report_folder is not None:
+            self.flags.export(self.setup.report_folder / f"flags.{kind}")
         return self.flags.export(self.exports / f"flags.{kind}")
+
+    def verify_line(self, flags: Path) -> str:
+        """How to verify exported flags: the exact `influence report` line when the app was opened
+        on a report folder that can be retrained, else where to pass them."""
+        from influence.report.bundle import verify_command
+
+        folder = self.setup.report_folder
+        if folder is not None and (folder / "bundle.json").exists():
+            try:
+                command = verify_command(folder, folder / flags.name, folder / "verified")
+                return f"also saved as {folder / flags.name}; verify them with:\n{command}"
+            except InvalidArgumentError:
+                pass
+        return "pass it to influence report --flags (with --retrain and --verify to measure the fix)"
 
     def download(self, table: pd.DataFrame, name: str) -> Path:
         """A table at full precision as a CSV file to download."""

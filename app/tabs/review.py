@@ -82,8 +82,7 @@ def review_tab(session: Session, view) -> SimpleNamespace:
     @in_place(1)
     def export(kind):
         path = session.export_flags(kind)
-        return shown_file(path), (f"exported {len(session.flags.all())} flags as {path.name}: pass it to "
-                                  "influence report --flags (with --retrain and --verify to measure the fix)")
+        return shown_file(path), f"exported {len(session.flags.all())} flags as {path.name}; {session.verify_line(path)}"
 
     opener = _opener(session, view)
 

@@ -177,6 +177,26 @@ class Report:
                 "accuracy_drop": drop, "loss_rise": s["new_mean_loss"] - s["old_mean_loss"],
                 "recoverable": max((r for r in recovered if r is not None), default=None)}
 
+    def flags_recovery(self) -> tuple[float | None, str]:
+        """The fraction of the regression the reviewer's flags won back (measured when verified,
+        else estimated), and which ("measured", "estimated", or "" when the flags were not checked)."""
+        fix = next((v for v in self.verification if v["kind"] == "flags"), None)
+        if fix is None:
+            return None, ""
+        if fix["recovered"] is not None:
+            return fix["recovered"], "measured"
+        return fix["estimated_recovered"], "estimated" if fix["estimated_recovered"] is not None else ""
+
+    def recovery_failure(self, minimum: float) -> str | None:
+        """Why the flags fail the recovery gate `minimum` (a fraction of the drop), or None when they pass."""
+        value, how = self.flags_recovery()
+        if not how:
+            return (f"min-recovered: the flags were not verified (no --flags, only 'keep' verdicts, or no "
+                    f"estimate), so they cannot reach {minimum:.0%} of the drop")
+        if value < minimum:
+            return f"min-recovered: the flags recovered {value:.1%} of the drop ({how}) < the gate {minimum:.0%}"
+        return None
+
     def breaches(self, fail_on: dict[str, float], min_confidence: float = 0.95) -> list[str]:
         """One message per threshold reached (metric ≥ threshold); empty when all pass.
 

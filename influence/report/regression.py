@@ -35,7 +35,7 @@ from influence.report.attribution import Attribution, attribute
 from influence.report.document import ExampleEntry, Figure, GroupEntry, RegressionEntry, Report, to_json_types
 from influence.report.explain import explain_group, headline
 from influence.report.fingerprint import data_fingerprint, model_fingerprint
-from influence.report.flags import Flag, read_flags
+from influence.report.flags import Flag, edits, read_flags
 from influence.report.verification import VerificationEntry, flag_candidate, group_candidates, verify
 from influence.task import ClassificationTask, Task
 
@@ -140,6 +140,10 @@ def regression_report(old_model: nn.Module, new_model: nn.Module, train: Any, ev
     inputs = _read(train, eval, group_by, dict(input_column=input_column, label_column=label_column,
                                                  transform=transform), class_names)
     flag_list = _flags(flags)
+    edits(flag_list, len(inputs.train_data), inputs.class_names)  # every id and label checked before any work
+    if verify and retrain is None:
+        raise InvalidArgumentError("`verify=True` needs `retrain`, a function that trains the new model's "
+                                   "architecture on given training data (the CLI: --retrain module:function)")
     compared = _evaluate(old_model, new_model, inputs, task, opts)
     clock.lap("evaluate")
     attribution = attribute(new_model, inputs.train_data, compared.queries(inputs), task, opts,
