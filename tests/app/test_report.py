@@ -109,3 +109,22 @@ def test_another_eval_set_or_model_is_refused_naming_what_differs(opened, digits
 def test_a_folder_without_a_report_says_how_to_make_one(tmp_path):
     with pytest.raises(InvalidArgumentError, match="has no bundle.json: it was not written by `influence report`"):
         open_report(tmp_path)
+
+
+def test_the_verdicts_fix_is_estimated_beside_the_reports(opened, tmp_path):
+    """Why 6 / item 4: removing the top group by verdicts gives the report's own estimate for it."""
+    from dataclasses import replace
+
+    from influence_app.report import flags_fix, flags_fix_text
+
+    _, setup = opened
+    session = Session(replace(setup, flags_path=tmp_path / "flags.json"))
+    assert "change nothing yet" in flags_fix_text(session)
+    top = setup.report["groups"][0]
+    session.flag(session.members(top["column"], top["value"]), "remove", bulk=True)
+    mine = flags_fix(session)
+    theirs = next(v for v in setup.report["verification"] if v["candidate"] == f"{top['column']} = {top['value']}")
+    assert mine["removed"] == theirs["removed"]
+    assert mine["estimated"]["accuracy"] == pytest.approx(theirs["estimated"]["accuracy"], abs=1e-9)
+    assert mine["estimated_recovered"] == pytest.approx(theirs["estimated_recovered"], rel=1e-6)
+    assert flags_fix_text(session).startswith("With the flagged examples")
