@@ -68,10 +68,7 @@ class Image(gr.Image):
     becomes a `BadUpload` with our message."""
 
     is_template = True
-
-    def __init__(self, *args, max_bytes: int = 10 * 1024 * 1024, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.max_bytes = max_bytes
+    max_bytes = 10 * 1024 * 1024  # set per instance (gradio reads a component's props from __init__'s signature)
 
     def preprocess(self, payload: Any) -> Any:
         if payload is None:

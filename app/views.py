@@ -81,9 +81,10 @@ class ImageView(ExampleView):
     def input_component(self):
         from influence_app.inputs import Image
 
-        return Image(label="upload an image (dark ink on light, or light on dark)", type="numpy", image_mode="L",
-                     sources=["upload", "clipboard"], height=160, max_bytes=self.max_upload_bytes,
-                     elem_id="explain-image")
+        image = Image(label="upload an image (dark ink on light, or light on dark)", type="numpy", image_mode="L",
+                      sources=["upload", "clipboard"], height=160, elem_id="explain-image")
+        image.max_bytes = self.max_upload_bytes
+        return image
 
     def show(self, raw):
         image = np.clip(np.asarray(raw, dtype=np.float32), 0.0, 1.0)
