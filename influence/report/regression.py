@@ -179,6 +179,9 @@ def _read(train: Any, eval: Any, group_by: Any, read: dict, class_names: Sequenc
     labels = [_plain_value(t) for _, _, y in train_data.batches(4096) for t in y]
     frame = _metadata_frame(train, read["input_column"], groups, {read["label_column"]: labels})
     names = None if class_names is None else [str(c) for c in class_names]
+    label = read["label_column"]
+    if names is not None and label in frame:  # findings name classes ("label `>50K`"), not indices
+        frame[label] = [names[v] if isinstance(v, int) and 0 <= v < len(names) else v for v in frame[label].tolist()]
     return _Inputs(train, train_data, eval_data, groups, labels, frame, read, names)
 
 
