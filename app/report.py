@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from influence_app.tabs.common import plain_finding
-from influence.report.readable import class_name, percent, sig, verification_sentence
+from influence.report.readable import SHARE_DIGITS, class_name, percent, sig, verification_sentence
 
 
 def summary_text(doc: dict) -> str:
@@ -78,7 +78,7 @@ def flags_fix_text(session) -> str:
 
 def groups_table(doc: dict) -> pd.DataFrame:
     rows = [{"column": g["column"], "value": str(g["value"]), "harm": sig(g["harm"]),
-             "estimator": g["estimator"].replace("_", " "), "share": percent(g["share"], 2),
+             "estimator": g["estimator"].replace("_", " "), "share": percent(g["share"], SHARE_DIGITS),
              "confidence": f"{g['confidence']:.3f}", "count": g["count"],
              "finding": plain_finding(g.get("headline") or "")} for g in doc["groups"]]
     return pd.DataFrame(rows, columns=["column", "value", "harm", "estimator", "share", "confidence", "count",

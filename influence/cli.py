@@ -132,13 +132,13 @@ def _bundle(out: str, old, new, tables: dict, task, class_names, args, factory: 
 
 def _finish(report, out: str, fail_on: dict, min_confidence: float, seconds: float) -> int:
     """Save the report, print where it is and what it found; exit 1 on a breached threshold."""
-    from influence.report.readable import percent, sig, verification_sentence
+    from influence.report.readable import SHARE_DIGITS, percent, sig, verification_sentence
 
     paths = report.save(out)
     print(f"\n{report.headline}")
     for g in report.groups[:3]:
         print(f"  {g.column}={g.value}: harm {sig(g.harm)} ({g.estimator.replace('_', ' ')}), share "
-              f"{percent(g.share, 2)}, {g.count} rows, confidence {g.confidence:.3f}"
+              f"{percent(g.share, SHARE_DIGITS)}, {g.count} rows, confidence {g.confidence:.3f}"
               + (f" — {g.headline}" if g.headline else ""))
     for v in report.verification:
         print(f"  {verification_sentence(v, report.summary)}")
