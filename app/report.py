@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from influence_app.tabs.common import plain_finding
+from influence.report.render_md import regressions_sentence
 from influence.report.readable import SHARE_DIGITS, class_name, percent, sig, verification_sentence
 
 
@@ -18,8 +19,7 @@ def summary_text(doc: dict) -> str:
     accuracy = ""
     if s.get("old_accuracy") is not None and s.get("new_accuracy") is not None:
         accuracy = f"; accuracy {sig(s['old_accuracy'])} → {sig(s['new_accuracy'])}"
-    return (f"{plain_finding(s['headline'])}\n{s['n_regressions']} regressions ({s['n_flipped']} flipped right → "
-            f"wrong, {s['n_loss_rise']} with the largest loss rise) over {s['n_eval']} eval examples{accuracy}; "
+    return (f"{plain_finding(s['headline'])}\n{regressions_sentence(s)[:-1]}{accuracy}; "
             f"mean loss {sig(s['old_mean_loss'])} → {sig(s['new_mean_loss'])}")
 
 

@@ -345,8 +345,7 @@ class Session:
     def _group_table(self, column: str, queries: str) -> pd.DataFrame:
         X, y = self._query_data(queries)
         if not len(y):
-            return pd.DataFrame({"group": [], "harm": [], "estimator": [], "share": [], "count": [],
-                                 "first-order harm": []})
+            return pd.DataFrame({c: [] for c in ("group", "harm", "estimator", "share", "count", "first-order harm")})
         result = group_harm(self.attr, (X, y), self.columns[column], train=self.setup.train)
         table = pd.DataFrame({"group": [str(v) for v in result.values], "harm": result.harm,
                               "estimator": result.estimator.replace("_", " "), "share": shares(result.harm),

@@ -25,6 +25,14 @@ from influence_app.tabs.trace import trace_tab
 from influence_app.views import ImageView, view_for
 
 
+# Table headers never break inside a word (a narrow column scrolls instead of wrapping "c/o/l"),
+# and wide tables scroll sideways rather than cutting their last columns.
+CSS = """
+.gradio-container th .header-content span { white-space: nowrap !important; word-break: keep-all !important; }
+.gradio-container .table-wrap { overflow-x: auto !important; }
+"""
+
+
 def header(session: Session) -> str:
     from influence.report.readable import sig
 
@@ -44,7 +52,7 @@ def build(session: Session, k: int = 8, max_upload_bytes: int = 10 * 1024 * 1024
     view.max_upload_bytes = max_upload_bytes
     with gr.Blocks(title=f"influence · {session.setup.name}", analytics_enabled=False) as page:
         gr.Markdown(header(session))
-        with gr.Tabs() as tabs:
+        with gr.Tabs(selected="regression" if session.setup.report is not None else "predictions") as tabs:
             predictions = predictions_tab(session, view)
             trace = trace_tab(session, view, k)
             review = review_tab(session, view)

@@ -184,7 +184,7 @@ class TableView(ExampleView):
 
         first = self.session.example("eval", 0)
         return gr.Dataframe(value=pd.DataFrame([first]), label="edit the row, then predict and trace",
-                            interactive=True, row_count=1, wrap=True)
+                            interactive=True, row_count=1, wrap=False, elem_id="explain-row")
 
     def show(self, raw):
         return pd.DataFrame([{c: _cell(v) for c, v in raw.items()}])

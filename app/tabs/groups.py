@@ -24,6 +24,9 @@ from influence_app.tabs.common import (
 )
 
 
+GROUP_COLUMNS = ["group", "harm", "estimator", "share", "count", "first-order harm"]
+
+
 def groups_tab(session: Session, view) -> SimpleNamespace:
     """Build the tab and its own events; returns the components other tabs route to."""
     columns, queries = list(session.setup.group_columns), list(session.queries)
@@ -37,7 +40,8 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
             show = gr.Button("Show harm by group", variant="primary")
         plot = gr.BarPlot(x="group", y="harm", sort="-y", label="harm by group (axis from zero)", height=320,
                           elem_id="groups-plot")
-        table = gr.Dataframe(label="harm by group", interactive=False, max_height=300, elem_id="groups-table")
+        table = gr.Dataframe(empty_table(GROUP_COLUMNS), label="harm by group", interactive=False, max_height=300,
+                             elem_id="groups-table")
         with gr.Row():
             value = gr.Dropdown([], label="group", allow_custom_value=True, elem_id="group-value")
             drill = gr.Button("Show its members")

@@ -29,7 +29,7 @@ def regression_tab(session: Session) -> SimpleNamespace | None:
             mine = gr.Textbox(show_label=False, interactive=False, lines=2, elem_id="flags-verification",
                               placeholder="your verdicts (Review tab), estimated as the report estimates its fixes")
         gr.Dataframe(report.groups_table(doc), label="groups, most harmful first (harm > 0 caused the regressions)",
-                     interactive=False, wrap=False, max_height=360, elem_id="report-groups")
+                     interactive=False, wrap=True, max_height=360, elem_id="report-groups")
         regressions = gr.Dataframe(report.regressions_table(doc), interactive=False, wrap=True, max_height=360,
                                    label="regressions (click a row to trace it)", elem_id="report-regressions")
         suspects = gr.Dataframe(report.suspects_table(doc), label="suspects: harmful to the most regressions (click "

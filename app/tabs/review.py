@@ -126,9 +126,12 @@ def describe(session: Session, i: int) -> str:
 
 
 def _review_panel(session: Session, view) -> SimpleNamespace:
+    if view.wide_query:  # a table row: across the page, every column shown (scrolls sideways)
+        example = view.query_component("training example under review", elem_id="review-example")
     with gr.Row():
-        with gr.Column(scale=1):
-            example = view.query_component("training example under review", elem_id="review-example")
+        if not view.wide_query:
+            with gr.Column(scale=1):
+                example = view.query_component("training example under review", elem_id="review-example")
         with gr.Column(scale=2):
             train_id = gr.Textbox("", label="training example (click a row, or type its id and press Enter)", max_lines=1,
                                   elem_id="review-id")

@@ -88,6 +88,29 @@ def test_the_regression_tab_appears_only_with_a_report(opened, tiny_text):
     assert {"Regression", "regressions (click a row to trace it)"} <= labels(build(Session(opened[1])))
 
 
+def test_a_report_opens_on_its_regression_tab_with_the_reports_counts(opened, tiny_text):
+    """Why 7: a report opened on Predictions, and the tab counted "400 regressions" where the
+    report says 300 of 1,384 plus 100; empty Groups tables showed headers "1 2 3"."""
+    pytest.importorskip("gradio")
+    from influence.report.render_md import regressions_sentence
+    from influence_app.ui import build
+
+    def selected(page):
+        return next(c["props"]["selected"] for c in page.config["components"] if c["type"] == "tabs")
+
+    def headers(page, elem_id):
+        return next(c["props"]["value"]["headers"] for c in page.config["components"]
+                    if c.get("props", {}).get("elem_id") == elem_id)
+
+    page = build(Session(opened[1]))
+    assert selected(page) == "regression" and selected(build(Session(tiny_text))) == "predictions"
+    s = opened[1].report["summary"]
+    assert regressions_sentence(s)[:-1] in report.summary_text(opened[1].report)
+    assert f"{s['n_regressions'] - s['n_loss_rise']} of the {s['n_flipped']} eval examples" in \
+        report.summary_text(opened[1].report)
+    assert headers(page, "groups-table") == ["group", "harm", "estimator", "share", "count", "first-order harm"]
+
+
 def test_another_eval_set_or_model_is_refused_naming_what_differs(opened, digits_setup, tmp_path):
     folder, _ = opened
     with pytest.raises(InvalidArgumentError, match=r"the new model's weights differ \(new_model fingerprint\)"):
