@@ -22,7 +22,7 @@ from influence_app.tabs.predictions import predictions_tab
 from influence_app.tabs.regression import regression_tab
 from influence_app.tabs.review import review_outputs, review_tab, row_opener
 from influence_app.tabs.trace import trace_tab
-from influence_app.views import ImageView, view_for
+from influence_app.views import ImageView, TableView, view_for
 
 
 # Table headers never break inside a word (a narrow column scrolls instead of wrapping "c/o/l"),
@@ -94,6 +94,9 @@ def _route_reviews(session: Session, view, tabs, trace, review, groups, regressi
     groups.members.select(row_opener(review, 0), None, outputs, api_visibility="private")
     if regression is not None:
         regression.suspects.select(row_opener(review, 0), None, outputs, api_visibility="private")
+    if isinstance(view, TableView):  # the ranked rows (train id first) open too
+        trace.outputs[3].select(row_opener(review, 0), None, outputs, api_visibility="private")
+        trace.outputs[5].select(row_opener(review, 0), None, outputs, api_visibility="private")
     if isinstance(view, ImageView):  # gallery thumbnails are clickable too
         trace.outputs[3].select(_gallery_opener(review, "harmful"), [trace.last], outputs, api_visibility="private")
         trace.outputs[5].select(_gallery_opener(review, "helpful"), [trace.last], outputs, api_visibility="private")
