@@ -60,10 +60,21 @@ def review_tab(session: Session, view) -> SimpleNamespace:
         exported = file_box("flags export", "flags-file")
         status = status_box("review-status")
 
+    opener = _opener(session, view)
+    _wire(session, view, opener, SimpleNamespace(rank=rank_button, on=on, sort_by=sort_by, top_n=top_n,
+                                                 suspects=suspects, panel=panel, flags=flags, undo=undo_button,
+                                                 export_csv=export_csv, export_jsonl=export_jsonl,
+                                                 exported=exported, status=status))
+    return SimpleNamespace(suspects=suspects, flags=flags, status=status, panel=panel, open=opener)
+
+
+def _wire(session: Session, view, opener, c: SimpleNamespace) -> None:
+    """The tab's own events: rank, open a typed id, save, undo, export."""
+
     @in_place(1)
     def rank(on, sort_by, top_n, progress=gr.Progress()):
-        frame = session.suspects(RANKINGS.get(sort_by, sort_by) if isinstance(sort_by, str) else sort_by, whole(top_n, "show", 1, 10_000), on,
-                                 lambda f, what: progress(f, desc=what))
+        frame = session.suspects(RANKINGS.get(sort_by, sort_by) if isinstance(sort_by, str) else sort_by,
+                                 whole(top_n, "show", 1, 10_000), on, lambda f, what: progress(f, desc=what))
         return with_thumbnails(frame, view), ""
 
     @in_place(3)
@@ -84,22 +95,19 @@ def review_tab(session: Session, view) -> SimpleNamespace:
         path = session.export_flags(kind)
         return shown_file(path), f"exported {len(session.flags.all())} flags as {path.name}; {session.verify_line(path)}"
 
-    opener = _opener(session, view)
-
     @in_place(len(OPENED))
     def open_typed(typed):
         return (*opener(typed), "")
 
-    p = panel
-    opened = [p.train_id, p.example, p.about, p.verdict, p.corrected, p.note, p.shown]
-    rank_button.click(rank, [on, sort_by, top_n], [suspects, status], api_name="suspects")
-    p.train_id.submit(open_typed, [p.train_id], [*opened, status], api_name="open_example")
-    p.save.click(save, [p.shown, p.train_id, p.verdict, p.corrected, p.note], [flags, p.verdict, p.about, status],
+    p = c.panel
+    opened = [getattr(p, name) for name in OPENED]
+    c.rank.click(rank, [c.on, c.sort_by, c.top_n], [c.suspects, c.status], api_name="suspects")
+    p.train_id.submit(open_typed, [p.train_id], [*opened, c.status], api_name="open_example")
+    p.save.click(save, [p.shown, p.train_id, p.verdict, p.corrected, p.note], [c.flags, p.verdict, p.about, c.status],
                  api_name="flag")
-    undo_button.click(undo, [p.shown], [flags, p.about, status], api_name="undo_flags")
-    export_csv.click(lambda: export("csv"), None, [exported, status], api_name="export_flags_csv")
-    export_jsonl.click(lambda: export("jsonl"), None, [exported, status], api_name="export_flags_jsonl")
-    return SimpleNamespace(suspects=suspects, flags=flags, status=status, panel=panel, open=opener)
+    c.undo.click(undo, [p.shown], [c.flags, p.about, c.status], api_name="undo_flags")
+    c.export_csv.click(lambda: export("csv"), None, [c.exported, c.status], api_name="export_flags_csv")
+    c.export_jsonl.click(lambda: export("jsonl"), None, [c.exported, c.status], api_name="export_flags_jsonl")
 
 
 def _shown_row(session: Session, shown, typed) -> int:

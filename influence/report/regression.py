@@ -139,11 +139,7 @@ def regression_report(old_model: nn.Module, new_model: nn.Module, train: Any, ev
     task = ClassificationTask() if task is None else task
     inputs = _read(train, eval, group_by, dict(input_column=input_column, label_column=label_column,
                                                  transform=transform), class_names)
-    flag_list = _flags(flags)
-    edits(flag_list, len(inputs.train_data), inputs.class_names)  # every id and label checked before any work
-    if verify and retrain is None:
-        raise InvalidArgumentError("`verify=True` needs `retrain`, a function that trains the new model's "
-                                   "architecture on given training data (the CLI: --retrain module:function)")
+    flag_list = _checked_flags(flags, inputs, verify, retrain)
     compared = _evaluate(old_model, new_model, inputs, task, opts)
     clock.lap("evaluate")
     attribution = attribute(new_model, inputs.train_data, compared.queries(inputs), task, opts,
@@ -183,6 +179,16 @@ def _read(train: Any, eval: Any, group_by: Any, read: dict, class_names: Sequenc
     if names is not None and label in frame:  # findings name classes ("label `>50K`"), not indices
         frame[label] = [names[v] if isinstance(v, int) and 0 <= v < len(names) else v for v in frame[label].tolist()]
     return _Inputs(train, train_data, eval_data, groups, labels, frame, read, names)
+
+
+def _checked_flags(flags: Any, inputs: _Inputs, verify: bool, retrain: Callable | None) -> list[Flag]:
+    """The flags, every id, verdict and label checked, and `verify`'s needs, before any work."""
+    flag_list = _flags(flags)
+    edits(flag_list, len(inputs.train_data), inputs.class_names)
+    if verify and retrain is None:
+        raise InvalidArgumentError("`verify=True` needs `retrain`, a function that trains the new model's "
+                                   "architecture on given training data (the CLI: --retrain module:function)")
+    return flag_list
 
 
 def _flags(flags: Any) -> list[Flag]:
