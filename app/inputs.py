@@ -68,7 +68,7 @@ class Image(gr.Image):
     becomes a `BadUpload` with our message."""
 
     is_template = True
-    max_bytes = 10 * 1024 * 1024  # set per instance (gradio reads a component's props from __init__'s signature)
+    max_bytes = 10 * 1024 * 1024  # set per instance: gradio reads props from __init__'s signature
 
     def preprocess(self, payload: Any) -> Any:
         if payload is None:
@@ -79,7 +79,8 @@ class Image(gr.Image):
         try:
             return super().preprocess(payload)
         except Exception:  # noqa: BLE001 — whatever gradio or PIL raise, the user gets our words
-            return BadUpload("the upload could not be decoded as an image: choose a PNG or JPEG file")
+            return BadUpload("the upload could not be decoded as an image: choose a PNG or JPEG "
+                             "file")
 
 
 def upload_problem(path: str | None, max_bytes: int) -> str | None:
@@ -92,7 +93,8 @@ def upload_problem(path: str | None, max_bytes: int) -> str | None:
     if size == 0:
         return "the upload is empty (0 bytes): choose a PNG or JPEG image"
     if size > max_bytes:
-        return f"the upload is {size / 1e6:.1f} MB, more than the {max_bytes / 1e6:.1f} MB this app takes"
+        return (f"the upload is {size / 1e6:.1f} MB, more than the {max_bytes / 1e6:.1f} MB this "
+                "app takes")
     try:
         with PILImage.open(path) as image:
             kind = image.format
@@ -107,13 +109,16 @@ def upload_problem(path: str | None, max_bytes: int) -> str | None:
 
 
 def whole(value: Any, name: str, low: int, high: int | None = None) -> int:
-    """`value` as an integer in [low, high] (high None: no upper end), or our error naming `name`."""
-    expected = f"a whole number in [{low}, {high}]" if high is not None else f"a whole number ≥ {low}"
+    """`value` as an integer in [low, high] (high None: no upper end), or our error naming
+    `name`."""
+    expected = f"a whole number in [{low}, {high}]" if high is not None else \
+        f"a whole number ≥ {low}"
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"{name} must be {expected}, got {_shown(value)}") from None
-    if not math.isfinite(number) or number != int(number) or number < low or (high is not None and number > high):
+    above = high is not None and number > high
+    if not math.isfinite(number) or number != int(number) or number < low or above:
         raise InvalidArgumentError(f"{name} must be {expected}, got {_shown(value)}")
     return int(number)
 
@@ -123,7 +128,8 @@ def real(value: Any, name: str, low: float) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InvalidArgumentError(f"{name} must be a number ≥ {low:g}, got {_shown(value)}") from None
+        raise InvalidArgumentError(f"{name} must be a number ≥ {low:g}, "
+                                   f"got {_shown(value)}") from None
     if not low <= number < float("inf"):
         raise InvalidArgumentError(f"{name} must be a number ≥ {low:g}, got {_shown(value)}")
     return number
