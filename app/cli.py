@@ -44,9 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "json)")
     source.add_argument("--eval", help="evaluation data whose predictions are browsed")
     source.add_argument("--modality", default="auto", choices=["auto", "image", "text", "table"],
-                        help="how an example is shown (default auto: from the report, the factory or the data)")
+                        help="how an example is shown (default auto: from the report, the factory "
+                             "or the data)")
     source.add_argument("--input-column", default="input",
-                        help="column of --train/--eval holding each example's model input (default input)")
+                        help="column of --train/--eval holding each example's model input "
+                             "(default input)")
     source.add_argument("--label-column", default="label",
                         help="column of --train/--eval holding the label (default label)")
     source.add_argument("--flags", help="verdicts file (default: beside the index, or in the report folder)")
@@ -57,9 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
     serve.add_argument("--max-upload", default="10mb", type=upload_size,
                        help="largest uploaded file, e.g. 500kb, 10mb (default 10mb); larger uploads are refused")
-    serve.add_argument("--k", type=int, default=8, help="training examples per side in a trace (default 8)")
+    serve.add_argument("--k", type=int, default=8,
+                       help="training examples per side in a trace (default 8)")
     serve.add_argument("--max-bad", type=int, default=300,
-                       help="worst wrong predictions the Review and Groups tabs can rank on (default 300)")
+                       help="worst wrong predictions the Review and Groups tabs can rank on "
+                            "(default 300)")
 
 
 def upload_size(text: str) -> str:
@@ -154,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
 
     from influence_app.ui import CSS
 
-    page.launch(css=CSS, server_name=args.host, server_port=args.port, share=False, inbrowser=False, quiet=True,
+    page.launch(css=CSS, server_name=args.host, server_port=args.port, share=False, inbrowser=False,
+                quiet=True,
                 show_error=True, footer_links=["api"], max_file_size=args.max_upload, enable_monitoring=False,
                 ssr_mode=False, mcp_server=False, app_kwargs={"middleware": [Middleware(LocalFilesOnly)]})
     return 0

@@ -53,16 +53,16 @@ def flags_fix(session) -> dict | None:
     from influence.report.verification import flag_candidate, verify
 
     setup, s = session.setup, session.setup.report["summary"]
-    flags = [Flag(f["train_id"], f["verdict"], f.get("corrected_label", ""), f.get("note", ""), f.get("source", ""))
-             for f in session.flags.all()]
+    flags = [Flag(f["train_id"], f["verdict"], f.get("corrected_label", ""), f.get("note", ""),
+                  f.get("source", "")) for f in session.flags.all()]
     candidate = flag_candidate(flags, session.n_train, setup.class_names)
     if candidate is None:
         return None
     read = session.read
     entry = verify([candidate], session.attr, setup.train, as_data(setup.train, "train", **read),
                    as_data(setup.eval, "eval", **read), session.attr.task,
-                   Metrics(s.get("old_accuracy"), s["old_mean_loss"]), Metrics(s.get("new_accuracy"),
-                                                                              s["new_mean_loss"]))[0]
+                   Metrics(s.get("old_accuracy"), s["old_mean_loss"]),
+                   Metrics(s.get("new_accuracy"), s["new_mean_loss"]))[0]
     return vars(entry)
 
 
@@ -71,14 +71,16 @@ def flags_fix_text(session) -> str:
     with session._lock:
         entry = flags_fix(session)
     if entry is None:
-        return "your verdicts change nothing yet (no 'remove' or 'mislabeled'): flag examples, then estimate"
+        return ("your verdicts change nothing yet (no 'remove' or 'mislabeled'): flag examples, "
+                "then estimate")
     return (verification_sentence(entry, session.setup.report["summary"])
             + " Measure it by retraining with the command the export prints.")
 
 
 def groups_table(doc: dict) -> pd.DataFrame:
     rows = [{"column": g["column"], "value": str(g["value"]), "harm": sig(g["harm"]),
-             "estimator": g["estimator"].replace("_", " "), "share": percent(g["share"], SHARE_DIGITS),
+             "estimator": g["estimator"].replace("_", " "),
+             "share": percent(g["share"], SHARE_DIGITS),
              "confidence": f"{g['confidence']:.3f}", "count": g["count"],
              "finding": plain_finding(g.get("headline") or "")} for g in doc["groups"]]
     return pd.DataFrame(rows, columns=["column", "value", "harm", "estimator", "share", "confidence", "count",

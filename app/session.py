@@ -35,8 +35,9 @@ from influence.report.ranking import percentile_rank, shares
 from influence.report.readable import effect
 
 PAGE_SIZES = (25, 50, 100, 500)
-FLAG_COLUMNS = {"train_id": "train id", "verdict": "verdict", "corrected_label": "corrected label", "label": "label",
-                "source": "source", "note": "note", "by": "given by", "who": "reviewer", "time": "time"}
+FLAG_COLUMNS = {"train_id": "train id", "verdict": "verdict", "corrected_label": "corrected label",
+                "label": "label", "source": "source", "note": "note", "by": "given by",
+                "who": "reviewer", "time": "time"}
 SUSPECT_COLUMNS = ["harm", "harmed", "self-influence", "self-influence percentile"]
 Progress = Callable[[float, str], None]
 
@@ -201,7 +202,7 @@ class Session:
             keep &= self.pred != self.y_eval
         elif correctness == "right":
             keep &= self.pred == self.y_eval
-        elif correctness is not None and (not isinstance(correctness, str) or correctness not in ("", "all")):
+        elif correctness is not None and correctness not in ("", "all"):
             raise InvalidArgumentError(f"`correctness` must be 'wrong', 'right' or 'all', got {correctness!r}")
         ids = torch.nonzero(keep).flatten()
         ids = ids[self.loss[ids].argsort(descending=True, stable=True)].tolist()
@@ -345,7 +346,8 @@ class Session:
     def _group_table(self, column: str, queries: str) -> pd.DataFrame:
         X, y = self._query_data(queries)
         if not len(y):
-            return pd.DataFrame({c: [] for c in ("group", "harm", "estimator", "share", "count", "first-order harm")})
+            return pd.DataFrame({c: [] for c in ("group", "harm", "estimator", "share", "count",
+                                                 "first-order harm")})
         result = group_harm(self.attr, (X, y), self.columns[column], train=self.setup.train)
         table = pd.DataFrame({"group": [str(v) for v in result.values], "harm": result.harm,
                               "estimator": result.estimator.replace("_", " "), "share": shares(result.harm),
@@ -359,7 +361,8 @@ class Session:
 
     def members(self, column: str, value: str) -> list[int]:
         if not isinstance(column, str) or column not in self.columns:
-            raise InvalidArgumentError(f"`column` must be one of {list(self.columns)}, got {column!r}")
+            raise InvalidArgumentError(f"`column` must be one of {list(self.columns)}, "
+                                       f"got {column!r}")
         ids = [i for i, v in enumerate(self.columns.get(column, [])) if v == str(value)]
         if not ids:
             raise InvalidArgumentError(f"no training example has {column} = {value!r}; pick a group from the list")
@@ -383,7 +386,8 @@ class Session:
             self.class_index(corrected)
         return self.flags.set_many(ids, verdict, corrected, note or "",
                                    {i: self.class_name(self.train_labels[i]) for i in ids},
-                                   {i: self.source_of(i) for i in ids}, by="bulk" if bulk else HAND_MADE,
+                                   {i: self.source_of(i) for i in ids},
+                                   by="bulk" if bulk else HAND_MADE,
                                    replace_hand_made=replace_hand_made or not bulk)
 
     def undo_flags(self) -> str:
@@ -401,8 +405,9 @@ class Session:
         return frame.rename(columns=FLAG_COLUMNS)
 
     def export_flags(self, kind: str) -> Path:
-        """The flags as a `flags.csv` or `flags.jsonl` file to download (train id, verdict, corrected
-        label, note, source); opened on a report folder, also written there for `verify_line`."""
+        """The flags as a `flags.csv` or `flags.jsonl` file to download (train id, verdict,
+        corrected label, note, source); opened on a report folder, also written there for
+        `verify_line`."""
         if kind not in ("csv", "jsonl"):
             raise InvalidArgumentError(f"`kind` must be 'csv' or 'jsonl', got {kind!r}")
         if self.setup.report_folder is not None:
@@ -421,7 +426,8 @@ class Session:
                 return f"also saved as {folder / flags.name}; verify them with:\n{command}"
             except InvalidArgumentError:
                 pass
-        return "pass it to influence report --flags (with --retrain and --verify to measure the fix)"
+        return ("pass it to influence report --flags (with --retrain and --verify to measure the "
+                "fix)")
 
     def download(self, table: pd.DataFrame, name: str) -> Path:
         """A table at full precision as a CSV file to download."""

@@ -28,7 +28,9 @@ from influence_app.views import ImageView, TableView, view_for
 # Table headers never break inside a word (a narrow column scrolls instead of wrapping "c/o/l"),
 # and wide tables scroll sideways rather than cutting their last columns.
 CSS = """
-.gradio-container th .header-content span { white-space: nowrap !important; word-break: keep-all !important; }
+.gradio-container th .header-content span {
+  white-space: nowrap !important; word-break: keep-all !important;
+}
 .gradio-container .table-wrap { overflow-x: auto !important; }
 """
 
@@ -47,12 +49,14 @@ def header(session: Session) -> str:
 
 
 def build(session: Session, k: int = 8, max_upload_bytes: int = 10 * 1024 * 1024) -> gr.Blocks:
-    """The `gr.Blocks` app for `session` (not launched); uploads over `max_upload_bytes` are refused."""
+    """The `gr.Blocks` app for `session` (not launched); larger uploads than `max_upload_bytes`
+    are refused."""
     view = view_for(session)
     view.max_upload_bytes = max_upload_bytes
     with gr.Blocks(title=f"influence · {session.setup.name}", analytics_enabled=False) as page:
         gr.Markdown(header(session))
-        with gr.Tabs(selected="regression" if session.setup.report is not None else "predictions") as tabs:
+        first = "regression" if session.setup.report is not None else "predictions"
+        with gr.Tabs(selected=first) as tabs:
             predictions = predictions_tab(session, view)
             trace = trace_tab(session, view, k)
             review = review_tab(session, view)
@@ -106,11 +110,14 @@ def _route_reviews(session: Session, view, tabs, trace, review, groups, regressi
         if last is None:
             raise ValueError("trace a prediction first")
         ids = [int(i) for i in last[last["kind"] == "harmful"]["train id"]]
-        outcome = session.flag(ids, verdict, corrected, bulk=True, replace_hand_made=boolean(replace, "replace hand-made verdicts"))
-        return session.flag_table(), bulk_status(outcome, f"of the {len(ids)} most harmful", verdict)
+        replace = boolean(replace, "replace hand-made verdicts")
+        outcome = session.flag(ids, verdict, corrected, bulk=True, replace_hand_made=replace)
+        return session.flag_table(), bulk_status(outcome, f"of the {len(ids)} most harmful",
+                                                 verdict)
 
-    trace.bulk.button.click(flag_top, [trace.last, trace.bulk.verdict, trace.bulk.corrected, trace.bulk.replace],
-                            [review.flags, trace.status], api_name="flag_top")
+    bulk = trace.bulk
+    bulk.button.click(flag_top, [trace.last, bulk.verdict, bulk.corrected, bulk.replace],
+                      [review.flags, trace.status], api_name="flag_top")
     groups.flag.click(session.flag_table, None, review.flags, api_visibility="private")
 
 

@@ -19,7 +19,7 @@ class ExampleView:
     """Base: components for the query, the ranked training examples and a new input."""
 
     wide_query = False  # show the query across the page (rows) rather than beside the prediction
-    max_upload_bytes = 10 * 1024 * 1024  # the largest upload an input component takes (the server's cap)
+    max_upload_bytes = 10 * 1024 * 1024  # the largest upload an input takes (the server's cap)
     has_thumbnails = False  # tables get an image column (`thumbnail`)
 
     def __init__(self, session: Session):
@@ -81,8 +81,9 @@ class ImageView(ExampleView):
     def input_component(self):
         from influence_app.inputs import Image
 
-        image = Image(label="upload an image (dark ink on light, or light on dark)", type="numpy", image_mode="L",
-                      sources=["upload", "clipboard"], height=160, elem_id="explain-image")
+        image = Image(label="upload an image (dark ink on light, or light on dark)", type="numpy",
+                      image_mode="L", sources=["upload", "clipboard"], height=160,
+                      elem_id="explain-image")
         image.max_bytes = self.max_upload_bytes
         return image
 
@@ -199,8 +200,8 @@ class TableView(ExampleView):
 
     def parse(self, value):
         try:
-            frame = value if isinstance(value, pd.DataFrame) else pd.DataFrame(value["data"],
-                                                                              columns=value["headers"])
+            frame = value if isinstance(value, pd.DataFrame) else \
+                pd.DataFrame(value["data"], columns=value["headers"])
         except (TypeError, KeyError, ValueError, IndexError):
             raise ValueError("the row could not be read: edit the cells of the row above") from None
         if frame.empty:

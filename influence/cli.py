@@ -48,8 +48,9 @@ def _report(args: argparse.Namespace) -> int:
         raise inf.InvalidArgumentError("`--verify` needs `--retrain module:function`, a function that trains the new "
                                        "model's architecture on given training data and returns it")
     if args.min_recovered is not None and not (args.flags and 0 < args.min_recovered <= 1):
-        raise inf.InvalidArgumentError(f"`--min-recovered` needs --flags and a fraction in (0, 1], got "
-                                       f"{args.min_recovered:g}{'' if args.flags else ' without --flags'}")
+        alone = "" if args.flags else " without --flags"
+        raise inf.InvalidArgumentError(f"`--min-recovered` needs --flags and a fraction in (0, 1], "
+                                       f"got {args.min_recovered:g}{alone}")
     flags = read_flags(args.flags) if args.flags else None  # a bad file is refused before any work
     retrain = load_factory(args.retrain, "--retrain") if args.retrain else None
     old = load_model(args.old_factory, args.old_weights, "--old-factory", "--old-weights")
@@ -90,7 +91,8 @@ def _recovery_gate(report, minimum: float | None) -> int:
     if failure:
         print(f"FAIL: {failure}")
         return EXIT_BREACHED
-    print(f"PASS: min-recovered: the flags recovered {value:.1%} of the drop ({how}) ≥ the gate {minimum:.0%}")
+    print(f"PASS: min-recovered: the flags recovered {value:.1%} of the drop ({how}) ≥ the gate "
+          f"{minimum:.0%}")
     return EXIT_OK
 
 
@@ -103,7 +105,8 @@ def _written_only_on_success(run, out: str):
     except Exception as error:
         from influence.errors import InvalidArgumentError
 
-        if created and isinstance(error, (InvalidArgumentError, ImportError)) and Path(out).exists():
+        bad_input = isinstance(error, (InvalidArgumentError, ImportError))
+        if created and bad_input and Path(out).exists():
             shutil.rmtree(out, ignore_errors=True)
         raise
 
@@ -234,8 +237,9 @@ def _print_report_command(out: str, scenario) -> None:
           f"--out {o}/cli-report --fail-on share=0.5")
     from influence.report.bundle import DEFAULT_MIN_RECOVERED, verify_command
 
-    print(f"\nverify the flags you export from the app (exit 0 when they recover ≥ {DEFAULT_MIN_RECOVERED:.0%} of "
-          f"the accuracy drop; the app's export prints this line with its file):\n"
+    print(f"\nverify the flags you export from the app (exit 0 when they recover ≥ "
+          f"{DEFAULT_MIN_RECOVERED:.0%} of the accuracy drop; the app's export prints this line "
+          f"with its file):\n"
           f"  {verify_command(out, 'flags.csv', Path(out) / 'verified')}")
 
 
@@ -296,9 +300,9 @@ def _report_parser(sub, methods: list[str]) -> None:
     rep.add_argument("--flags", help="reviewer flags exported by the app (.csv or .jsonl: train_id, verdict, "
                                      "corrected_label, note, source), verified as one more candidate")
     rep.add_argument("--min-recovered", type=float, default=None, metavar="FRACTION",
-                     help="with --flags: exit 1 unless the flags recover at least this fraction of the accuracy "
-                          "drop (measured with --verify, else estimated), e.g. 0.8; the line printed says which "
-                          "gate failed")
+                     help="with --flags: exit 1 unless the flags recover at least this fraction "
+                          "of the accuracy drop (measured with --verify, else estimated), e.g. "
+                          "0.8; the line printed says which gate failed")
     rep.add_argument("--fail-on", action="append", default=[], metavar="METRIC=VALUE",
                      help="exit 1 when METRIC ≥ VALUE (repeatable or comma-separated); metrics: "
                           + "; ".join(f"{k}: {v}" for k, v in FAIL_ON.items()))

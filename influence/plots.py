@@ -42,8 +42,8 @@ def save_trace_grid(path: str, test, train, top: TopK, predicted: list[int], ima
                 i, change = int(ranking.indices[r, c]), float(ranking.scores[r, c]) / n_train
                 show(axes[r, offset + c], train[i][input_column],
                      f"{kind} #{i} y={train[i][label_column]}\n{change:+.3g}", color)
-    fig.suptitle("Most harmful (red) and most helpful (green) training images per test image; under each: the "
-                 "estimated loss change if removed (score / n_train)", fontsize=8)
+    fig.suptitle("Most harmful (red) and most helpful (green) training images per test image; "
+                 "under each: the estimated loss change if removed (score / n_train)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -72,8 +72,9 @@ def bulk_status(outcome, what: str, verdict: str) -> str:
     """The status line of a bulk flag: how many changed, how many hand-made verdicts were kept."""
     line = f"flagged {outcome.changed} training examples {what} as {verdict}"
     if outcome.kept:
-        line += (f"; kept {outcome.kept} hand-made verdict{'s' if outcome.kept > 1 else ''} (tick “replace "
-                 "hand-made verdicts” to overwrite them)")
+        plural = "s" if outcome.kept > 1 else ""
+        line += (f"; kept {outcome.kept} hand-made verdict{plural} (tick “replace hand-made "
+                 "verdicts” to overwrite them)")
     return line + "; Undo (Review tab) reverts this"
 
 

@@ -35,13 +35,14 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
                             "group were removed from the training data (group removal: one Newton step, when the "
                             "model is small enough; else the sum of its members' harm). > 0: it caused them."))
         with gr.Row():
-            column = inputs.dropdown(columns, value=columns[0] if columns else None, label="group column")
+            column = inputs.dropdown(columns, value=columns[0] if columns else None,
+                                     label="group column")
             on = inputs.dropdown(queries, value=queries[0], label="predictions")
             show = gr.Button("Show harm by group", variant="primary")
         plot = gr.BarPlot(x="group", y="harm", sort="-y", label="harm by group (axis from zero)", height=320,
                           elem_id="groups-plot")
-        table = gr.Dataframe(empty_table(GROUP_COLUMNS), label="harm by group", interactive=False, max_height=300,
-                             elem_id="groups-table")
+        table = gr.Dataframe(empty_table(GROUP_COLUMNS), label="harm by group", interactive=False,
+                             max_height=300, elem_id="groups-table")
         with gr.Row():
             value = gr.Dropdown([], label="group", allow_custom_value=True, elem_id="group-value")
             drill = gr.Button("Show its members")
@@ -53,8 +54,10 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
         with gr.Row():
             verdict = inputs.dropdown(VERDICT_CHOICES, value=None, label="verdict for every member",
                                   elem_id="group-verdict")
-            corrected = inputs.dropdown([""] + list(session.setup.class_names), value=None, label="corrected label")
-            replace = gr.Checkbox(False, label="replace hand-made verdicts", elem_id="group-replace")
+            corrected = inputs.dropdown([""] + list(session.setup.class_names), value=None,
+                                        label="corrected label")
+            replace = gr.Checkbox(False, label="replace hand-made verdicts",
+                                  elem_id="group-replace")
             flag = gr.Button("Flag the whole group", size="sm", elem_id="group-flag")
         status = status_box("groups-status")
 
@@ -81,5 +84,6 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
 
     show.click(harm_by_group, [column, on], [plot, table, value, status], api_name="groups")
     drill.click(drill_down, [column, value, on], [members_view, members, status], api_name="group_members")
-    flag.click(flag_group, [column, value, verdict, corrected, replace], [status], api_name="flag_group")
+    flag.click(flag_group, [column, value, verdict, corrected, replace], [status],
+               api_name="flag_group")
     return SimpleNamespace(members=members, status=status, flag=flag)

@@ -23,7 +23,8 @@ def predictions_tab(session: Session, view) -> SimpleNamespace:
         with gr.Row():
             true_class = inputs.dropdown(classes, value="all", label="true class")
             predicted_class = inputs.dropdown(classes, value="all", label="predicted class")
-            correctness = inputs.Radio(["wrong", "right", "all"], value="wrong", label="predictions")
+            correctness = inputs.Radio(["wrong", "right", "all"], value="wrong",
+                                       label="predictions")
             min_loss = inputs.Number(0.0, label="loss at least", elem_id="min-loss")
         with gr.Row():
             search = gr.Textbox("", label="search: an eval id, or text in a class or a column", elem_id="search")
@@ -44,15 +45,16 @@ def predictions_tab(session: Session, view) -> SimpleNamespace:
     @in_place(2)
     def list_predictions(true_class, predicted_class, correctness, min_loss, search="", page=1, page_size=50):
         page, size = whole(1 if page is None else page, "page", 1), _page_size(page_size)
-        frame, total = session.predictions(true_class, predicted_class, correctness, _min_loss(min_loss),
-                                           _search(search), page, size)
+        frame, total = session.predictions(true_class, predicted_class, correctness,
+                                           _min_loss(min_loss), _search(search), page, size)
         pages = max(1, -(-total // size))
-        return (with_thumbnails(frame, view, "eval", "eval id"), f"{total} matching predictions; page {page} of {pages}",
-                "")
+        return (with_thumbnails(frame, view, "eval", "eval id"),
+                f"{total} matching predictions; page {page} of {pages}", "")
 
     @in_place(1)
     def download_all(true_class, predicted_class, correctness, min_loss, search="", page=1, page_size=50):
-        ids = session.matching(true_class, predicted_class, correctness, _min_loss(min_loss), _search(search))
+        ids = session.matching(true_class, predicted_class, correctness, _min_loss(min_loss),
+                               _search(search))
         return shown_file(session.download(session.prediction_table(ids), "predictions")), \
             f"{len(ids)} predictions in the CSV"
 

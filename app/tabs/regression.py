@@ -25,9 +25,12 @@ def regression_tab(session: Session) -> SimpleNamespace | None:
         gr.Textbox(report.verification_text(doc), show_label=False, interactive=False, lines=2,
                    elem_id="report-verification-text")
         with gr.Row():
-            estimate = gr.Button("Estimate the fix of your verdicts", size="sm", elem_id="estimate-flags")
-            mine = gr.Textbox(show_label=False, interactive=False, lines=2, elem_id="flags-verification",
-                              placeholder="your verdicts (Review tab), estimated as the report estimates its fixes")
+            estimate = gr.Button("Estimate the fix of your verdicts", size="sm",
+                                 elem_id="estimate-flags")
+            mine = gr.Textbox(show_label=False, interactive=False, lines=2,
+                              elem_id="flags-verification",
+                              placeholder="your verdicts (Review tab), estimated as the report "
+                                          "estimates its fixes")
         gr.Dataframe(report.groups_table(doc), label="groups, most harmful first (harm > 0 caused the regressions)",
                      interactive=False, wrap=True, max_height=360, elem_id="report-groups")
         regressions = gr.Dataframe(report.regressions_table(doc), interactive=False, wrap=True, max_height=360,

@@ -28,7 +28,8 @@ def trace_tab(session: Session, view, k: int) -> SimpleNamespace:
     with gr.Tab("Trace", id="trace"):
         with gr.Row():
             eval_id = inputs.Number(first, label="eval example", precision=0, elem_id="eval-id")
-            k_slider = inputs.Slider(1, K_MAX, value=k, step=1, label="k (examples per side)", elem_id="k")
+            k_slider = inputs.Slider(1, K_MAX, value=k, step=1, label="k (examples per side)",
+                                     elem_id="k")
             trace_button = gr.Button("Trace", variant="primary")
         query, summary, probabilities = _prediction_row(view)
         gr.Markdown(md_text(SIGN_NOTE + " Click a training example to review it."))
@@ -40,7 +41,8 @@ def trace_tab(session: Session, view, k: int) -> SimpleNamespace:
         with gr.Accordion("Explain this input", open=False):
             new_input = view.input_component()
             with gr.Row():
-                new_label = inputs.dropdown(["predicted"] + list(session.setup.class_names), value="predicted",
+                new_label = inputs.dropdown(["predicted"] + list(session.setup.class_names),
+                                            value="predicted",
                                         label="attribute the loss of")
                 explain_button = gr.Button("Predict and trace", variant="primary")
         with gr.Row():
@@ -98,9 +100,11 @@ def _shown(table: pd.DataFrame) -> pd.DataFrame:
 
 def _bulk_flag_row(session: Session) -> SimpleNamespace:
     with gr.Row():
-        verdict = inputs.dropdown(VERDICT_CHOICES, value=None, label="verdict for the k most harmful",
+        verdict = inputs.dropdown(VERDICT_CHOICES, value=None,
+                                  label="verdict for the k most harmful",
                               elem_id="bulk-verdict")
-        corrected = inputs.dropdown([""] + list(session.setup.class_names), value=None, label="corrected label",
+        corrected = inputs.dropdown([""] + list(session.setup.class_names), value=None,
+                                    label="corrected label",
                                 elem_id="bulk-corrected")
         replace = gr.Checkbox(False, label="replace hand-made verdicts", elem_id="bulk-replace")
         button = gr.Button("Flag the k most harmful", size="sm", elem_id="bulk-flag")

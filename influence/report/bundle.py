@@ -187,18 +187,20 @@ def verify_command(folder: str | Path, flags: str | Path, out: str | Path,
 
     bundle = read_bundle(folder)
     if not bundle.get("retrain"):
-        raise InvalidArgumentError(f"{folder} records no retraining function (--retrain), so its flags cannot "
-                                   "be verified by retraining; pass --retrain to `influence report`")
+        raise InvalidArgumentError(f"{folder} records no retraining function (--retrain), so its "
+                                   "flags cannot be verified by retraining; pass --retrain to "
+                                   "`influence report`")
     q = lambda p: shlex.quote(str(Path(folder) / p))  # noqa: E731
-    parts = [program, "report", "--old-factory", bundle["factory"], "--new-factory", bundle["new_factory"],
-             "--old-weights", q(bundle["weights"]["old"]), "--new-weights", q(bundle["weights"]["new"]),
-             "--train", q(bundle["data"]["train"]), "--eval", q(bundle["data"]["eval"]),
-             "--group-by", ",".join(bundle["group_by"]), "--weight-decay", f"{bundle['task']['weight_decay']:g}",
+    parts = [program, "report", "--old-factory", bundle["factory"],
+             "--new-factory", bundle["new_factory"], "--old-weights", q(bundle["weights"]["old"]),
+             "--new-weights", q(bundle["weights"]["new"]), "--train", q(bundle["data"]["train"]),
+             "--eval", q(bundle["data"]["eval"]), "--group-by", ",".join(bundle["group_by"]),
+             "--weight-decay", f"{bundle['task']['weight_decay']:g}",
              "--input-column", bundle["input_column"], "--label-column", bundle["label_column"]]
     if bundle.get("class_names"):
         parts += ["--class-names", shlex.quote(",".join(bundle["class_names"]))]
     if bundle.get("feature_columns"):
         parts += ["--feature-columns", ",".join(bundle["feature_columns"])]
-    parts += ["--retrain", bundle["retrain"], "--verify", "--flags", shlex.quote(str(flags)), "--out",
-              shlex.quote(str(out)), "--min-recovered", f"{min_recovered:g}"]
+    parts += ["--retrain", bundle["retrain"], "--verify", "--flags", shlex.quote(str(flags)),
+              "--out", shlex.quote(str(out)), "--min-recovered", f"{min_recovered:g}"]
     return " ".join(parts)

@@ -179,22 +179,25 @@ class Report:
 
     def flags_recovery(self) -> tuple[float | None, str]:
         """The fraction of the regression the reviewer's flags won back (measured when verified,
-        else estimated), and which ("measured", "estimated", or "" when the flags were not checked)."""
+        else estimated), and which ("measured", "estimated", or "" when they were not checked)."""
         fix = next((v for v in self.verification if v["kind"] == "flags"), None)
         if fix is None:
             return None, ""
         if fix["recovered"] is not None:
             return fix["recovered"], "measured"
-        return fix["estimated_recovered"], "estimated" if fix["estimated_recovered"] is not None else ""
+        estimated = fix["estimated_recovered"]
+        return estimated, "estimated" if estimated is not None else ""
 
     def recovery_failure(self, minimum: float) -> str | None:
-        """Why the flags fail the recovery gate `minimum` (a fraction of the drop), or None when they pass."""
+        """Why the flags fail the recovery gate `minimum` (a fraction of the drop), or None when
+        they pass."""
         value, how = self.flags_recovery()
         if not how:
-            return (f"min-recovered: the flags were not verified (no --flags, only 'keep' verdicts, or no "
-                    f"estimate), so they cannot reach {minimum:.0%} of the drop")
+            return (f"min-recovered: the flags were not verified (no --flags, only 'keep' "
+                    f"verdicts, or no estimate), so they cannot reach {minimum:.0%} of the drop")
         if value < minimum - 1e-9:  # a fraction of whole eval examples: 4/5 passes a gate of 0.8
-            return f"min-recovered: the flags recovered {value:.1%} of the drop ({how}) < the gate {minimum:.0%}"
+            return (f"min-recovered: the flags recovered {value:.1%} of the drop ({how}) < the "
+                    f"gate {minimum:.0%}")
         return None
 
     def breaches(self, fail_on: dict[str, float], min_confidence: float = 0.95) -> list[str]:

@@ -125,9 +125,12 @@ def write_verdicts(path: str | Path, flags: Sequence[Flag], n_train: int, origin
     app opened on a report folder shows the verdicts the report verified; `origin` (the file they
     came from) is recorded in its history. Atomic."""
     latest = {f.train_id: f for f in flags}
-    records = [{**asdict(latest[i]), "label": "", "who": "", "time": "", "by": "review"} for i in sorted(latest)]
-    history = [{"action": "imported", "from": str(origin), "ids": sorted(latest), "who": "", "time": ""}]
-    text = json.dumps({"format_version": 3, "n_train": n_train, "flags": records, "history": history}, indent=2)
+    records = [{**asdict(latest[i]), "label": "", "who": "", "time": "", "by": "review"}
+               for i in sorted(latest)]
+    history = [{"action": "imported", "from": str(origin), "ids": sorted(latest), "who": "",
+                "time": ""}]
+    text = json.dumps({"format_version": 3, "n_train": n_train, "flags": records,
+                       "history": history}, indent=2)
     atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
     return Path(path)
 

@@ -172,7 +172,8 @@ def feature_encoder(columns: Sequence[str]):
         try:
             return np.array([float(row[c]) for c in columns], dtype=np.float32)
         except (KeyError, TypeError, ValueError):
-            raise InvalidArgumentError(f"every feature column must hold a number: {columns}") from None
+            raise InvalidArgumentError(f"every feature column must hold a number: "
+                                       f"{columns}") from None
 
     return encode
 

@@ -107,7 +107,8 @@ def summary_headline(s: dict, worst, first_check) -> str:
     else:
         text = f"Mean eval loss {sig(s['old_mean_loss'])} → {sig(s['new_mean_loss'])}."
     if worst is not None:
-        text += (f" Most harmful: {worst.column} {worst.value} ({percent(worst.share, SHARE_DIGITS)} of the harm, "
+        share = percent(worst.share, SHARE_DIGITS)
+        text += (f" Most harmful: {worst.column} {worst.value} ({share} of the harm, "
                  f"confidence {worst.confidence:.3f})")
         text += f": {worst.headline}." if worst.headline else "."
         if first_check is not None:

@@ -177,17 +177,20 @@ def _read(train: Any, eval: Any, group_by: Any, read: dict, class_names: Sequenc
     names = None if class_names is None else [str(c) for c in class_names]
     label = read["label_column"]
     if names is not None and label in frame:  # findings name classes ("label `>50K`"), not indices
-        frame[label] = [names[v] if isinstance(v, int) and 0 <= v < len(names) else v for v in frame[label].tolist()]
+        frame[label] = [names[v] if isinstance(v, int) and 0 <= v < len(names) else v
+                        for v in frame[label].tolist()]
     return _Inputs(train, train_data, eval_data, groups, labels, frame, read, names)
 
 
-def _checked_flags(flags: Any, inputs: _Inputs, verify: bool, retrain: Callable | None) -> list[Flag]:
+def _checked_flags(flags: Any, inputs: _Inputs, verify: bool, retrain: Callable | None
+                   ) -> list[Flag]:
     """The flags, every id, verdict and label checked, and `verify`'s needs, before any work."""
     flag_list = _flags(flags)
     edits(flag_list, len(inputs.train_data), inputs.class_names)
     if verify and retrain is None:
-        raise InvalidArgumentError("`verify=True` needs `retrain`, a function that trains the new model's "
-                                   "architecture on given training data (the CLI: --retrain module:function)")
+        raise InvalidArgumentError("`verify=True` needs `retrain`, a function that trains the new "
+                                   "model's architecture on given training data (the CLI: "
+                                   "--retrain module:function)")
     return flag_list
 
 

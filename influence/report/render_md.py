@@ -52,9 +52,14 @@ VERIFICATION_HEADER = ["candidate", "removed", "relabelled", "accuracy (estimate
                        "recovered (estimated)", "recovered (measured)"]
 
 
+def _share_interval(g: dict) -> str:
+    low, high = (percent(s, SHARE_DIGITS) for s in g["share_interval"])
+    return f"{low}–{high}"
+
+
 def group_rows(doc: dict, limit: int = ROWS) -> list[list]:
-    return [[rank, g["column"], g["value"], g["harm"], g["estimator"].replace("_", " "), percent(g["share"], SHARE_DIGITS),
-             f"{percent(g['share_interval'][0], SHARE_DIGITS)}–{percent(g['share_interval'][1], SHARE_DIGITS)}", g["count"],
+    return [[rank, g["column"], g["value"], g["harm"], g["estimator"].replace("_", " "),
+             percent(g["share"], SHARE_DIGITS), _share_interval(g), g["count"],
              f"{g['confidence']:.3f}", g["headline"] or ""]
             for rank, g in enumerate(doc["groups"][:limit], 1)]
 
