@@ -139,7 +139,8 @@ def test_report_to_app_to_flags_to_verify(loop_report, browser, screenshots, tmp
     rows = list(csv.DictReader(exported.open()))
     reviewed = {i: ("mislabeled", c, f"looks like a {c}") for i, c in flagged}
     reviewed.update({i: ("remove", "", "") for i in members if i not in reviewed})
-    assert {int(r["train_id"]): (r["verdict"], r["corrected_label"], r["note"]) for r in rows} == reviewed
+    got = {int(r["train_id"]): (r["verdict"], r["corrected_label"], r["note"]) for r in rows}
+    assert got == reviewed
     assert all(r["source"] for r in rows)
     assert command.startswith("influence report ") and f"--flags {folder / 'flags.csv'}" in command
 
@@ -148,13 +149,16 @@ def test_report_to_app_to_flags_to_verify(loop_report, browser, screenshots, tmp
     args = shlex.split(command)[1:]
     args[args.index("--out") + 1] = str(out)
     proc = run_cli(*args)
-    times["the printed influence report --flags --verify --min-recovered 0.8"] = time.perf_counter() - started
+    step = "the printed influence report --flags --verify --min-recovered 0.8"
+    times[step] = time.perf_counter() - started
     fix = next(v for v in json.loads((out / "report.json").read_text())["verification"] if v["kind"] == "flags")
     assert (fix["removed"], fix["relabelled"]) == (len(reviewed) - len(flagged), len(flagged))
-    assert proc.returncode == (0 if fix["recovered"] >= 0.8 - 1e-9 else 1), proc.stdout[-3000:] + proc.stderr[-3000:]
+    expected = 0 if fix["recovered"] >= 0.8 - 1e-9 else 1
+    assert proc.returncode == expected, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert ("PASS: min-recovered" if proc.returncode == 0 else "FAIL: min-recovered") in proc.stdout
-    verified = json.loads((out / "flags.json").read_text())["flags"]  # the verdicts followed into --out
-    assert {f["train_id"]: (f["verdict"], f["corrected_label"], f["note"]) for f in verified} == reviewed
+    verified = json.loads((out / "flags.json").read_text())["flags"]  # they followed into --out
+    assert {f["train_id"]: (f["verdict"], f["corrected_label"], f["note"]) for f in verified} == \
+        reviewed
     print(f"flags recovered {fix['recovered']:.1%} (measured); exit {proc.returncode}")
     print("\n".join(f"{step}: {seconds:.1f} s" for step, seconds in times.items()))
 
@@ -165,15 +169,16 @@ def bulk_flag_top_group(page, folder, top: dict, hand_made: list[int]) -> list[i
 
     page.get_by_role("tab", name="Groups").click()
     page.get_by_role("button", name="Show harm by group").click()
-    expect(page.locator("#groups-status textarea")).to_have_value(re.compile(f"most harmful: {top['column']} "
-                                                                            f"{top['value']}"), timeout=60_000)
+    most = re.compile(f"most harmful: {top['column']} {top['value']}")
+    expect(page.locator("#groups-status textarea")).to_have_value(most, timeout=60_000)
     choose(page, "group-verdict", "remove")
     page.get_by_role("button", name="Flag the whole group").click()
     train = datasets.Dataset.from_parquet(str(folder / "data" / "train.parquet"))
     members = [i for i, v in enumerate(train[top["column"]]) if str(v) == str(top["value"])]
     kept = len(set(hand_made) & set(members))
     expect(page.locator("#groups-status textarea")).to_have_value(
-        re.compile(f"flagged {len(members) - kept} training examples of {top['column']} {top['value']} as remove"
+        re.compile(f"flagged {len(members) - kept} training examples of {top['column']} "
+                   f"{top['value']} as remove"
                    + (f"; kept {kept} hand-made" if kept else "")), timeout=30_000)
     return members
 

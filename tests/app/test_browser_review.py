@@ -59,7 +59,8 @@ def undo_all(page) -> None:
     page.get_by_role("tab", name="Review").click()
     for _ in range(10):
         page.get_by_role("button", name="Undo the last verdict or bulk flag").click()
-        expect(status(page, "review")).to_have_value(re.compile("undone|nothing to undo"), timeout=TIMEOUT)
+        expect(status(page, "review")).to_have_value(re.compile("undone|nothing to undo"),
+                                                     timeout=TIMEOUT)
         if "nothing to undo" in status(page, "review").input_value():
             return
         status(page, "review").evaluate("e => { e.value = '' }")
@@ -82,11 +83,12 @@ def test_save_flags_only_the_example_on_screen(page, screenshots):
     page.screenshot(path=screenshots / "why1-typed-not-shown.png", full_page=True)
     assert page.locator("#flags-table").get_by_text(str(typed), exact=True).count() == 0
     review_id(page).press("Enter")                      # now it is opened and shown
-    expect(page.locator("#review-about textarea")).to_have_value(re.compile(f"^training example {typed}:"),
-                                                                 timeout=TIMEOUT)
+    about = page.locator("#review-about textarea")
+    expect(about).to_have_value(re.compile(f"^training example {typed}:"), timeout=TIMEOUT)
     save(page, "keep")
-    expect(status(page, "review")).to_have_value(f"saved: training example {typed} → keep", timeout=TIMEOUT)
-    expect(page.locator("#review-about textarea")).to_have_value(re.compile("flagged: keep"))  # not stale
+    expect(status(page, "review")).to_have_value(f"saved: training example {typed} → keep",
+                                                 timeout=TIMEOUT)
+    expect(about).to_have_value(re.compile("flagged: keep"))  # the line under it is not stale
     no_gradio_errors(page)
     undo_all(page)
 
@@ -96,21 +98,22 @@ def test_bulk_flags_keep_hand_made_verdicts_and_undo_reverts(page, screenshots):
     for row in (0, 1):
         i = open_harmful(page, row)
         save(page, "mislabeled", "0", f"hand note {i}")
-        expect(status(page, "review")).to_have_value(re.compile(f"saved: training example {i}"), timeout=TIMEOUT)
+        expect(status(page, "review")).to_have_value(re.compile(f"saved: training example {i}"),
+                                                     timeout=TIMEOUT)
         hand.append(i)
     page.get_by_role("tab", name="Trace").click()
     choose(page, "bulk-verdict", "remove")
     page.get_by_role("button", name="Flag the k most harmful").click()
-    expect(status(page, "trace")).to_have_value(re.compile(r"flagged 6 training examples .*kept 2 hand-made"),
-                                                timeout=TIMEOUT)
+    expect(status(page, "trace")).to_have_value(
+        re.compile(r"flagged 6 training examples .*kept 2 hand-made"), timeout=TIMEOUT)
     page.get_by_role("tab", name="Review").click()
     for i in hand:
         row = page.locator("#flags-table [role=row]").filter(has_text=f"hand note {i}")
         expect(row).to_contain_text("mislabeled")
     page.screenshot(path=screenshots / "why2-bulk-kept.png", full_page=True)
     page.get_by_role("button", name="Undo the last verdict or bulk flag").click()
-    expect(status(page, "review")).to_have_value(re.compile("undone: remove on 6 training examples"),
-                                                 timeout=TIMEOUT)
+    expect(status(page, "review")).to_have_value(
+        re.compile("undone: remove on 6 training examples"), timeout=TIMEOUT)
     expect(page.locator("#flags-table [role=row]").filter(has_text="remove")).to_have_count(0)
     no_gradio_errors(page)
     undo_all(page)
@@ -119,7 +122,8 @@ def test_bulk_flags_keep_hand_made_verdicts_and_undo_reverts(page, screenshots):
 def test_a_note_stays_with_its_row(page, screenshots):
     first = open_harmful(page, 0)
     save(page, "keep", note="only about this one")
-    expect(status(page, "review")).to_have_value(re.compile(f"saved: training example {first}"), timeout=TIMEOUT)
+    expect(status(page, "review")).to_have_value(re.compile(f"saved: training example {first}"),
+                                                 timeout=TIMEOUT)
     second = open_harmful(page, 1)
     expect(page.locator("#review-note textarea")).to_have_value("", timeout=TIMEOUT)
     assert second != first
@@ -133,15 +137,16 @@ def test_slips_are_answered_in_place(page, screenshots, tmp_path):
     summary = page.locator("#trace-summary textarea").input_value()
     page.locator("#eval-id input").fill("-1")
     page.get_by_role("button", name="Trace", exact=True).click()
-    expect(status(page, "trace")).to_have_value(re.compile(r"⚠ the eval example must be an integer in \[0, "),
-                                                timeout=TIMEOUT)
+    expect(status(page, "trace")).to_have_value(
+        re.compile(r"⚠ the eval example must be an integer in \[0, "), timeout=TIMEOUT)
     assert page.locator("#trace-summary textarea").input_value() == summary   # the trace is kept
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     page.get_by_text("Explain this input").click()
     page.locator("#explain-image input[type=file]").set_input_files(str(empty))
     page.get_by_role("button", name="Predict and trace").click()
-    expect(status(page, "trace")).to_have_value(re.compile("⚠ the upload is empty"), timeout=TIMEOUT)
+    expect(status(page, "trace")).to_have_value(re.compile("⚠ the upload is empty"),
+                                                timeout=TIMEOUT)
     no_gradio_errors(page)
     page.screenshot(path=screenshots / "why4-trace-slips.png", full_page=True)
     page.get_by_role("tab", name="Predictions").click()

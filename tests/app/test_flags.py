@@ -63,8 +63,8 @@ def test_bulk_flags_keep_hand_made_verdicts_and_say_how_many(tmp_path):
     outcome = store.set_many([2, 3, 4, 5], "remove", by="bulk", replace_hand_made=False)
     assert (outcome.changed, outcome.kept) == (2, 2)
     flags = {f["train_id"]: f for f in store.all()}
-    assert (flags[3]["verdict"], flags[3]["corrected_label"], flags[3]["note"]) == ("mislabeled", "1",
-                                                                                    "looks like a one")
+    three = (flags[3]["verdict"], flags[3]["corrected_label"], flags[3]["note"])
+    assert three == ("mislabeled", "1", "looks like a one")
     assert (flags[2]["verdict"], flags[2]["by"], flags[2]["who"]) == ("remove", "bulk", "ana")
     replaced = store.set_many([3, 4], "remove", by="bulk", replace_hand_made=True)
     assert (replaced.changed, replaced.kept) == (2, 0) and store.get(3) == "remove"
@@ -77,7 +77,8 @@ def test_undo_restores_the_previous_verdicts_and_history_records_every_action(tm
     store.set_many([3, 7, 8], "remove", by="bulk")
     assert store.undo()["ids"] == [3, 7, 8]
     again = FlagStore(path, n_train=20)  # the undo was saved
-    assert [(f["train_id"], f["verdict"], f["note"]) for f in again.all()] == [(3, "mislabeled", "n3")]
+    assert [(f["train_id"], f["verdict"], f["note"]) for f in again.all()] == \
+        [(3, "mislabeled", "n3")]
     assert again.undo()["ids"] == [3] and again.all() == [] and again.undo() is None
     actions = [(h["action"], h["ids"], h["who"]) for h in FlagStore(path, n_train=20).history()]
     assert actions == [("save", [3], "ana"), ("bulk", [3, 7, 8], "ana"), ("undo", [3, 7, 8], "ana"),

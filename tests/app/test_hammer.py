@@ -39,7 +39,8 @@ def answered_in_place(out, endpoint: str, args) -> None:
 
 
 def test_every_input_answers_bad_values_in_place(server, tmp_path):
-    client = gradio_client.Client(server.url, verbose=False, download_files=str(tmp_path), analytics_enabled=False)
+    client = gradio_client.Client(server.url, verbose=False, download_files=str(tmp_path),
+                                  analytics_enabled=False)
     named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert set(BASE) <= set(named)
     before = client.predict(api_name="/flags")
@@ -50,7 +51,7 @@ def test_every_input_answers_bad_values_in_place(server, tmp_path):
                 args = (*base[:position], value, *base[position + 1:])
                 try:
                     out = client.predict(*args, api_name=endpoint)
-                except Exception as error:  # noqa: BLE001 — a Gradio error event reaches the client as one
+                except Exception as error:  # noqa: BLE001 — how a Gradio error event arrives
                     pytest.fail(f"{endpoint}{args!r} raised a Gradio error: {error}")
                 answered_in_place(out, endpoint, args)
                 calls += 1

@@ -96,7 +96,8 @@ def test_a_report_opens_on_its_regression_tab_with_the_reports_counts(opened, ti
     from influence_app.ui import build
 
     def selected(page):
-        return next(c["props"]["selected"] for c in page.config["components"] if c["type"] == "tabs")
+        return next(c["props"]["selected"] for c in page.config["components"]
+                    if c["type"] == "tabs")
 
     def headers(page, elem_id):
         return next(c["props"]["value"]["headers"] for c in page.config["components"]
@@ -108,7 +109,8 @@ def test_a_report_opens_on_its_regression_tab_with_the_reports_counts(opened, ti
     assert regressions_sentence(s)[:-1] in report.summary_text(opened[1].report)
     assert f"{s['n_regressions'] - s['n_loss_rise']} of the {s['n_flipped']} eval examples" in \
         report.summary_text(opened[1].report)
-    assert headers(page, "groups-table") == ["group", "harm", "estimator", "share", "count", "first-order harm"]
+    assert headers(page, "groups-table") == ["group", "harm", "estimator", "share", "count",
+                                             "first-order harm"]
 
 
 def test_another_eval_set_or_model_is_refused_naming_what_differs(opened, digits_setup, tmp_path):
@@ -146,7 +148,8 @@ def test_the_verdicts_fix_is_estimated_beside_the_reports(opened, tmp_path):
     top = setup.report["groups"][0]
     session.flag(session.members(top["column"], top["value"]), "remove", bulk=True)
     mine = flags_fix(session)
-    theirs = next(v for v in setup.report["verification"] if v["candidate"] == f"{top['column']} = {top['value']}")
+    name = f"{top['column']} = {top['value']}"
+    theirs = next(v for v in setup.report["verification"] if v["candidate"] == name)
     assert mine["removed"] == theirs["removed"]
     assert mine["estimated"]["accuracy"] == pytest.approx(theirs["estimated"]["accuracy"], abs=1e-9)
     assert mine["estimated_recovered"] == pytest.approx(theirs["estimated_recovered"], rel=1e-6)

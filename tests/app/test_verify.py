@@ -21,7 +21,8 @@ from tests.app.conftest import run_cli
 def printed_verify_command(demo_report) -> str:
     """The verify line `influence demo` printed (with its placeholder flags file)."""
     lines = (demo_report.parent / "demo-stdout.txt").read_text().splitlines()
-    return next(line.strip() for line in lines if "--flags" in line and line.strip().startswith("influence report"))
+    return next(line.strip() for line in lines
+                if "--flags" in line and line.strip().startswith("influence report"))
 
 
 def run_printed(command: str, flags, out):
@@ -49,14 +50,15 @@ def true_label_flags(demo_report) -> list[Flag]:
 
 
 def test_the_printed_command_passes_when_the_flags_recover_the_drop(demo_report, tmp_path):
-    """Why 6: exit 0 when the verified recovery passes its gate, and the verdicts follow into --out."""
+    """Why 6: exit 0 when the verified recovery passes its gate; the verdicts follow into --out."""
     flags = true_label_flags(demo_report)
     path = write_flags(tmp_path / "flags.csv", flags)
     out = tmp_path / "verified"
     proc = run_printed(printed_verify_command(demo_report), path, out)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "PASS: min-recovered: the flags recovered" in proc.stdout and "FAIL" not in proc.stdout
-    fix = next(v for v in json.loads((out / "report.json").read_text())["verification"] if v["kind"] == "flags")
+    checked = json.loads((out / "report.json").read_text())["verification"]
+    fix = next(v for v in checked if v["kind"] == "flags")
     assert fix["relabelled"] == len(flags) and fix["recovered"] >= 0.8
     saved = json.loads((out / "flags.json").read_text())
     assert [(f["train_id"], f["verdict"], f["corrected_label"]) for f in saved["flags"]] == \
@@ -65,22 +67,27 @@ def test_the_printed_command_passes_when_the_flags_recover_the_drop(demo_report,
 
 def test_the_printed_command_names_the_gate_that_failed(demo_report, tmp_path):
     flags = true_label_flags(demo_report)[:2]
-    proc = run_printed(printed_verify_command(demo_report), write_flags(tmp_path / "flags.csv", flags),
-                       tmp_path / "verified")
+    path = write_flags(tmp_path / "flags.csv", flags)
+    proc = run_printed(printed_verify_command(demo_report), path, tmp_path / "verified")
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "FAIL: min-recovered: the flags recovered" in proc.stdout and "< the gate 80%" in proc.stdout
+    assert "FAIL: min-recovered: the flags recovered" in proc.stdout
+    assert "< the gate 80%" in proc.stdout
 
 
 @pytest.mark.parametrize("row, message", [
     ({"train_id": "999999", "verdict": "remove"}, "train_id 999999 is outside the training data"),
-    ({"train_id": "3", "verdict": "mislabeled", "corrected_label": "eleven"}, "corrected label 'eleven' is not"),
+    ({"train_id": "3", "verdict": "mislabeled", "corrected_label": "eleven"},
+     "corrected label 'eleven' is not"),
     ({"train_id": "3", "verdict": "delete"}, "`verdict` must be one of"),
 ])
-def test_a_bad_flags_file_is_refused_before_any_work_and_writes_nothing(demo_report, tmp_path, row, message):
-    """Why 6: an unknown train id (or verdict, or label) is reported in seconds, exit 2, --out not created."""
+def test_a_bad_flags_file_is_refused_before_any_work_and_writes_nothing(demo_report, tmp_path, row,
+                                                                         message):
+    """Why 6: an unknown train id (or verdict, or label) is reported in seconds, exit 2, --out
+    not created."""
     path = tmp_path / "flags.csv"
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["train_id", "verdict", "corrected_label", "note", "source"])
+        writer = csv.DictWriter(f, fieldnames=["train_id", "verdict", "corrected_label", "note",
+                                               "source"])
         writer.writeheader()
         writer.writerow(row)
     out = tmp_path / "verified"

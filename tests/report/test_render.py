@@ -95,7 +95,8 @@ def test_the_harm_chart_axis_label_fits_the_picture(monkeypatch):
 
 
 def test_trace_grid_captions_are_loss_changes_like_the_cli(tmp_path, monkeypatch):
-    """Why 7: trace_grid.png showed raw scores (−2.1e+02) beside the CLI's score / n_train (−0.158)."""
+    """Why 7: trace_grid.png showed raw scores (−2.1e+02) beside the CLI's score / n_train
+    (−0.158)."""
     import datasets
     import matplotlib.pyplot as plt
     import torch
