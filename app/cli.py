@@ -36,27 +36,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                          "model, index and eval data with the Regression tab, nothing else to pass; "
                                          "with --index or --demo, adds the Regression tab if the report was computed "
                                          "on that model and eval data")
-    source.add_argument("--demo", choices=DEMOS, help="a built-in offline demo")
+    source.add_argument("--demo", choices=DEMOS, help="a built-in offline demo (default digits)")
     source.add_argument("--index", help="an index folder written by Attributor(..., cache_dir=FOLDER).fit()")
     source.add_argument("--factory", help="module:function returning the model (or a dict, see app/sources.py)")
     source.add_argument("--weights", help="model weights (.safetensors, or a torch state dict)")
     source.add_argument("--train", help="training data the index was built on (save_to_disk folder, parquet, csv, "
                                         "json)")
     source.add_argument("--eval", help="evaluation data whose predictions are browsed")
-    source.add_argument("--modality", default="auto", choices=["auto", "image", "text", "table"])
-    source.add_argument("--input-column", default="input")
-    source.add_argument("--label-column", default="label")
+    source.add_argument("--modality", default="auto", choices=["auto", "image", "text", "table"],
+                        help="how an example is shown (default auto: from the report, the factory "
+                             "or the data)")
+    source.add_argument("--input-column", default="input",
+                        help="column of --train/--eval holding each example's model input "
+                             "(default input)")
+    source.add_argument("--label-column", default="label",
+                        help="column of --train/--eval holding the label (default label)")
     source.add_argument("--flags", help="verdicts file (default: beside the index, or in the report folder)")
     source.add_argument("--cache", help="cache folder of the demos (default: $INFLUENCE_APP_CACHE or "
                                         "~/.cache/influence-debugger/app)")
     serve = parser.add_argument_group("serving")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
-    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
     serve.add_argument("--max-upload", default="10mb", type=upload_size,
                        help="largest uploaded file, e.g. 500kb, 10mb (default 10mb); larger uploads are refused")
-    serve.add_argument("--k", type=int, default=8, help="training examples per side in a trace")
+    serve.add_argument("--k", type=int, default=8,
+                       help="training examples per side in a trace (default 8)")
     serve.add_argument("--max-bad", type=int, default=300,
-                       help="worst wrong predictions the Review and Groups tabs can rank on")
+                       help="worst wrong predictions the Review and Groups tabs can rank on "
+                            "(default 300)")
 
 
 def upload_size(text: str) -> str:
@@ -64,6 +71,12 @@ def upload_size(text: str) -> str:
     if not re.fullmatch(r"[1-9]\d*\s*(b|kb|mb|gb)", text.strip().lower()):
         raise argparse.ArgumentTypeError(f"expected a size such as 500kb or 10mb, got {text!r}")
     return text.strip().lower()
+
+
+def upload_bytes(size: str) -> int:
+    """The number of bytes of a `--max-upload` size ("500kb" -> 512000)."""
+    number, unit = re.fullmatch(r"(\d+)\s*(b|kb|mb|gb)", size).groups()
+    return int(number) * 1024 ** ("b", "kb", "mb", "gb").index(unit)
 
 
 def is_loopback(host: str) -> bool:
@@ -129,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
     setup = open_setup(args)
     session = Session(setup, max_bad=args.max_bad)
-    page = build(session, k=args.k)
+    page = build(session, k=args.k, max_upload_bytes=upload_bytes(args.max_upload))
     page.queue(default_concurrency_limit=4)
     from PIL import Image
 
@@ -143,7 +156,10 @@ def run(args: argparse.Namespace) -> int:
 
     from influence_app.security import LocalFilesOnly
 
-    page.launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False, quiet=True,
+    from influence_app.ui import CSS
+
+    page.launch(css=CSS, server_name=args.host, server_port=args.port, share=False, inbrowser=False,
+                quiet=True,
                 show_error=True, footer_links=["api"], max_file_size=args.max_upload, enable_monitoring=False,
                 ssr_mode=False, mcp_server=False, app_kwargs={"middleware": [Middleware(LocalFilesOnly)]})
     return 0

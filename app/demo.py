@@ -124,9 +124,9 @@ def digits(folder: Path, hidden: int = 32, epochs: int = 500, n_flipped: int = 4
 def adult(folder: Path, epochs: int = 300, log=print) -> Setup:
     """UCI Adult rows, MLP with its last layer attributed (fused linear-head curvature)."""
     import datasets
-    import pandas as pd
 
     from influence.demos import data as demo_data
+    from influence.demos.regression import encode_adult_row
 
     folder.mkdir(parents=True, exist_ok=True)
     encoder: demo_data.TabularEncoder = demo_data.adult_encoder()
@@ -162,16 +162,9 @@ def adult(folder: Path, epochs: int = 300, log=print) -> Setup:
     model = _cached_model(folder, model, fit_model, log)
     attr = _fit(model, train, task, folder, log, method="exact")
 
-    def encode(row: dict):
-        frame = pd.DataFrame([{c: row.get(c) for c in demo_data.ADULT_COLUMNS}])
-        for c in encoder.numeric:
-            frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(np.float64)
-        for c in encoder.categorical:
-            frame[c] = frame[c].map(lambda v: None if v in (None, "") else str(v).strip())
-        return encoder.transform(frame)[0]
-
     return Setup(name="UCI Adult (income > 50K), tabular", model=model, attributor=attr, train=train, eval=test,
-                 modality="table", class_names=["<=50K", ">50K"], flags_path=folder / "flags.json", encode=encode,
+                 modality="table", class_names=["<=50K", ">50K"], flags_path=folder / "flags.json",
+                 encode=encode_adult_row,
                  row_columns=list(demo_data.ADULT_COLUMNS),
                  group_columns=["source", "workclass", "race", "sex", "relationship"],
                  notes="Training rows arrive in 8 days (source); on day-5 every >50K row was labeled <=50K on "

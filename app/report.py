@@ -9,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from influence_app.tabs.common import plain_finding
-from influence.report.readable import class_name, percent, sig, verification_sentence
+from influence.report.render_md import regressions_sentence
+from influence.report.readable import SHARE_DIGITS, class_name, percent, sig, verification_sentence
 
 
 def summary_text(doc: dict) -> str:
@@ -18,8 +19,7 @@ def summary_text(doc: dict) -> str:
     accuracy = ""
     if s.get("old_accuracy") is not None and s.get("new_accuracy") is not None:
         accuracy = f"; accuracy {sig(s['old_accuracy'])} → {sig(s['new_accuracy'])}"
-    return (f"{plain_finding(s['headline'])}\n{s['n_regressions']} regressions ({s['n_flipped']} flipped right → "
-            f"wrong, {s['n_loss_rise']} with the largest loss rise) over {s['n_eval']} eval examples{accuracy}; "
+    return (f"{plain_finding(s['headline'])}\n{regressions_sentence(s)[:-1]}{accuracy}; "
             f"mean loss {sig(s['old_mean_loss'])} → {sig(s['new_mean_loss'])}")
 
 
@@ -43,9 +43,44 @@ def verification_text(doc: dict) -> str:
     return "\n".join(lines) or "no candidate fix was verified (no harmful group, no flags)"
 
 
+def flags_fix(session) -> dict | None:
+    """The reviewer's current verdicts as one candidate fix, estimated as the report estimates
+    its own (`influence.report.verification.verify`: one Newton step, no retraining), for the
+    Regression tab to show beside the report's fixes. None when the verdicts change nothing."""
+    from influence.data import as_data
+    from influence.harm import Metrics
+    from influence.report.flags import Flag
+    from influence.report.verification import flag_candidate, verify
+
+    setup, s = session.setup, session.setup.report["summary"]
+    flags = [Flag(f["train_id"], f["verdict"], f.get("corrected_label", ""), f.get("note", ""),
+                  f.get("source", "")) for f in session.flags.all()]
+    candidate = flag_candidate(flags, session.n_train, setup.class_names)
+    if candidate is None:
+        return None
+    read = session.read
+    entry = verify([candidate], session.attr, setup.train, as_data(setup.train, "train", **read),
+                   as_data(setup.eval, "eval", **read), session.attr.task,
+                   Metrics(s.get("old_accuracy"), s["old_mean_loss"]),
+                   Metrics(s.get("new_accuracy"), s["new_mean_loss"]))[0]
+    return vars(entry)
+
+
+def flags_fix_text(session) -> str:
+    """One sentence about the current verdicts' estimated fix (as the report words its own)."""
+    with session._lock:
+        entry = flags_fix(session)
+    if entry is None:
+        return ("your verdicts change nothing yet (no 'remove' or 'mislabeled'): flag examples, "
+                "then estimate")
+    return (verification_sentence(entry, session.setup.report["summary"])
+            + " Measure it by retraining with the command the export prints.")
+
+
 def groups_table(doc: dict) -> pd.DataFrame:
     rows = [{"column": g["column"], "value": str(g["value"]), "harm": sig(g["harm"]),
-             "estimator": g["estimator"].replace("_", " "), "share": percent(g["share"], 2),
+             "estimator": g["estimator"].replace("_", " "),
+             "share": percent(g["share"], SHARE_DIGITS),
              "confidence": f"{g['confidence']:.3f}", "count": g["count"],
              "finding": plain_finding(g.get("headline") or "")} for g in doc["groups"]]
     return pd.DataFrame(rows, columns=["column", "value", "harm", "estimator", "share", "confidence", "count",

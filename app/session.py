@@ -12,6 +12,7 @@ helpful. Harm = the estimated drop of the queried examples' summed loss if the d
 
 from __future__ import annotations
 
+import math
 import tempfile
 import threading
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from influence_app.flags import FlagStore
+from influence_app.flags import HAND_MADE, FlagStore, Outcome
 from influence_app.setup import MODALITIES, Setup
 from influence.batching import num_rows, take, to_model, unsqueeze
 from influence.data import as_data
@@ -34,6 +35,9 @@ from influence.report.ranking import percentile_rank, shares
 from influence.report.readable import effect
 
 PAGE_SIZES = (25, 50, 100, 500)
+FLAG_COLUMNS = {"train_id": "train id", "verdict": "verdict", "corrected_label": "corrected label",
+                "label": "label", "source": "source", "note": "note", "by": "given by",
+                "who": "reviewer", "time": "time"}
 SUSPECT_COLUMNS = ["harm", "harmed", "self-influence", "self-influence percentile"]
 Progress = Callable[[float, str], None]
 
@@ -113,7 +117,7 @@ class Session:
         return names[c] if 0 <= c < len(names) else str(c)
 
     def class_index(self, name: str) -> int:
-        if name not in self.setup.class_names:
+        if not isinstance(name, str) or name not in self.setup.class_names:
             raise InvalidArgumentError(f"unknown class {name!r}; classes are {self.setup.class_names}")
         return self.setup.class_names.index(name)
 
@@ -165,7 +169,7 @@ class Session:
         return list(self.train_table([], {c: [] for c in SUSPECT_COLUMNS}).columns)
 
     def query_ids(self, queries: str) -> Tensor:
-        if queries not in self.queries:
+        if not isinstance(queries, str) or queries not in self.queries:
             raise InvalidArgumentError(f"`queries` must be one of {list(self.queries)}, got {queries!r}")
         return self.queries[queries]
 
@@ -198,7 +202,7 @@ class Session:
             keep &= self.pred != self.y_eval
         elif correctness == "right":
             keep &= self.pred == self.y_eval
-        elif correctness not in (None, "", "all"):
+        elif correctness is not None and correctness not in ("", "all"):
             raise InvalidArgumentError(f"`correctness` must be 'wrong', 'right' or 'all', got {correctness!r}")
         ids = torch.nonzero(keep).flatten()
         ids = ids[self.loss[ids].argsort(descending=True, stable=True)].tolist()
@@ -290,6 +294,7 @@ class Session:
         """Per training example: self-influence (and its percentile), how many queries it is among
         the `k_suspects` most harmful for, and its harm on them (`influence.harm.example_harm`)."""
         progress = progress or (lambda fraction, what: None)
+        self.query_ids(queries)  # a known name (a cache key) before anything else
         with self._lock:
             if ("suspects", queries) not in self._cache:
                 X, y = self._query_data(queries)
@@ -314,7 +319,7 @@ class Session:
         """Training examples ranked by `sort_by` ("harm", "harmed" or "self-influence"), highest
         first, with their labels, groups and flags."""
         scores = self.suspect_scores(queries or next(iter(self.queries)), progress)
-        if sort_by not in ("harm", "harmed", "self-influence"):
+        if not isinstance(sort_by, str) or sort_by not in ("harm", "harmed", "self-influence"):
             raise InvalidArgumentError(f"`sort_by` must be 'harm', 'harmed' or 'self-influence', got {sort_by!r}")
         if not isinstance(top_n, (int, float)) or not 1 <= int(top_n) <= 10_000:
             raise InvalidArgumentError(f"`show` must be a number of rows in [1, 10000], got {top_n!r}")
@@ -327,9 +332,10 @@ class Session:
                    ) -> pd.DataFrame:
         """Harm of each value of a group column on the queries, most harmful first
         (`influence.harm.group_harm`: the group-removal estimate when affordable, else first order)."""
-        if column not in self.columns:
+        if not isinstance(column, str) or column not in self.columns:
             raise InvalidArgumentError(f"`column` must be one of {list(self.columns)}, got {column!r}")
         queries = queries or next(iter(self.queries))
+        self.query_ids(queries)
         with self._lock:
             if ("groups", column, queries) not in self._cache:
                 if progress:
@@ -340,8 +346,8 @@ class Session:
     def _group_table(self, column: str, queries: str) -> pd.DataFrame:
         X, y = self._query_data(queries)
         if not len(y):
-            return pd.DataFrame({"group": [], "harm": [], "estimator": [], "share": [], "count": [],
-                                 "first-order harm": []})
+            return pd.DataFrame({c: [] for c in ("group", "harm", "estimator", "share", "count",
+                                                 "first-order harm")})
         result = group_harm(self.attr, (X, y), self.columns[column], train=self.setup.train)
         table = pd.DataFrame({"group": [str(v) for v in result.values], "harm": result.harm,
                               "estimator": result.estimator.replace("_", " "), "share": shares(result.harm),
@@ -350,21 +356,26 @@ class Session:
 
     def group_members(self, column: str, value: str, queries: str | None = None, top_n: int = 50) -> pd.DataFrame:
         """The training examples of one group, most harmful first."""
-        if column not in self.columns:
-            raise InvalidArgumentError(f"`column` must be one of {list(self.columns)}, got {column!r}")
         ids = self.members(column, value)
         return self.suspects("harm", top_n, queries, ids=ids)
 
     def members(self, column: str, value: str) -> list[int]:
+        if not isinstance(column, str) or column not in self.columns:
+            raise InvalidArgumentError(f"`column` must be one of {list(self.columns)}, "
+                                       f"got {column!r}")
         ids = [i for i, v in enumerate(self.columns.get(column, [])) if v == str(value)]
         if not ids:
             raise InvalidArgumentError(f"no training example has {column} = {value!r}; pick a group from the list")
         return ids
 
     # ------------------------------------------------------------------ flags
-    def flag(self, train_ids: Any, verdict: str, corrected_label: str | None = None, note: str = "") -> int:
-        """Record a reviewer's verdict (and corrected label) on one or more training examples;
-        returns how many were flagged."""
+    def flag(self, train_ids: Any, verdict: str, corrected_label: str | None = None, note: str = "",
+             bulk: bool = False, replace_hand_made: bool = False) -> Outcome:
+        """Record a reviewer's verdict (and corrected label) on one or more training examples.
+
+        `bulk=False`: a verdict given on one example shown on screen (hand-made). `bulk=True`
+        (the k most harmful, a whole group): hand-made verdicts are kept unless
+        `replace_hand_made`; the `Outcome` says how many rows changed and how many were kept."""
         ids = [self.check_train_id(i) for i in (train_ids if isinstance(train_ids, (list, tuple)) else [train_ids])]
         if not ids:
             raise InvalidArgumentError("no training example to flag: pick one by clicking a row")
@@ -373,20 +384,50 @@ class Session:
         corrected = corrected_label or ""
         if corrected:
             self.class_index(corrected)
-        self.flags.set_many(ids, verdict, corrected, note or "",
-                            {i: self.class_name(self.train_labels[i]) for i in ids},
-                            {i: self.source_of(i) for i in ids})
-        return len(ids)
+        return self.flags.set_many(ids, verdict, corrected, note or "",
+                                   {i: self.class_name(self.train_labels[i]) for i in ids},
+                                   {i: self.source_of(i) for i in ids},
+                                   by="bulk" if bulk else HAND_MADE,
+                                   replace_hand_made=replace_hand_made or not bulk)
+
+    def undo_flags(self) -> str:
+        """Undo the last save or bulk flag; returns what was undone, in words."""
+        last = self.flags.undo()
+        if last is None:
+            raise InvalidArgumentError("nothing to undo: no verdict has been saved yet")
+        ids = last["ids"]
+        what = f"training example {ids[0]}" if len(ids) == 1 else f"{len(ids)} training examples"
+        return f"undone: {last['verdict']} on {what} (back to their previous verdicts)"
 
     def flag_table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.flags.all(), columns=["train_id", "verdict", "corrected_label", "label", "source",
-                                                       "note", "time"])
+        """Every verdict, one row per training example, with readable headers."""
+        frame = pd.DataFrame(self.flags.all(), columns=list(FLAG_COLUMNS))
+        return frame.rename(columns=FLAG_COLUMNS)
 
     def export_flags(self, kind: str) -> Path:
-        """The flags as a `flags.csv` or `flags.jsonl` file (train id, verdict, corrected label, note, source)."""
+        """The flags as a `flags.csv` or `flags.jsonl` file to download (train id, verdict,
+        corrected label, note, source); opened on a report folder, also written there for
+        `verify_line`."""
         if kind not in ("csv", "jsonl"):
             raise InvalidArgumentError(f"`kind` must be 'csv' or 'jsonl', got {kind!r}")
+        if self.setup.report_folder is not None:
+            self.flags.export(self.setup.report_folder / f"flags.{kind}")
         return self.flags.export(self.exports / f"flags.{kind}")
+
+    def verify_line(self, flags: Path) -> str:
+        """How to verify exported flags: the exact `influence report` line when the app was opened
+        on a report folder that can be retrained, else where to pass them."""
+        from influence.report.bundle import verify_command
+
+        folder = self.setup.report_folder
+        if folder is not None and (folder / "bundle.json").exists():
+            try:
+                command = verify_command(folder, folder / flags.name, folder / "verified")
+                return f"also saved as {folder / flags.name}; verify them with:\n{command}"
+            except InvalidArgumentError:
+                pass
+        return ("pass it to influence report --flags (with --retrain and --verify to measure the "
+                "fix)")
 
     def download(self, table: pd.DataFrame, name: str) -> Path:
         """A table at full precision as a CSV file to download."""
@@ -409,6 +450,6 @@ def _check_id(value: Any, n: int, what: str, hint: str) -> int:
         i = float(value)
     except (TypeError, ValueError):
         i = -1.5
-    if i != int(i) or not 0 <= i < n:
+    if not math.isfinite(i) or i != int(i) or not 0 <= i < n:
         raise InvalidArgumentError(f"{what} must be an integer in [0, {n - 1}] ({hint}), got {value!r}")
     return int(i)

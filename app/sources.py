@@ -70,6 +70,9 @@ def open_report(folder: str | Path, flags: str | Path | None = None, modality: s
                 transform=opened.spec.get("transform"))
     groups = [c for c in opened.bundle["group_by"] if c in opened.train.column_names]
     display = {k: v for k, v in opened.bundle.get("display", {}).items() if k in ("image_shape", "text_column")}
+    features = opened.bundle.get("feature_columns")
+    if features:  # a new row is read as the report read its tables: those columns stacked
+        display.update(encode=inputs.feature_encoder(features), row_columns=list(features))
     spec = {"group_columns": groups, **display, **opened.spec}  # the report's, unless the factory says otherwise
     if modality == "auto" and opened.bundle.get("display", {}).get("modality"):
         modality = opened.bundle["display"]["modality"]

@@ -14,14 +14,25 @@ from __future__ import annotations
 
 import gradio as gr
 
+from influence_app.inputs import boolean
 from influence_app.session import Session
-from influence_app.tabs.common import clicked, in_place, md_text
+from influence_app.tabs.common import bulk_status, clicked, in_place, md_text
 from influence_app.tabs.groups import groups_tab
 from influence_app.tabs.predictions import predictions_tab
 from influence_app.tabs.regression import regression_tab
 from influence_app.tabs.review import review_outputs, review_tab, row_opener
 from influence_app.tabs.trace import trace_tab
-from influence_app.views import ImageView, view_for
+from influence_app.views import ImageView, TableView, view_for
+
+
+# Table headers never break inside a word (a narrow column scrolls instead of wrapping "c/o/l"),
+# and wide tables scroll sideways rather than cutting their last columns.
+CSS = """
+.gradio-container th .header-content span {
+  white-space: nowrap !important; word-break: keep-all !important;
+}
+.gradio-container .table-wrap { overflow-x: auto !important; }
+"""
 
 
 def header(session: Session) -> str:
@@ -37,12 +48,15 @@ def header(session: Session) -> str:
     return "\n\n".join(lines)
 
 
-def build(session: Session, k: int = 8) -> gr.Blocks:
-    """The `gr.Blocks` app for `session` (not launched)."""
+def build(session: Session, k: int = 8, max_upload_bytes: int = 10 * 1024 * 1024) -> gr.Blocks:
+    """The `gr.Blocks` app for `session` (not launched); larger uploads than `max_upload_bytes`
+    are refused."""
     view = view_for(session)
+    view.max_upload_bytes = max_upload_bytes
     with gr.Blocks(title=f"influence · {session.setup.name}", analytics_enabled=False) as page:
         gr.Markdown(header(session))
-        with gr.Tabs() as tabs:
+        first = "regression" if session.setup.report is not None else "predictions"
+        with gr.Tabs(selected=first) as tabs:
             predictions = predictions_tab(session, view)
             trace = trace_tab(session, view, k)
             review = review_tab(session, view)
@@ -84,20 +98,26 @@ def _route_reviews(session: Session, view, tabs, trace, review, groups, regressi
     groups.members.select(row_opener(review, 0), None, outputs, api_visibility="private")
     if regression is not None:
         regression.suspects.select(row_opener(review, 0), None, outputs, api_visibility="private")
+    if isinstance(view, TableView):  # the ranked rows (train id first) open too
+        trace.outputs[3].select(row_opener(review, 0), None, outputs, api_visibility="private")
+        trace.outputs[5].select(row_opener(review, 0), None, outputs, api_visibility="private")
     if isinstance(view, ImageView):  # gallery thumbnails are clickable too
         trace.outputs[3].select(_gallery_opener(review, "harmful"), [trace.last], outputs, api_visibility="private")
         trace.outputs[5].select(_gallery_opener(review, "helpful"), [trace.last], outputs, api_visibility="private")
 
     @in_place(1)
-    def flag_top(last, verdict, corrected):
+    def flag_top(last, verdict, corrected, replace):
         if last is None:
             raise ValueError("trace a prediction first")
         ids = [int(i) for i in last[last["kind"] == "harmful"]["train id"]]
-        count = session.flag(ids, verdict, corrected)
-        return session.flag_table(), f"flagged the {count} most harmful training examples as {verdict}"
+        replace = boolean(replace, "replace hand-made verdicts")
+        outcome = session.flag(ids, verdict, corrected, bulk=True, replace_hand_made=replace)
+        return session.flag_table(), bulk_status(outcome, f"of the {len(ids)} most harmful",
+                                                 verdict)
 
-    trace.bulk.button.click(flag_top, [trace.last, trace.bulk.verdict, trace.bulk.corrected],
-                            [review.flags, trace.status], api_visibility="private")
+    bulk = trace.bulk
+    bulk.button.click(flag_top, [trace.last, bulk.verdict, bulk.corrected, bulk.replace],
+                      [review.flags, trace.status], api_name="flag_top")
     groups.flag.click(session.flag_table, None, review.flags, api_visibility="private")
 
 

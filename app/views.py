@@ -19,6 +19,7 @@ class ExampleView:
     """Base: components for the query, the ranked training examples and a new input."""
 
     wide_query = False  # show the query across the page (rows) rather than beside the prediction
+    max_upload_bytes = 10 * 1024 * 1024  # the largest upload an input takes (the server's cap)
     has_thumbnails = False  # tables get an image column (`thumbnail`)
 
     def __init__(self, session: Session):
@@ -78,10 +79,13 @@ class ImageView(ExampleView):
                           allow_preview=False, format="png", interactive=False, elem_id=elem_id)
 
     def input_component(self):
-        import gradio as gr
+        from influence_app.inputs import Image
 
-        return gr.Image(label="upload an image (dark ink on light, or light on dark)", type="numpy",
-                        image_mode="L", sources=["upload", "clipboard"], height=160)
+        image = Image(label="upload an image (dark ink on light, or light on dark)", type="numpy",
+                      image_mode="L", sources=["upload", "clipboard"], height=160,
+                      elem_id="explain-image")
+        image.max_bytes = self.max_upload_bytes
+        return image
 
     def show(self, raw):
         image = np.clip(np.asarray(raw, dtype=np.float32), 0.0, 1.0)
@@ -105,9 +109,15 @@ class ImageView(ExampleView):
         """Grayscale, resized to the model's image shape, scaled to [0, 1] with ink high."""
         from PIL import Image
 
+        from influence_app.inputs import BadUpload
+
         if value is None:
             raise ValueError("no image was given")
+        if isinstance(value, BadUpload):
+            raise ValueError(value.message)
         array = np.asarray(value, dtype=np.float32)
+        if array.ndim not in (2, 3) or min(array.shape[:2]) < 1:
+            raise ValueError(f"the image must be 2-D (height × width), got shape {array.shape}")
         if array.ndim == 3:
             array = array[..., :3].mean(axis=2)
         h, w = self.setup.image_shape
@@ -150,9 +160,9 @@ class TextView(ExampleView):
         return spans
 
     def parse(self, value):
-        if not value or not str(value).strip():
+        if not isinstance(value, str) or not value.strip():
             raise ValueError("no text was given")
-        return str(value)
+        return value
 
 
 class TableView(ExampleView):
@@ -175,7 +185,7 @@ class TableView(ExampleView):
 
         first = self.session.example("eval", 0)
         return gr.Dataframe(value=pd.DataFrame([first]), label="edit the row, then predict and trace",
-                            interactive=True, row_count=1, wrap=True)
+                            interactive=True, row_count=1, wrap=False, elem_id="explain-row")
 
     def show(self, raw):
         return pd.DataFrame([{c: _cell(v) for c, v in raw.items()}])
@@ -189,7 +199,11 @@ class TableView(ExampleView):
         return pd.DataFrame(rows)
 
     def parse(self, value):
-        frame = value if isinstance(value, pd.DataFrame) else pd.DataFrame(value["data"], columns=value["headers"])
+        try:
+            frame = value if isinstance(value, pd.DataFrame) else \
+                pd.DataFrame(value["data"], columns=value["headers"])
+        except (TypeError, KeyError, ValueError, IndexError):
+            raise ValueError("the row could not be read: edit the cells of the row above") from None
         if frame.empty:
             raise ValueError("the row is empty")
         return frame.iloc[0].to_dict()

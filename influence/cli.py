@@ -40,12 +40,18 @@ EXIT_OK, EXIT_BREACHED, EXIT_BAD_INPUT, EXIT_ATTRIBUTION_FAILED, EXIT_INTERNAL =
 def _report(args: argparse.Namespace) -> int:
     import influence as inf
     from influence.report import regression_report
+    from influence.report.flags import read_flags, write_verdicts
     from influence.report.inputs import encode_labels, load_factory, load_model, load_table, parse_fail_on
 
     fail_on = parse_fail_on(args.fail_on)
     if args.verify and not args.retrain:
         raise inf.InvalidArgumentError("`--verify` needs `--retrain module:function`, a function that trains the new "
                                        "model's architecture on given training data and returns it")
+    if args.min_recovered is not None and not (args.flags and 0 < args.min_recovered <= 1):
+        alone = "" if args.flags else " without --flags"
+        raise inf.InvalidArgumentError(f"`--min-recovered` needs --flags and a fraction in (0, 1], "
+                                       f"got {args.min_recovered:g}{alone}")
+    flags = read_flags(args.flags) if args.flags else None  # a bad file is refused before any work
     retrain = load_factory(args.retrain, "--retrain") if args.retrain else None
     old = load_model(args.old_factory, args.old_weights, "--old-factory", "--old-weights")
     new_factory = args.new_factory or args.old_factory
@@ -63,13 +69,46 @@ def _report(args: argparse.Namespace) -> int:
                                args.group_by.split(","), task=task, method=args.method, damping=args.damping,
                                input_column=args.input_column, label_column=args.label_column,
                                transform=new.get("transform"), class_names=class_names, verify=args.verify,
-                               retrain=retrain, flags=args.flags, max_regressions=args.max_regressions,
+                               retrain=retrain, flags=flags, max_regressions=args.max_regressions,
                                loss_rise=args.loss_rise, k=args.k, seed=args.seed,
                                cache_dir=_fresh_index(args.out))
     code = _finish(report, args.out, fail_on, args.min_confidence, time.perf_counter() - started)
+    code = max(code, _recovery_gate(report, args.min_recovered))
     _bundle(args.out, old["model"], new["model"], tables, task, class_names, args, factory=args.old_factory,
             new_factory=new_factory, retrain=args.retrain)
+    if flags is not None:  # the verified verdicts follow into the folder the app opens
+        write_verdicts(Path(args.out) / "flags.json", flags, len(tables["--train"]), args.flags)
+        print(f"  the verified flags are in {Path(args.out) / 'flags.json'} (the app shows them)")
     return code
+
+
+def _recovery_gate(report, minimum: float | None) -> int:
+    """`--min-recovered`: exit 1 (naming the gate) when the flags recover less of the drop."""
+    if minimum is None:
+        return EXIT_OK
+    failure = report.recovery_failure(minimum)
+    value, how = report.flags_recovery()
+    if failure:
+        print(f"FAIL: {failure}")
+        return EXIT_BREACHED
+    print(f"PASS: min-recovered: the flags recovered {value:.1%} of the drop ({how}) ≥ the gate "
+          f"{minimum:.0%}")
+    return EXIT_OK
+
+
+def _written_only_on_success(run, out: str):
+    """Run `run()`; when it fails on bad input and `out` did not exist before, remove what it wrote
+    (exit 2 writes nothing)."""
+    created = not Path(out).exists()
+    try:
+        return run()
+    except Exception as error:
+        from influence.errors import InvalidArgumentError
+
+        bad_input = isinstance(error, (InvalidArgumentError, ImportError))
+        if created and bad_input and Path(out).exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _fresh_index(out: str) -> Path:
@@ -96,13 +135,13 @@ def _bundle(out: str, old, new, tables: dict, task, class_names, args, factory: 
 
 def _finish(report, out: str, fail_on: dict, min_confidence: float, seconds: float) -> int:
     """Save the report, print where it is and what it found; exit 1 on a breached threshold."""
-    from influence.report.readable import percent, sig, verification_sentence
+    from influence.report.readable import SHARE_DIGITS, percent, sig, verification_sentence
 
     paths = report.save(out)
     print(f"\n{report.headline}")
     for g in report.groups[:3]:
         print(f"  {g.column}={g.value}: harm {sig(g.harm)} ({g.estimator.replace('_', ' ')}), share "
-              f"{percent(g.share, 2)}, {g.count} rows, confidence {g.confidence:.3f}"
+              f"{percent(g.share, SHARE_DIGITS)}, {g.count} rows, confidence {g.confidence:.3f}"
               + (f" — {g.headline}" if g.headline else ""))
     for v in report.verification:
         print(f"  {verification_sentence(v, report.summary)}")
@@ -195,8 +234,13 @@ def _print_report_command(out: str, scenario) -> None:
           f"--new-weights {o}/model/new.safetensors --train {o}/data/train.parquet --eval {o}/data/eval.parquet "
           f"--group-by {','.join(scenario.group_by)} --weight-decay {scenario.task.weight_decay:g} "
           f"--class-names {shlex.quote(','.join(scenario.class_names))} --retrain {scenario.retrain} --verify "
-          f"--out {o}/cli-report --fail-on share=0.5\n"
-          f"(add --flags FILE to verify the flags exported by the app)")
+          f"--out {o}/cli-report --fail-on share=0.5")
+    from influence.report.bundle import DEFAULT_MIN_RECOVERED, verify_command
+
+    print(f"\nverify the flags you export from the app (exit 0 when they recover ≥ "
+          f"{DEFAULT_MIN_RECOVERED:.0%} of the accuracy drop; the app's export prints this line "
+          f"with its file):\n"
+          f"  {verify_command(out, 'flags.csv', Path(out) / 'verified')}")
 
 
 # ------------------------------------------------------------------ parser
@@ -255,6 +299,10 @@ def _report_parser(sub, methods: list[str]) -> None:
                      help="measure each candidate fix (top groups removed, --flags applied) by retraining")
     rep.add_argument("--flags", help="reviewer flags exported by the app (.csv or .jsonl: train_id, verdict, "
                                      "corrected_label, note, source), verified as one more candidate")
+    rep.add_argument("--min-recovered", type=float, default=None, metavar="FRACTION",
+                     help="with --flags: exit 1 unless the flags recover at least this fraction "
+                          "of the accuracy drop (measured with --verify, else estimated), e.g. "
+                          "0.8; the line printed says which gate failed")
     rep.add_argument("--fail-on", action="append", default=[], metavar="METRIC=VALUE",
                      help="exit 1 when METRIC ≥ VALUE (repeatable or comma-separated); metrics: "
                           + "; ".join(f"{k}: {v}" for k, v in FAIL_ON.items()))
@@ -309,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         return _app(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        return {"demo": _demo, "report": _report}[args.command](args)
+        command = {"demo": _demo, "report": _report}[args.command]
+        return _written_only_on_success(lambda: command(args), args.out)
     except Exception as error:  # noqa: BLE001 — a CLI turns errors into one clear line and an exit code
         from influence.errors import InfluenceError, InvalidArgumentError
 

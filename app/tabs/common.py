@@ -19,7 +19,7 @@ import pandas as pd
 
 from influence.errors import InfluenceError, InfluenceWarning
 from influence.report.flags import VERDICTS
-from influence.report.readable import percent, sig
+from influence.report.readable import SHARE_DIGITS, percent, sig
 
 SIGN_NOTE = ("loss change if removed = the estimated change of this prediction's loss if the training example were "
              "left out (score / n_train): < 0 harmful (it pushed the loss up), > 0 helpful. Harm of a group or an "
@@ -68,13 +68,23 @@ def in_place(n: int):
     return decorate
 
 
+def bulk_status(outcome, what: str, verdict: str) -> str:
+    """The status line of a bulk flag: how many changed, how many hand-made verdicts were kept."""
+    line = f"flagged {outcome.changed} training examples {what} as {verdict}"
+    if outcome.kept:
+        plural = "s" if outcome.kept > 1 else ""
+        line += (f"; kept {outcome.kept} hand-made verdict{plural} (tick “replace hand-made "
+                 "verdicts” to overwrite them)")
+    return line + "; Undo (Review tab) reverts this"
+
+
 def readable(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy for reading: floats to 3 significant digits, shares and percentiles as percents
     (downloads keep the full precision)."""
     out = frame.copy()
     for c in out.columns:
         if c in PERCENT_COLUMNS:
-            out[c] = [percent(float(v)) for v in out[c]]
+            out[c] = [percent(float(v), SHARE_DIGITS if c == "share" else 3) for v in out[c]]
         elif c in INTEGER_COLUMNS:
             continue
         elif pd.api.types.is_float_dtype(out[c]):

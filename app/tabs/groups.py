@@ -8,9 +8,12 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from influence_app import inputs
+from influence_app.inputs import boolean
 from influence_app.session import Session
 from influence_app.tabs.common import (
     VERDICT_CHOICES,
+    bulk_status,
     empty_table,
     in_place,
     md_text,
@@ -21,6 +24,9 @@ from influence_app.tabs.common import (
 )
 
 
+GROUP_COLUMNS = ["group", "harm", "estimator", "share", "count", "first-order harm"]
+
+
 def groups_tab(session: Session, view) -> SimpleNamespace:
     """Build the tab and its own events; returns the components other tabs route to."""
     columns, queries = list(session.setup.group_columns), list(session.queries)
@@ -29,12 +35,14 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
                             "group were removed from the training data (group removal: one Newton step, when the "
                             "model is small enough; else the sum of its members' harm). > 0: it caused them."))
         with gr.Row():
-            column = gr.Dropdown(columns, value=columns[0] if columns else None, label="group column")
-            on = gr.Dropdown(queries, value=queries[0], label="predictions")
+            column = inputs.dropdown(columns, value=columns[0] if columns else None,
+                                     label="group column")
+            on = inputs.dropdown(queries, value=queries[0], label="predictions")
             show = gr.Button("Show harm by group", variant="primary")
         plot = gr.BarPlot(x="group", y="harm", sort="-y", label="harm by group (axis from zero)", height=320,
                           elem_id="groups-plot")
-        table = gr.Dataframe(label="harm by group", interactive=False, max_height=300, elem_id="groups-table")
+        table = gr.Dataframe(empty_table(GROUP_COLUMNS), label="harm by group", interactive=False,
+                             max_height=300, elem_id="groups-table")
         with gr.Row():
             value = gr.Dropdown([], label="group", allow_custom_value=True, elem_id="group-value")
             drill = gr.Button("Show its members")
@@ -44,9 +52,12 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
                                                                                        view),
                                value=empty_table(session.columns_of("suspects"), view), elem_id="members-table")
         with gr.Row():
-            verdict = gr.Dropdown(VERDICT_CHOICES, value=None, label="verdict for every member",
+            verdict = inputs.dropdown(VERDICT_CHOICES, value=None, label="verdict for every member",
                                   elem_id="group-verdict")
-            corrected = gr.Dropdown([""] + list(session.setup.class_names), value=None, label="corrected label")
+            corrected = inputs.dropdown([""] + list(session.setup.class_names), value=None,
+                                        label="corrected label")
+            replace = gr.Checkbox(False, label="replace hand-made verdicts",
+                                  elem_id="group-replace")
             flag = gr.Button("Flag the whole group", size="sm", elem_id="group-flag")
         status = status_box("groups-status")
 
@@ -66,11 +77,13 @@ def groups_tab(session: Session, view) -> SimpleNamespace:
         return view.show_examples(frame.head(16), "harmful"), with_thumbnails(frame, view), ""
 
     @in_place(0)
-    def flag_group(column, value, verdict, corrected):
-        count = session.flag(session.members(column, value), verdict, corrected)
-        return f"flagged {count} training examples of {column} {value} as {verdict}"
+    def flag_group(column, value, verdict, corrected, replace):
+        outcome = session.flag(session.members(column, value), verdict, corrected, bulk=True,
+                               replace_hand_made=boolean(replace, "replace hand-made verdicts"))
+        return bulk_status(outcome, f"of {column} {value}", verdict)
 
     show.click(harm_by_group, [column, on], [plot, table, value, status], api_name="groups")
     drill.click(drill_down, [column, value, on], [members_view, members, status], api_name="group_members")
-    flag.click(flag_group, [column, value, verdict, corrected], [status], api_name="flag_group")
+    flag.click(flag_group, [column, value, verdict, corrected, replace], [status],
+               api_name="flag_group")
     return SimpleNamespace(members=members, status=status, flag=flag)

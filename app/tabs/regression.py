@@ -9,6 +9,7 @@ import gradio as gr
 
 from influence_app import report
 from influence_app.session import Session
+from influence_app.tabs.common import in_place
 
 
 def regression_tab(session: Session) -> SimpleNamespace | None:
@@ -23,11 +24,24 @@ def regression_tab(session: Session) -> SimpleNamespace | None:
                      interactive=False, wrap=False, elem_id="report-verification")
         gr.Textbox(report.verification_text(doc), show_label=False, interactive=False, lines=2,
                    elem_id="report-verification-text")
+        with gr.Row():
+            estimate = gr.Button("Estimate the fix of your verdicts", size="sm",
+                                 elem_id="estimate-flags")
+            mine = gr.Textbox(show_label=False, interactive=False, lines=2,
+                              elem_id="flags-verification",
+                              placeholder="your verdicts (Review tab), estimated as the report "
+                                          "estimates its fixes")
         gr.Dataframe(report.groups_table(doc), label="groups, most harmful first (harm > 0 caused the regressions)",
-                     interactive=False, wrap=False, max_height=360, elem_id="report-groups")
+                     interactive=False, wrap=True, max_height=360, elem_id="report-groups")
         regressions = gr.Dataframe(report.regressions_table(doc), interactive=False, wrap=True, max_height=360,
                                    label="regressions (click a row to trace it)", elem_id="report-regressions")
         suspects = gr.Dataframe(report.suspects_table(doc), label="suspects: harmful to the most regressions (click "
                                 "a row to review it)", interactive=False, wrap=True, max_height=360,
                                 elem_id="report-suspects")
+
+    @in_place(0)
+    def estimate_flags():
+        return report.flags_fix_text(session)
+
+    estimate.click(estimate_flags, None, [mine], api_name="estimate_flags")
     return SimpleNamespace(regressions=regressions, suspects=suspects)

@@ -12,9 +12,14 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
+from influence_app import inputs
+from influence_app.inputs import whole
 from influence_app.session import Session, Trace
 from influence_app.tabs.common import SIGN_NOTE, VERDICT_CHOICES, file_box, in_place, md_text, readable, shown_file, status_box
 from influence_app.views import trace_summary
+
+
+K_MAX = 30  # training examples per side a trace shows at most
 
 
 def trace_tab(session: Session, view, k: int) -> SimpleNamespace:
@@ -22,8 +27,9 @@ def trace_tab(session: Session, view, k: int) -> SimpleNamespace:
     first = int(session.bad[0]) if len(session.bad) else 0
     with gr.Tab("Trace", id="trace"):
         with gr.Row():
-            eval_id = gr.Number(first, label="eval example", precision=0, minimum=0, elem_id="eval-id")
-            k_slider = gr.Slider(1, 30, value=k, step=1, label="k (examples per side)")
+            eval_id = inputs.Number(first, label="eval example", precision=0, elem_id="eval-id")
+            k_slider = inputs.Slider(1, K_MAX, value=k, step=1, label="k (examples per side)",
+                                     elem_id="k")
             trace_button = gr.Button("Trace", variant="primary")
         query, summary, probabilities = _prediction_row(view)
         gr.Markdown(md_text(SIGN_NOTE + " Click a training example to review it."))
@@ -35,7 +41,8 @@ def trace_tab(session: Session, view, k: int) -> SimpleNamespace:
         with gr.Accordion("Explain this input", open=False):
             new_input = view.input_component()
             with gr.Row():
-                new_label = gr.Dropdown(["predicted"] + list(session.setup.class_names), value="predicted",
+                new_label = inputs.dropdown(["predicted"] + list(session.setup.class_names),
+                                            value="predicted",
                                         label="attribute the loss of")
                 explain_button = gr.Button("Predict and trace", variant="primary")
         with gr.Row():
@@ -53,11 +60,11 @@ def trace_tab(session: Session, view, k: int) -> SimpleNamespace:
 
     @in_place(len(outputs))
     def trace(eval_id, k):
-        return (*show(session.trace(eval_id, int(k))), "")
+        return (*show(session.trace(eval_id, whole(k, "k", 1, K_MAX))), "")
 
     @in_place(len(outputs))
     def explain(value, label, k):
-        return (*show(session.explain(view.parse(value), label, int(k))), "")
+        return (*show(session.explain(view.parse(value), label, whole(k, "k", 1, K_MAX))), "")
 
     @in_place(1)
     def download_trace(last):
@@ -93,9 +100,12 @@ def _shown(table: pd.DataFrame) -> pd.DataFrame:
 
 def _bulk_flag_row(session: Session) -> SimpleNamespace:
     with gr.Row():
-        verdict = gr.Dropdown(VERDICT_CHOICES, value=None, label="verdict for the k most harmful",
+        verdict = inputs.dropdown(VERDICT_CHOICES, value=None,
+                                  label="verdict for the k most harmful",
                               elem_id="bulk-verdict")
-        corrected = gr.Dropdown([""] + list(session.setup.class_names), value=None, label="corrected label",
+        corrected = inputs.dropdown([""] + list(session.setup.class_names), value=None,
+                                    label="corrected label",
                                 elem_id="bulk-corrected")
+        replace = gr.Checkbox(False, label="replace hand-made verdicts", elem_id="bulk-replace")
         button = gr.Button("Flag the k most harmful", size="sm", elem_id="bulk-flag")
-    return SimpleNamespace(verdict=verdict, corrected=corrected, button=button)
+    return SimpleNamespace(verdict=verdict, corrected=corrected, replace=replace, button=button)

@@ -61,9 +61,24 @@ def _adult():
     return train, test, demo_data.TabularEncoder(demo_data.ADULT_NUMERIC, demo_data.ADULT_CATEGORICAL).fit(train)
 
 
-def adult_logreg() -> nn.Module:
-    """Logistic regression on the encoded Adult features (two logits)."""
-    return nn.Linear(_adult()[2].dim, 2)
+def adult_logreg() -> dict:
+    """Logistic regression on the encoded Adult features (two logits), with what the app needs to
+    read a new row: `encode` (raw Adult columns -> the encoded input) and the columns to edit."""
+    return {"model": nn.Linear(_adult()[2].dim, 2), "encode": encode_adult_row,
+            "row_columns": list(demo_data.ADULT_COLUMNS), "class_names": ADULT_CLASSES}
+
+
+def encode_adult_row(row: dict) -> np.ndarray:
+    """One raw Adult row (a dict of `ADULT_COLUMNS`, numbers possibly as text) as the model's input
+    [dim], encoded exactly as the demo's tables were (`TabularEncoder`)."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{c: row.get(c) for c in demo_data.ADULT_COLUMNS}])
+    for c in demo_data.ADULT_NUMERIC:
+        frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(np.float64)
+    for c in demo_data.ADULT_CATEGORICAL:
+        frame[c] = frame[c].map(lambda v: None if v in (None, "") else str(v).strip())
+    return _adult()[2].transform(frame)[0]
 
 
 def digits_logreg() -> nn.Module:
@@ -87,10 +102,12 @@ DIGIT_CLASSES = [str(c) for c in range(10)]
 
 
 def build_model(factory: str) -> nn.Module:
+    """The untrained model a factory makes (its "model" when it returns a dict for the app)."""
     module, name = factory.split(":")
     import importlib
 
-    return getattr(importlib.import_module(module), name)()
+    made = getattr(importlib.import_module(module), name)()
+    return made["model"] if isinstance(made, dict) else made
 
 
 # ------------------------------------------------------------------ scenarios

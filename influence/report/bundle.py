@@ -173,3 +173,34 @@ def _task(spec: dict) -> Task:
         raise InvalidArgumentError("the report's task is not a built-in one; its factory must return a dict with "
                                    "'task' (the influence.Task the model was trained with)")
     return cls(weight_decay=spec.get("weight_decay", 0.0), parameters=spec.get("parameters"))
+
+
+DEFAULT_MIN_RECOVERED = 0.8  # the recovery gate the printed verify command sets
+
+
+def verify_command(folder: str | Path, flags: str | Path, out: str | Path,
+                   min_recovered: float = DEFAULT_MIN_RECOVERED, program: str = "influence") -> str:
+    """The `influence report` line that verifies reviewer `flags` on the report folder `folder`:
+    its models and data, the flags applied by retraining (`--verify`), written to `out`, exit 0
+    when the flags recover at least `min_recovered` of the drop (exit 1 names the gate)."""
+    import shlex
+
+    bundle = read_bundle(folder)
+    if not bundle.get("retrain"):
+        raise InvalidArgumentError(f"{folder} records no retraining function (--retrain), so its "
+                                   "flags cannot be verified by retraining; pass --retrain to "
+                                   "`influence report`")
+    q = lambda p: shlex.quote(str(Path(folder) / p))  # noqa: E731
+    parts = [program, "report", "--old-factory", bundle["factory"],
+             "--new-factory", bundle["new_factory"], "--old-weights", q(bundle["weights"]["old"]),
+             "--new-weights", q(bundle["weights"]["new"]), "--train", q(bundle["data"]["train"]),
+             "--eval", q(bundle["data"]["eval"]), "--group-by", ",".join(bundle["group_by"]),
+             "--weight-decay", f"{bundle['task']['weight_decay']:g}",
+             "--input-column", bundle["input_column"], "--label-column", bundle["label_column"]]
+    if bundle.get("class_names"):
+        parts += ["--class-names", shlex.quote(",".join(bundle["class_names"]))]
+    if bundle.get("feature_columns"):
+        parts += ["--feature-columns", ",".join(bundle["feature_columns"])]
+    parts += ["--retrain", bundle["retrain"], "--verify", "--flags", shlex.quote(str(flags)),
+              "--out", shlex.quote(str(out)), "--min-recovered", f"{min_recovered:g}"]
+    return " ".join(parts)

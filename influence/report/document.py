@@ -177,6 +177,29 @@ class Report:
                 "accuracy_drop": drop, "loss_rise": s["new_mean_loss"] - s["old_mean_loss"],
                 "recoverable": max((r for r in recovered if r is not None), default=None)}
 
+    def flags_recovery(self) -> tuple[float | None, str]:
+        """The fraction of the regression the reviewer's flags won back (measured when verified,
+        else estimated), and which ("measured", "estimated", or "" when they were not checked)."""
+        fix = next((v for v in self.verification if v["kind"] == "flags"), None)
+        if fix is None:
+            return None, ""
+        if fix["recovered"] is not None:
+            return fix["recovered"], "measured"
+        estimated = fix["estimated_recovered"]
+        return estimated, "estimated" if estimated is not None else ""
+
+    def recovery_failure(self, minimum: float) -> str | None:
+        """Why the flags fail the recovery gate `minimum` (a fraction of the drop), or None when
+        they pass."""
+        value, how = self.flags_recovery()
+        if not how:
+            return (f"min-recovered: the flags were not verified (no --flags, only 'keep' "
+                    f"verdicts, or no estimate), so they cannot reach {minimum:.0%} of the drop")
+        if value < minimum - 1e-9:  # a fraction of whole eval examples: 4/5 passes a gate of 0.8
+            return (f"min-recovered: the flags recovered {value:.1%} of the drop ({how}) < the "
+                    f"gate {minimum:.0%}")
+        return None
+
     def breaches(self, fail_on: dict[str, float], min_confidence: float = 0.95) -> list[str]:
         """One message per threshold reached (metric ≥ threshold); empty when all pass.
 

@@ -32,7 +32,8 @@ def group_harm_chart(labels: list[str], harms: list[float]) -> bytes:
     ax.barh(y, harms, color=["firebrick" if h > 0 else "seagreen" for h in harms])
     ax.set_yticks(y, [label if len(label) < 40 else label[:37] + "…" for label in labels], fontsize=8)
     ax.axvline(0, color="black", lw=0.6)
-    ax.set_xlabel("harm: estimated drop of the regressions' summed loss without the group (> 0 = caused them)")
+    ax.set_xlabel("harm: estimated drop of the regressions' summed loss\n"
+                  "without the group (> 0 = caused them)")
     return _png(fig)
 
 

@@ -120,6 +120,21 @@ def write_flags(path: str | Path, flags: Iterable[Flag]) -> Path:
     return path
 
 
+def write_verdicts(path: str | Path, flags: Sequence[Flag], n_train: int, origin: str) -> Path:
+    """Write `flags` as the app's verdicts file (`{"format_version": 3, "flags": [...]}`), so the
+    app opened on a report folder shows the verdicts the report verified; `origin` (the file they
+    came from) is recorded in its history. Atomic."""
+    latest = {f.train_id: f for f in flags}
+    records = [{**asdict(latest[i]), "label": "", "who": "", "time": "", "by": "review"}
+               for i in sorted(latest)]
+    history = [{"action": "imported", "from": str(origin), "ids": sorted(latest), "who": "",
+                "time": ""}]
+    text = json.dumps({"format_version": 3, "n_train": n_train, "flags": records,
+                       "history": history}, indent=2)
+    atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
+    return Path(path)
+
+
 def class_index(label: str, class_names: Sequence[str] | None, where: str) -> int:
     """The class index of a corrected label given as a class name or an index."""
     names = [str(c) for c in class_names] if class_names else None

@@ -161,6 +161,23 @@ def _with_features(frame, columns: list[str], input_column: str, option: str):
     return frame
 
 
+def feature_encoder(columns: Sequence[str]):
+    """`encode(row) -> float32 [len(columns)]`: a row's `--feature-columns` stacked as `load_table`
+    stacks them (what the app needs to read a new row of a report made with --feature-columns)."""
+    import numpy as np
+
+    columns = list(columns)
+
+    def encode(row: dict):
+        try:
+            return np.array([float(row[c]) for c in columns], dtype=np.float32)
+        except (KeyError, TypeError, ValueError):
+            raise InvalidArgumentError(f"every feature column must hold a number: "
+                                       f"{columns}") from None
+
+    return encode
+
+
 def encode_labels(tables: dict[str, Any], label_column: str, class_names: Sequence[str] | None = None
                   ) -> tuple[dict[str, Any], list[str] | None]:
     """Map string labels to class indices in every table (`{option: Dataset}`).

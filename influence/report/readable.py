@@ -25,7 +25,12 @@ def sig(value: Any, digits: int = 3) -> str:
         return str(value)
     if value == 0:
         return "0"
+    if 1e3 <= abs(value) < 1e9:  # 1640.3 -> "1,640", not "1.64e+03"
+        return f"{float(f'{value:.{digits}g}'):,.0f}"
     return f"{value:.{digits}g}"
+
+
+SHARE_DIGITS = 2  # a group's share of the harm, everywhere: "-30%", "6.3%"
 
 
 def percent(fraction: float | None, digits: int = 3) -> str:
@@ -93,7 +98,8 @@ def summary_headline(s: dict, worst, first_check) -> str:
     else:
         text = f"Mean eval loss {sig(s['old_mean_loss'])} → {sig(s['new_mean_loss'])}."
     if worst is not None:
-        text += (f" Most harmful: {worst.column} {worst.value} ({percent(worst.share, 2)} of the harm, "
+        share = percent(worst.share, SHARE_DIGITS)
+        text += (f" Most harmful: {worst.column} {worst.value} ({share} of the harm, "
                  f"confidence {worst.confidence:.3f})")
         text += f": {worst.headline}." if worst.headline else "."
         if first_check is not None:

@@ -37,7 +37,7 @@ from influence.report.attribution import Attribution, attribute
 from influence.report.document import ExampleEntry, Figure, GroupEntry, RegressionEntry, Report, to_json_types
 from influence.report.explain import explain_group, headline
 from influence.report.fingerprint import data_fingerprint, model_fingerprint
-from influence.report.flags import Flag, read_flags
+from influence.report.flags import Flag, edits, read_flags
 from influence.report.verification import VerificationEntry, flag_candidate, group_candidates, verify
 from influence.scoring import top_k
 from influence.task import ClassificationTask, Task
@@ -142,7 +142,7 @@ def regression_report(old_model: nn.Module, new_model: nn.Module, train: Any, ev
     task = ClassificationTask() if task is None else task
     inputs = _read(train, eval, group_by, dict(input_column=input_column, label_column=label_column,
                                                  transform=transform), class_names)
-    flag_list = _flags(flags)
+    flag_list = _checked_flags(flags, inputs, verify, retrain)
     compared = _evaluate(old_model, new_model, inputs, task, opts)
     clock.lap("evaluate")
     attribution = attribute(new_model, inputs.train_data, compared.queries(inputs), task, opts,
@@ -178,7 +178,23 @@ def _read(train: Any, eval: Any, group_by: Any, read: dict, class_names: Sequenc
     labels = [_plain_value(t) for _, _, y in train_data.batches(4096) for t in y]
     frame = _metadata_frame(train, read["input_column"], groups, {read["label_column"]: labels})
     names = None if class_names is None else [str(c) for c in class_names]
+    label = read["label_column"]
+    if names is not None and label in frame:  # findings name classes ("label `>50K`"), not indices
+        frame[label] = [names[v] if isinstance(v, int) and 0 <= v < len(names) else v
+                        for v in frame[label].tolist()]
     return _Inputs(train, train_data, eval_data, groups, labels, frame, read, names)
+
+
+def _checked_flags(flags: Any, inputs: _Inputs, verify: bool, retrain: Callable | None
+                   ) -> list[Flag]:
+    """The flags, every id, verdict and label checked, and `verify`'s needs, before any work."""
+    flag_list = _flags(flags)
+    edits(flag_list, len(inputs.train_data), inputs.class_names)
+    if verify and retrain is None:
+        raise InvalidArgumentError("`verify=True` needs `retrain`, a function that trains the new "
+                                   "model's architecture on given training data (the CLI: "
+                                   "--retrain module:function)")
+    return flag_list
 
 
 def _flags(flags: Any) -> list[Flag]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 
-from influence.report.readable import class_name, percent, sig, verification_sentence
+from influence.report.readable import SHARE_DIGITS, class_name, percent, sig, verification_sentence
 
 SIGN_NOTE = ("Sign convention: a training example's effect on a regressed eval example is the estimated change "
              "of its loss if the training example were removed (score / n_train): < 0 harmful, > 0 helpful. "
@@ -52,9 +52,14 @@ VERIFICATION_HEADER = ["candidate", "removed", "relabelled", "accuracy (estimate
                        "recovered (estimated)", "recovered (measured)"]
 
 
+def _share_interval(g: dict) -> str:
+    low, high = (percent(s, SHARE_DIGITS) for s in g["share_interval"])
+    return f"{low}–{high}"
+
+
 def group_rows(doc: dict, limit: int = ROWS) -> list[list]:
-    return [[rank, g["column"], g["value"], g["harm"], g["estimator"].replace("_", " "), percent(g["share"], 2),
-             f"{percent(g['share_interval'][0], 2)}–{percent(g['share_interval'][1], 2)}", g["count"],
+    return [[rank, g["column"], g["value"], g["harm"], g["estimator"].replace("_", " "),
+             percent(g["share"], SHARE_DIGITS), _share_interval(g), g["count"],
              f"{g['confidence']:.3f}", g["headline"] or ""]
             for rank, g in enumerate(doc["groups"][:limit], 1)]
 

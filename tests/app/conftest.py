@@ -130,6 +130,7 @@ def demo_report(tmp_path_factory) -> Path:
                    str(folder))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"influence app --report {folder}" in proc.stdout
+    (folder.parent / "demo-stdout.txt").write_text(proc.stdout)  # its output, outside the folder
     return folder
 
 

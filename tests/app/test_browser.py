@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
 import time
 
 import pytest
@@ -70,6 +71,7 @@ def flag_from_trace(page, row: int, corrected: str, classes: list[str]) -> tuple
     corrected = corrected if corrected != label else next(c for c in classes if c != label)
     page.locator("#review-verdict").get_by_label("mislabeled").check()
     choose(page, "review-corrected", corrected)
+    page.locator("#review-note textarea").fill(f"looks like a {corrected}")
     page.get_by_role("button", name="Save verdict").click()
     expect(page.locator("#review-status textarea")).to_have_value(
         re.compile(f"saved: training example {train_id} → mislabeled, corrected label {corrected}"), timeout=20_000)
@@ -109,44 +111,76 @@ def test_report_to_app_to_flags_to_verify(loop_report, browser, screenshots, tmp
         started = time.perf_counter()
         flagged = [flag_from_trace(page, row, classes[row], classes) for row in (0, 1)]
         expect(page.locator("#flags-table [data-testid=cell-1-0]")).to_be_visible()
-        times["flag two examples"] = time.perf_counter() - started
+        times["flag two examples (corrected labels, notes)"] = time.perf_counter() - started
         page.screenshot(path=screenshots / "loop-3-review.png", full_page=True)
 
         started = time.perf_counter()
+        members = bulk_flag_top_group(page, folder, top, [i for i, _ in flagged])
+        times["bulk-flag the top group, keeping the two"] = time.perf_counter() - started
+        page.screenshot(path=screenshots / "loop-4-group.png", full_page=True)
+
+        started = time.perf_counter()
+        page.get_by_role("tab", name="Review").click()
         page.get_by_role("button", name="Export flags (CSV)").click()
-        expect(page.locator("#review-status textarea")).to_have_value(re.compile("exported 2 flags as flags.csv"),
-                                                                       timeout=20_000)
+        n_flags = len(set(members) | {i for i, _ in flagged})
+        expect(page.locator("#review-status textarea")).to_have_value(
+            re.compile(f"exported {n_flags} flags as flags.csv"), timeout=20_000)
+        command = page.locator("#review-status textarea").input_value().splitlines()[-1]
         with page.expect_download() as download:
             page.locator("#flags-file a").first.click()
         exported = tmp_path / "flags.csv"
         download.value.save_as(exported)
         times["export"] = time.perf_counter() - started
-        page.screenshot(path=screenshots / "loop-4-export.png", full_page=True)
+        page.screenshot(path=screenshots / "loop-5-export.png", full_page=True)
         assert page.external == [] and page.dialogs == []
     finally:
         page.close()
         app.stop()
     rows = list(csv.DictReader(exported.open()))
-    assert [(int(r["train_id"]), r["verdict"], r["corrected_label"]) for r in rows] == \
-        sorted((i, "mislabeled", c) for i, c in flagged)
-    assert all(r["source"] for r in rows) and set(rows[0]) >= {"note", "source"}
+    reviewed = {i: ("mislabeled", c, f"looks like a {c}") for i, c in flagged}
+    reviewed.update({i: ("remove", "", "") for i in members if i not in reviewed})
+    got = {int(r["train_id"]): (r["verdict"], r["corrected_label"], r["note"]) for r in rows}
+    assert got == reviewed
+    assert all(r["source"] for r in rows)
+    assert command.startswith("influence report ") and f"--flags {folder / 'flags.csv'}" in command
 
     started = time.perf_counter()
     out = tmp_path / "verified"
-    model, data = folder / "model", folder / "data"
-    proc = run_cli("report", "--old-factory", bundle["factory"], "--old-weights", str(model / "old.safetensors"),
-                   "--new-weights", str(model / "new.safetensors"), "--train", str(data / "train.parquet"),
-                   "--eval", str(data / "eval.parquet"),
-                   "--group-by", "source", "--weight-decay", str(bundle["task"]["weight_decay"]), "--class-names",
-                   ",".join(classes), "--retrain", bundle["retrain"], "--verify", "--flags", str(exported),
-                   "--out", str(out))
-    times["influence report --flags --verify"] = time.perf_counter() - started
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = shlex.split(command)[1:]
+    args[args.index("--out") + 1] = str(out)
+    proc = run_cli(*args)
+    step = "the printed influence report --flags --verify --min-recovered 0.8"
+    times[step] = time.perf_counter() - started
     fix = next(v for v in json.loads((out / "report.json").read_text())["verification"] if v["kind"] == "flags")
-    assert (fix["removed"], fix["relabelled"]) == (0, 2)
-    assert fix["measured"] is not None and fix["estimated"] is not None and 0 <= fix["measured"]["accuracy"] <= 1
-    assert "With the flagged examples (0 removed, 2 relabelled) fixed" in proc.stdout
+    assert (fix["removed"], fix["relabelled"]) == (len(reviewed) - len(flagged), len(flagged))
+    expected = 0 if fix["recovered"] >= 0.8 - 1e-9 else 1
+    assert proc.returncode == expected, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert ("PASS: min-recovered" if proc.returncode == 0 else "FAIL: min-recovered") in proc.stdout
+    verified = json.loads((out / "flags.json").read_text())["flags"]  # they followed into --out
+    assert {f["train_id"]: (f["verdict"], f["corrected_label"], f["note"]) for f in verified} == \
+        reviewed
+    print(f"flags recovered {fix['recovered']:.1%} (measured); exit {proc.returncode}")
     print("\n".join(f"{step}: {seconds:.1f} s" for step, seconds in times.items()))
+
+
+def bulk_flag_top_group(page, folder, top: dict, hand_made: list[int]) -> list[int]:
+    """Flag the report's top group "remove" from the Groups tab, keeping the hand-made verdicts."""
+    import datasets
+
+    page.get_by_role("tab", name="Groups").click()
+    page.get_by_role("button", name="Show harm by group").click()
+    most = re.compile(f"most harmful: {top['column']} {top['value']}")
+    expect(page.locator("#groups-status textarea")).to_have_value(most, timeout=60_000)
+    choose(page, "group-verdict", "remove")
+    page.get_by_role("button", name="Flag the whole group").click()
+    train = datasets.Dataset.from_parquet(str(folder / "data" / "train.parquet"))
+    members = [i for i, v in enumerate(train[top["column"]]) if str(v) == str(top["value"])]
+    kept = len(set(hand_made) & set(members))
+    expect(page.locator("#groups-status textarea")).to_have_value(
+        re.compile(f"flagged {len(members) - kept} training examples of {top['column']} "
+                   f"{top['value']} as remove"
+                   + (f"; kept {kept} hand-made" if kept else "")), timeout=30_000)
+    return members
 
 
 @pytest.fixture(scope="module")

@@ -31,3 +31,11 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("influence app: error: `--report`") and "bundle.json" in err and "Traceback" not in err
+
+
+def test_every_option_is_documented():
+    """Why 7: `influence app --help` left options without a word."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    bare = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
+    assert bare == []

@@ -49,8 +49,8 @@ def test_numbers_read_at_three_significant_digits():
     frame = pd.DataFrame({"train id": [3], "harm": [564480.4702305265], "share": [0.06299999999999994],
                           "loss change if removed": [-0.000123456], "count": [12]})
     shown = readable(frame).iloc[0].to_dict()
-    assert shown == {"train id": 3, "harm": "5.64e+05", "share": "6.3%", "loss change if removed": "-0.000123",
-                     "count": 12}
+    assert shown == {"train id": 3, "harm": "564,000", "share": "6.3%",
+                     "loss change if removed": "-0.000123", "count": 12}
     assert frame["harm"][0] == 564480.4702305265  # the original keeps full precision (downloads)
 
 

@@ -104,6 +104,31 @@ def test_the_regression_tab_appears_only_with_a_report(opened, tiny_text):
     assert {"Regression", "regressions (click a row to trace it)"} <= labels(build(Session(opened[1])))
 
 
+def test_a_report_opens_on_its_regression_tab_with_the_reports_counts(opened, tiny_text):
+    """Why 7: a report opened on Predictions, and the tab counted "400 regressions" where the
+    report says 300 of 1,384 plus 100; empty Groups tables showed headers "1 2 3"."""
+    pytest.importorskip("gradio")
+    from influence.report.render_md import regressions_sentence
+    from influence_app.ui import build
+
+    def selected(page):
+        return next(c["props"]["selected"] for c in page.config["components"]
+                    if c["type"] == "tabs")
+
+    def headers(page, elem_id):
+        return next(c["props"]["value"]["headers"] for c in page.config["components"]
+                    if c.get("props", {}).get("elem_id") == elem_id)
+
+    page = build(Session(opened[1]))
+    assert selected(page) == "regression" and selected(build(Session(tiny_text))) == "predictions"
+    s = opened[1].report["summary"]
+    assert regressions_sentence(s)[:-1] in report.summary_text(opened[1].report)
+    assert f"{s['n_regressions'] - s['n_loss_rise']} of the {s['n_flipped']} eval examples" in \
+        report.summary_text(opened[1].report)
+    assert headers(page, "groups-table") == ["group", "harm", "estimator", "share", "count",
+                                             "first-order harm"]
+
+
 def test_another_eval_set_or_model_is_refused_naming_what_differs(opened, digits_setup, tmp_path):
     folder, _ = opened
     with pytest.raises(InvalidArgumentError, match=r"the new model's weights differ \(new_model fingerprint\)"):
@@ -125,3 +150,23 @@ def test_another_eval_set_or_model_is_refused_naming_what_differs(opened, digits
 def test_a_folder_without_a_report_says_how_to_make_one(tmp_path):
     with pytest.raises(InvalidArgumentError, match="has no bundle.json: it was not written by `influence report`"):
         open_report(tmp_path)
+
+
+def test_the_verdicts_fix_is_estimated_beside_the_reports(opened, tmp_path):
+    """Why 6 / item 4: removing the top group by verdicts gives the report's own estimate for it."""
+    from dataclasses import replace
+
+    from influence_app.report import flags_fix, flags_fix_text
+
+    _, setup = opened
+    session = Session(replace(setup, flags_path=tmp_path / "flags.json"))
+    assert "change nothing yet" in flags_fix_text(session)
+    top = setup.report["groups"][0]
+    session.flag(session.members(top["column"], top["value"]), "remove", bulk=True)
+    mine = flags_fix(session)
+    name = f"{top['column']} = {top['value']}"
+    theirs = next(v for v in setup.report["verification"] if v["candidate"] == name)
+    assert mine["removed"] == theirs["removed"]
+    assert mine["estimated"]["accuracy"] == pytest.approx(theirs["estimated"]["accuracy"], abs=1e-9)
+    assert mine["estimated_recovered"] == pytest.approx(theirs["estimated_recovered"], rel=1e-6)
+    assert flags_fix_text(session).startswith("With the flagged examples")

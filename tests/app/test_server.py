@@ -26,6 +26,7 @@ from influence.data import as_data
 from influence.harm import group_harm
 
 K = 5
+WORST = "worst wrong predictions"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,8 @@ def file_path(value) -> Path:
 def test_api_lists_every_endpoint(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/predictions", "/download_predictions", "/trace", "/download_trace", "/explain", "/suspects", "/flag",
-            "/flags", "/export_flags_csv", "/export_flags_jsonl", "/groups", "/group_members", "/flag_group"} <= names
+            "/flags", "/export_flags_csv", "/export_flags_jsonl", "/groups", "/group_members",
+            "/flag_group", "/open_example", "/undo_flags", "/flag_top"} <= names
 
 
 def test_predictions_are_paged_filtered_and_searched(client, reference):
@@ -163,12 +165,11 @@ def test_groups_and_members_use_the_harm_definition(client, reference):
     ("/trace", (10**6, K), "the eval example must be an integer in [0, "),
     ("/predictions", ("all", "all", "all", 0, "", 99, 50), "`page` must be between 1 and"),
     ("/explain", (None, "predicted", K), "no image was given"),
-    ("/suspects", ("worst wrong predictions", "harm on the chosen predictions", 20000), "`show` must be"),
-    ("/flag", ("", "mislabeled", "3", ""), "the training example must be an integer"),
-    ("/flag", ("12", None, "", ""), "choose a verdict"),
-    ("/flag", ("12", "keep", "3", ""), "a corrected label goes with the verdict 'mislabeled'"),
+    ("/suspects", (WORST, "harm on the chosen predictions", 20000), "show must be"),
+    ("/open_example", ("",), "the training example must be an integer"),
+    ("/flag", ("", "mislabeled", "3", ""), "open a training example first"),
     ("/group_members", ("source", "batch-99", "worst wrong predictions"), "no training example has source"),
-    ("/flag_group", ("source", "batch-99", "remove", ""), "no training example has source"),
+    ("/flag_group", ("source", "batch-99", "remove", "", False), "no training example has source"),
 ])
 def test_error_paths_answer_in_place(client, endpoint, args, message, tmp_path):
     out = client.predict(*args, api_name=endpoint)
@@ -179,13 +180,35 @@ def test_error_paths_answer_in_place(client, endpoint, args, message, tmp_path):
     assert all(v == {"__type__": "update"} for v in kept)  # every other output keeps its value
 
 
-def test_gradio_refuses_values_outside_the_components_range(client):
-    with pytest.raises(Exception, match="not in the list of choices"):
-        client.predict("day", "worst wrong predictions", api_name="/groups")
-    with pytest.raises(Exception, match="less than minimum value 1"):
-        client.predict(3, 0, api_name="/trace")
-    with pytest.raises(Exception, match="not in the list of choices"):
-        client.predict("eleven", "all", "all", 0, api_name="/predictions")
+@pytest.mark.parametrize("endpoint, args, message", [
+    ("/trace", (-1, K), "the eval example must be an integer in [0, "),
+    ("/trace", (3, 0), "k must be a whole number in [1, 30], got 0"),
+    ("/predictions", ("all", "all", "all", 0, "", 0, 50), "page must be a whole number ≥ 1, got 0"),
+    ("/predictions", ("all", "all", "all", -5, "", 1, 50), "at least must be a number ≥ 0, got -5"),
+    ("/predictions", ("all", "all", "all", "abc", "", 1, 50), "must be a number ≥ 0, got 'abc'"),
+    ("/predictions", ("eleven", "all", "all", 0), "unknown class 'eleven'"),
+    ("/groups", ("day", "worst wrong predictions"), "`column` must be one of ['source']"),
+    ("/suspects", (WORST, "harm on the chosen predictions", 0), "show must be a whole number"),
+])
+def test_values_below_a_range_are_answered_like_values_above_it(client, endpoint, args, message):
+    """Why 4: no Gradio range error (red badges); our message, the outputs kept."""
+    out = client.predict(*args, api_name=endpoint)
+    assert out[-1].startswith("⚠ ") and message in out[-1], out[-1]
+    assert all(v == {"__type__": "update"} for v in out[:-1])
+
+
+def test_a_bad_upload_is_refused_with_our_words(client, tmp_path):
+    """Why 4: an empty or non-image .png never reaches Gradio's decoder (whose message names
+    temporary paths)."""
+    empty, text = tmp_path / "empty.png", tmp_path / "notes.png"
+    empty.write_bytes(b"")
+    text.write_text("not an image")
+    for path, message in ((empty, "the upload is empty (0 bytes)"),
+                          (text, "the upload is not an image")):
+        upload = gradio_client.handle_file(str(path))
+        status = client.predict(upload, "predicted", K, api_name="/explain")[-1]
+        assert status.startswith(f"⚠ {message}")
+        assert "/tmp" not in status and str(tmp_path) not in status
 
 
 def _digest(folder: Path) -> str:
@@ -200,10 +223,14 @@ def test_flags_with_corrected_labels_export_and_survive_a_restart(server, digits
 
     before = (_digest(digits_folder / "train"), _digest(digits_folder / "index"))
     client = client_for(server, tmp_path)
-    table, verdict, status = client.predict("12", "mislabeled", "7", "looks like a 7", api_name="/flag")
-    assert {"train_id": 12, "verdict": "mislabeled", "corrected_label": "7"}.items() <= rows(table)[0].items()
+    save(client, 12, "mislabeled", "7", "looks like a 7")
+    table, verdict, about, status = client.predict("12", "mislabeled", "7", "looks like a 7",
+                                                   api_name="/flag")
+    expected = {"train id": 12, "verdict": "mislabeled", "corrected label": "7"}
+    assert expected.items() <= rows(table)[0].items()
     assert status == "saved: training example 12 → mislabeled, corrected label 7" and verdict["value"] is None
-    client.predict("40", "remove", "", "", api_name="/flag")
+    assert "flagged: mislabeled → 7" in about  # the line under the example follows the save
+    save(client, 40, "remove", "", "")
     saved = json.loads((digits_folder / "index.flags.json").read_text())
     assert [(f["train_id"], f["verdict"], f["corrected_label"]) for f in saved["flags"]] == [
         (12, "mislabeled", "7"), (40, "remove", "")]
@@ -215,11 +242,17 @@ def test_flags_with_corrected_labels_export_and_survive_a_restart(server, digits
     server.restart()
     client = client_for(server, tmp_path)
     flags = rows(client.predict(api_name="/flags"))
-    assert [(f["train_id"], f["verdict"], f["note"]) for f in flags] == [(12, "mislabeled", "looks like a 7"),
-                                                                          (40, "remove", "")]
-    client.predict("12", "clear", "", "", api_name="/flag")
-    assert rows(client.predict("40", "clear", "", "", api_name="/flag")[0]) == []
+    assert [(f["train id"], f["verdict"], f["note"]) for f in flags] == \
+        [(12, "mislabeled", "looks like a 7"), (40, "remove", "")]
+    save(client, 12, "clear", "", "")
+    assert rows(save(client, 40, "clear", "", "")[0]) == []
     assert (_digest(digits_folder / "train"), _digest(digits_folder / "index")) == before  # data untouched
+
+
+def save(client, i: int, verdict: str, corrected: str, note: str):
+    """Open training example i (its id typed, Enter), then save a verdict on it."""
+    client.predict(str(i), api_name="/open_example")
+    return client.predict(str(i), verdict, corrected, note, api_name="/flag")
 
 
 def server_source(folder: Path, i: int) -> str:
@@ -231,12 +264,68 @@ def server_source(folder: Path, i: int) -> str:
 def test_a_whole_group_can_be_flagged(client, digits_folder):
     import datasets
 
-    status = client.predict("source", "batch-3", "remove", "", api_name="/flag_group")
+    status = client.predict("source", "batch-3", "remove", "", False, api_name="/flag_group")
     sources = list(datasets.load_from_disk(str(digits_folder / "train"))["source"])
-    assert status == f"flagged {sources.count('batch-3')} training examples of source batch-3 as remove"
+    count = sources.count("batch-3")
+    assert status.startswith(f"flagged {count} training examples of source batch-3 as remove")
     flags = rows(client.predict(api_name="/flags"))
-    assert {f["train_id"] for f in flags} == {i for i, s in enumerate(sources) if s == "batch-3"}
-    client.predict("source", "batch-3", "clear", "", api_name="/flag_group")
+    assert {f["train id"] for f in flags} == {i for i, s in enumerate(sources) if s == "batch-3"}
+    client.predict("source", "batch-3", "clear", "", False, api_name="/flag_group")
+    assert rows(client.predict(api_name="/flags")) == []
+
+
+def test_save_applies_to_the_example_on_screen_only(client):
+    """Why 1: a typed id that was not opened (Enter) is refused; nothing is saved."""
+    opened = client.predict("25", api_name="/open_example")
+    assert opened[0] == "25" and opened[-1] == ""
+    status = client.predict("5", "keep", "", "", api_name="/flag")[-1]
+    assert status.startswith("⚠ training example 5 is typed but 25 is shown")
+    assert "nothing was saved" in status
+    assert rows(client.predict(api_name="/flags")) == []
+    fresh = gradio_client.Client(client.src, verbose=False, download_files=False,
+                                 analytics_enabled=False)
+    status = fresh.predict("5", "keep", "", "", api_name="/flag")[-1]
+    assert "open a training example first" in status
+    assert rows(client.predict(api_name="/flags")) == []
+
+
+def test_a_verdict_needs_a_choice_and_a_matching_corrected_label(client):
+    client.predict("12", api_name="/open_example")
+    assert "choose a verdict" in client.predict("12", None, "", "", api_name="/flag")[-1]
+    status = client.predict("12", "keep", "3", "", api_name="/flag")[-1]
+    assert "a corrected label goes with the verdict 'mislabeled'" in status
+    assert rows(client.predict(api_name="/flags")) == []
+
+
+def test_a_note_belongs_to_its_row(client):
+    """Why 3: opening another example shows its own note (none), so a note never carries over."""
+    save(client, 12, "keep", "", "checked by hand")
+    opened = client.predict("13", api_name="/open_example")
+    assert opened[5] == ""                                    # the note box of example 13
+    assert client.predict("12", api_name="/open_example")[5] == "checked by hand"
+    save(client, 12, "clear", "", "")
+
+
+def test_bulk_flags_keep_hand_made_verdicts_until_told_and_undo_reverts(client, reference):
+    """Why 2: the k most harmful keep hand-made verdicts, say how many, and undo reverts."""
+    j = int(reference["bad"][0])
+    out = client.predict(j, K, api_name="/trace")
+    top = [r["train id"] for r in rows(out[4])][:2]
+    for i in top:
+        save(client, i, "mislabeled", "3", f"note {i}")
+    table, status = client.predict("remove", "", False, api_name="/flag_top")
+    assert f"flagged {K - 2} training examples of the {K} most harmful as remove" in status
+    assert "kept 2 hand-made verdicts" in status
+    kept = {r["train id"]: r for r in rows(table)}
+    assert all((kept[i]["verdict"], kept[i]["corrected label"], kept[i]["note"]) ==
+               ("mislabeled", "3", f"note {i}") for i in top)
+    assert "undone: remove on 3 training examples" in client.predict(api_name="/undo_flags")[-1]
+    assert sorted(r["train id"] for r in rows(client.predict(api_name="/flags"))) == sorted(top)
+    table, status = client.predict("remove", "", True, api_name="/flag_top")
+    assert f"flagged {K} training examples" in status and "kept" not in status
+    assert all(r["verdict"] == "remove" for r in rows(table))
+    for _ in range(3):
+        client.predict(api_name="/undo_flags")
     assert rows(client.predict(api_name="/flags")) == []
 
 

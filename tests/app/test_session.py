@@ -83,10 +83,14 @@ def test_flags_with_corrected_labels_and_bulk_flags(session):
     assert session.suspects("self-influence", session.n_train, WORST).set_index("train id").at[7, "flag"] == \
         "mislabeled → 3"
     flags = session.flag_table()
-    assert flags[["train_id", "verdict", "corrected_label"]].values.tolist() == [[7, "mislabeled", "3"]]
+    assert flags[["train id", "verdict", "corrected label"]].values.tolist() == \
+        [[7, "mislabeled", "3"]]
     assert flags["source"][0] == session.setup.train[7]["source"]
     ids = session.members("source", "batch-2")
-    assert session.flag(ids, "remove") == len(ids) and len(session.flag_table()) == len(ids) + 1
+    outcome = session.flag(ids + [7], "remove", bulk=True)
+    assert (outcome.changed, outcome.kept) == (len(ids), 1)
+    assert len(session.flag_table()) == len(ids) + 1
+    assert session.flags.get(7) == "mislabeled → 3"  # the hand-made verdict was kept
     session.flag(ids + [7], "clear")
     assert session.flag_table().empty
 

@@ -110,3 +110,12 @@ def test_tensor_data_with_explicit_group_labels(flipped):
                                task=TASK, permutations=99, bootstrap=20)
     assert (report.groups[0].column, report.groups[0].value) == ("batch", "s3")
     assert [f.kind for f in report.groups[0].findings] == ["labels"]  # labels are known even without a table
+
+
+def test_findings_name_the_classes_when_the_report_has_class_names():
+    """Why 7: the culprit's explanation says label `high`, not label `1`."""
+    old, new, train, eval_set, _ = build("join", "s3")
+    report = regression_report(old, new, train, eval_set, "source", task=TASK,
+                               class_names=["low", "high"], permutations=99, bootstrap=50)
+    text = " ".join(f.text for g in report.groups if g.findings for f in g.findings)
+    assert "label `high`" in text and "label `1`" not in text and "label `0`" not in text

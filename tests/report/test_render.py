@@ -77,3 +77,39 @@ def test_html_renders_in_headless_chromium(hostile, tmp_path):
     assert "<script" not in dom.lower()  # the hostile value stayed text: no script element was created
     assert "&lt;script&gt;" in dom
     assert "Most harmful groups" in dom and dom.count("<img") >= 2
+
+
+def test_the_harm_chart_axis_label_fits_the_picture(monkeypatch):
+    """Why 7: report.html's chart axis label was cut at "(> 0 = caused th"."""
+    from influence.report import figures
+
+    drawn = []
+    original = figures._png
+    monkeypatch.setattr(figures, "_png", lambda fig: (drawn.append(fig), original(fig))[1])
+    figures.group_harm_chart(["source=day-4", "source=day-1"], [3.0, -1.0])
+    fig = drawn[0]
+    fig.canvas.draw()
+    label = fig.axes[0].xaxis.label.get_window_extent()
+    assert "caused them" in fig.axes[0].get_xlabel()
+    assert label.x0 >= 0 and label.x1 <= fig.bbox.width
+
+
+def test_trace_grid_captions_are_loss_changes_like_the_cli(tmp_path, monkeypatch):
+    """Why 7: trace_grid.png showed raw scores (−2.1e+02) beside the CLI's score / n_train
+    (−0.158)."""
+    import datasets
+    import matplotlib.pyplot as plt
+    import torch
+
+    from influence.plots import save_trace_grid
+    from influence.results import Ranking, TopK
+
+    train = datasets.Dataset.from_dict({"input": [[0.0] * 4] * 50, "label": [1] * 50})
+    test = datasets.Dataset.from_dict({"input": [[0.0] * 4], "label": [0]})
+    top = TopK(helpful=Ranking(torch.tensor([[3]]), torch.tensor([[25.0]])),
+               harmful=Ranking(torch.tensor([[7]]), torch.tensor([[-105.0]])))
+    closed = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: closed.append(fig))
+    save_trace_grid(str(tmp_path / "grid.png"), test, train, top, predicted=[1], image_shape=(2, 2))
+    titles = [ax.get_title() for ax in closed[0].axes]
+    assert titles[1].endswith("\n-2.1") and titles[2].endswith("\n+0.5")  # -105 / 50 and 25 / 50
