@@ -48,7 +48,7 @@ def flags_fix(session) -> dict | None:
     its own (`influence.report.verification.verify`: one Newton step, no retraining), for the
     Regression tab to show beside the report's fixes. None when the verdicts change nothing."""
     from influence.data import as_data
-    from influence.harm import Metrics
+    from influence.newton import Metrics
     from influence.report.flags import Flag
     from influence.report.verification import flag_candidate, verify
 
