@@ -29,6 +29,9 @@ from influence.solvers.lanczos import top_eigenpairs
 from influence.task import Task
 
 CURVATURES = ("ggn", "hessian")
+# The dense GGN goes through the output Hessian's factor up to this many outputs per example,
+# through output-Hessian products above (a language model's tokens × vocabulary).
+FACTOR_MAX_OUTPUTS = 256
 
 
 class Curvature:
@@ -180,13 +183,22 @@ class Curvature:
         factor U of H (`Task.output_hessian_factor`: fewer rows), else with H itself."""
         total = torch.zeros(self.p, self.p, dtype=self.fm.dtype, device=self.fm.device)
         for J, outputs, y in self._jacobians(max_elements):
-            if getattr(self.task, "convex_loss", False):
+            if outputs[0].numel() > FACTOR_MAX_OUTPUTS:  # e.g. tokens × vocabulary: H J in closed form
+                total.addmm_(J.reshape(-1, self.p).T, self._hessian_times(J, outputs, y).reshape(-1, self.p))
+            elif getattr(self.task, "convex_loss", False):
                 M = torch.einsum("bor,bop->brp", self.task.output_hessian_factor(outputs, y), J).reshape(-1, self.p)
                 total.addmm_(M.T, M)
             else:
                 H = self.task.output_hessian(outputs, y)
                 total.addmm_(J.reshape(-1, self.p).T, torch.einsum("bok,bkp->bop", H, J).reshape(-1, self.p))
         return total / self.n + self.task.weight_decay * torch.eye(self.p, dtype=total.dtype, device=total.device)
+
+    def _hessian_times(self, J: Tensor, outputs: Tensor, y: Tensor) -> Tensor:
+        """H_out,i J_i for per-example Jacobians J: Tensor[b, O, p], through
+        `Task.output_hessian_vp` (the output Hessian is never formed); Tensor[b, O, p]."""
+        directions = J.permute(2, 0, 1).reshape(self.p, *outputs.shape)
+        product = self.task.output_hessian_vp(outputs, y, directions)
+        return product.reshape(self.p, *J.shape[:2]).permute(1, 2, 0)
 
     def mean_eigenvalue(self, probes: int = 32, seed: int = 0) -> float:
         """trace(C + weight_decay·I) / p: exact for the GGN, `(1/n) Σ_i tr(H_out,i J_i J_iᵀ)`
@@ -195,8 +207,7 @@ class Curvature:
         if self.head is not None:
             return self.head.mean_eigenvalue()
         if self.kind == "ggn":
-            trace = sum(float((self.task.output_hessian(out, y) * (J @ J.transpose(1, 2))).sum())
-                        for J, out, y in self._jacobians())
+            trace = sum(float((self._hessian_times(J, out, y) * J).sum()) for J, out, y in self._jacobians())
             return trace / (self.n * self.p) + self.task.weight_decay
         gen = torch.Generator(device="cpu").manual_seed(seed)
         Z = (torch.randint(0, 2, (probes, self.p), generator=gen) * 2 - 1).to(self.fm.dtype).to(self.fm.device)

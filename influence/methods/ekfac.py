@@ -15,8 +15,11 @@ Curvature: the Gauss-Newton matrix (GGN), exactly: for each example the output H
 the loss H_out = Σ_c u_c u_cᵀ is factorised (double differentiation of `Task.loss`, then an
 eigendecomposition) and each u_c is back-propagated, so Σ_c g gᵀ is the GGN — for softmax
 cross-entropy the true Fisher with the expectation over labels y ~ p(y|x) taken exactly, not
-sampled. Costs one backward pass per output per batch (cheap for tens of classes; a
-sampled-label variant would be needed for large vocabularies).
+sampled. Costs one backward pass per output per batch (cheap for tens of classes). A
+language model's output Hessian (tokens × vocabulary) is never formed: pseudo-labels drawn
+from the model's own predictions at every scored token give an unbiased estimate of the
+same GGN (`output_samples` backward passes per batch, as Kronfluence does). Padding
+(`attention_mask == 0`) stays out of the activation factor A.
 Layers are independent (block-diagonal); the task's weight decay and the damping λ are
 added to the eigenvalues: P = blockdiag(Q diag(1/(Λ + wd + λ)) Qᵀ).
 
@@ -44,7 +47,8 @@ from influence.methods.base import Method, TrainFeatures, register
 from influence.model import FunctionalModel
 from influence.options import check_int, check_number
 
-SUPPORTED = "nn.Linear, and nn.Conv2d with groups=1, padding_mode='zeros' and numeric padding"
+SUPPORTED = ("nn.Linear, transformers' Conv1D, and nn.Conv2d with groups=1, padding_mode='zeros' and numeric "
+             "padding")
 # Default damping ratios (× the mean eigenvalue) for a convex / non-convex model. EK-FAC with a
 # dense block is an approximate curvature, and a little more damping than `exact`'s 0.3 suits
 # it (LDS of the MLPs of benchmarks/lds.py with a 2048 block, ratios 0.3 / 0.5 / 1.0 — digits:
@@ -109,12 +113,29 @@ def coverage(fm: FunctionalModel, inputs) -> tuple[int, str | None]:
     return int(sum(l.index.numel() for l in layers)), None
 
 
+def embedding_parameters(fm: FunctionalModel) -> list[str]:
+    """Attributed parameters of `nn.Embedding` modules (token and position embeddings; a
+    weight tied to an output layer is named once, as the embedding). EK-FAC leaves them
+    out: an embedding's input is one-hot, so its activation factor is the diagonal of token
+    counts (a vocabulary-sized block per example), and each document's gradient touches only
+    the rows of its own tokens; the layers above carry what the model learnt from them."""
+    owned = {f"{name}.weight" if name else "weight" for name, m in fm.model.named_modules()
+             if isinstance(m, nn.Embedding)}
+    return [n for n in fm.names if n in owned]
+
+
 def _any_supported(fm: FunctionalModel) -> bool:
     return any(_supported(m) for m in fm.model.modules())
 
 
+def _is_conv1d(module: nn.Module) -> bool:
+    """transformers' `Conv1D` (GPT-2's layers): a linear layer `x @ W + b` with W: [d_in, d_out]
+    (the transpose of nn.Linear's), recognised without importing transformers."""
+    return type(module).__name__ == "Conv1D" and type(module).__module__.startswith("transformers")
+
+
 def _supported(module: nn.Module) -> bool:
-    if isinstance(module, nn.Linear):
+    if isinstance(module, nn.Linear) or _is_conv1d(module):
         return True
     return (isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros"
             and not isinstance(module.padding, str))
@@ -136,10 +157,11 @@ def find_layers(fm: FunctionalModel, skip_unsupported: bool) -> tuple[list[_Laye
         w, b = prefix + "weight", prefix + "bias"
         if not _supported(module) or (w not in offsets and b not in offsets):
             continue
-        d_out = module.weight.shape[0]
+        d_out = module.weight.shape[1 if _is_conv1d(module) else 0]
         cols = []
         if w in offsets:
-            cols.append(offsets[w] + torch.arange(module.weight.numel()).view(d_out, -1))
+            flat = torch.arange(module.weight.numel())
+            cols.append(offsets[w] + (flat.view(-1, d_out).T if _is_conv1d(module) else flat.view(d_out, -1)))
         if b in offsets:
             cols.append(offsets[b] + torch.arange(d_out).view(d_out, 1))
         layers.append(_Layer(mod_name, module, torch.cat(cols, dim=1).to(fm.device), w in offsets, b in offsets))
@@ -184,6 +206,12 @@ class EKFACOptions:
             kept is `diagnostics["output_curvature_kept"]`. Measured (benchmarks/lds.py
             problems, all → 3): digits MLP LDS 0.809 → 0.803 and fit 1.4 → 0.5 s, MNIST-5k
             MLP 0.646 → 0.644 and 6.5 → 3.2 s, CNN 0.393 → 0.395 and 12.6 → 5.4 s.
+        output_samples: for a task with per-token outputs (`LanguageModelingTask`): how many
+            pseudo-labels are drawn per scored position from the model's own predictive
+            distribution (`Task.sample_output_hessian_factor`), each back-propagated once —
+            an unbiased estimate of the GGN that never forms the sequence × vocabulary output
+            Hessian. 0: the exact factorisation (tiny vocabularies and sequences only). Tasks
+            without a sampler (classification, regression) ignore it.
     """
 
     correct_eigenvalues: bool = True
@@ -191,8 +219,10 @@ class EKFACOptions:
     keep: float = 0.99
     dense_block: int = 1024
     output_rank: int | None = 3
+    output_samples: int = 1
 
     def __post_init__(self):
+        check_int(self.output_samples, "output_samples", minimum=0)
         check_int(self.dense_block, "dense_block", minimum=0)
         check_int(self.output_rank, "output_rank", minimum=1, optional=True)
         check_number(self.keep, "keep", positive=True)
@@ -221,7 +251,8 @@ class EKFAC(Method):
 
     def prepare(self, curvature: Curvature, damping: Damping) -> dict[str, Any]:
         self.layers, skipped = find_layers(curvature.fm, self.options.skip_unsupported)
-        self._trace_kept = (0.0, 0.0)
+        self._trace_kept, self._sampled = (0.0, 0.0), False
+        self._generator = torch.Generator(device=curvature.fm.device).manual_seed(0)
         A, S = self._factors(curvature)
         blocks = {}
         for layer, a, s in zip(self.layers, A, S):
@@ -245,12 +276,17 @@ class EKFAC(Method):
                      "layers": {l.key: {"A": tuple(A[i].shape), "S": tuple(S[i].shape),
                                         "kept": len(blocks[l.key]["kept"])} for i, l in enumerate(self.layers)},
                      "eigenvalue_correction": self.options.correct_eigenvalues,
-                     "ekfac_curvature": "ggn (exact output-Hessian factorisation)"
-                                        + ("" if self._trace_kept[1] == 0 else
-                                           f", its top {self.options.output_rank} directions per example"),
+                     "ekfac_curvature": self._curvature_note(),
                      "output_curvature_kept": (1.0 if self._trace_kept[1] == 0
                                                else self._trace_kept[0] / self._trace_kept[1])}
         return {}
+
+    def _curvature_note(self) -> str:
+        if self._sampled:
+            return (f"ggn (sampled pseudo-labels: {self.options.output_samples} per scored position, drawn from "
+                    "the model's own predictions; the sequence × vocabulary output Hessian is never formed)")
+        return "ggn (exact output-Hessian factorisation)" + (
+            "" if self._trace_kept[1] == 0 else f", its top {self.options.output_rank} directions per example")
 
     def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
             train_features: TrainFeatures) -> dict[str, Any]:
@@ -321,7 +357,10 @@ class EKFAC(Method):
         with self._layer_io(curvature.fm, self.layers) as run:
             for x, y in curvature.batches(desc, limit):  # the (sub)sampled training inputs, held in memory
                 out, acts, outs = run(x)
-                factor = self._leading(curvature.task.output_hessian_factor(out.detach(), y))  # [b, O, r]
+                mask = _position_mask(x)
+                if mask is not None:  # padding: no gradient flows there, and its activations stay out of A
+                    acts = [a * mask[:, :, None].to(a.dtype) if a.shape[1] == mask.shape[1] else a for a in acts]
+                factor = self._output_factor(curvature.task, out.detach(), y)  # [b, O, r]
                 grads = []
                 for c in range(factor.shape[2]):
                     gs = torch.autograd.grad(out, outs, factor[:, :, c].reshape(out.shape), retain_graph=True,
@@ -329,6 +368,18 @@ class EKFAC(Method):
                     grads.append([l.output_grads(torch.zeros_like(o) if g is None else g)
                                   for l, o, g in zip(self.layers, outs, gs)])
                 yield acts, grads
+
+    def _output_factor(self, task, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The output-Hessian factor [b, O, r] whose columns are back-propagated: the task's
+        sampled pseudo-labels (`output_samples` per position) when it has them (a language
+        model), else its exact factor cut to `output_rank` directions."""
+        if self.options.output_samples:
+            sampled = task.sample_output_hessian_factor(outputs, targets, self.options.output_samples,
+                                                        self._generator)
+            if sampled is not None:
+                self._sampled = True
+                return sampled
+        return self._leading(task.output_hessian_factor(outputs, targets))
 
     def _leading(self, factor: Tensor) -> Tensor:
         """The best rank-`output_rank` approximation of each example's U Uᵀ (U = `factor`,
@@ -428,6 +479,12 @@ class EKFAC(Method):
             V = self.dense["vectors"]
             values = values + ((F[:, self.dense["positions"]].to(V.dtype) @ V) ** 2 @ self.dense_inverse).to(F.dtype)
         return values, None
+
+
+def _position_mask(inputs) -> Tensor | None:
+    """The `attention_mask` [b, L] of a dict of model inputs (1 = a real token), or None."""
+    mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+    return mask if isinstance(mask, Tensor) and mask.ndim == 2 else None
 
 
 def _scalar(value: float) -> Tensor:
