@@ -42,6 +42,7 @@ from influence.batching import to_model
 from influence.curvature import Curvature
 from influence.damping import DAMPING_RATIO_CONVEX, Damping
 from influence.errors import InvalidArgumentError
+from influence.index import INDEX_BUDGET_BYTES
 from influence.linalg import eigh
 from influence.methods.base import Method, TrainFeatures, register
 from influence.model import FunctionalModel
@@ -55,6 +56,11 @@ SUPPORTED = ("nn.Linear, transformers' Conv1D, and nn.Conv2d with groups=1, padd
 # 0.812, 0.809, 0.796; MNIST-5k (and 0.1): 0.615, 0.636, 0.649, 0.665): 0.5 is near the best
 # of both, where 0.3 loses 0.013 on MNIST-5k and 1.0 loses 0.016 on digits.
 DAMPING_RATIOS = (DAMPING_RATIO_CONVEX, 0.5)
+# For per-token outputs (a language model, sampled pseudo-labels) much less: its spectrum is
+# heavy-tailed, and the mean eigenvalue sits far above most of it. benchmarks/lm_facts.py (small
+# GPT-2, recall@10 of planted documents) by ratio: 0.5 → 0.53, 0.05 → 0.58, 5e-3 → 0.72,
+# 5e-4 → 0.85 (Kronfluence's default, an absolute 1e-8: 0.89).
+SEQUENCE_DAMPING_RATIOS = (1e-3, 1e-3)
 # The dense block is estimated on at most this many examples (a fixed random subset).
 DENSE_SAMPLES = 8192
 
@@ -141,6 +147,19 @@ def _supported(module: nn.Module) -> bool:
             and not isinstance(module.padding, str))
 
 
+def _parameter_name(fm: FunctionalModel, module: nn.Module, mod_name: str, attr: str) -> str | None:
+    """The attributed name of `module.<attr>`: its own dotted name, or, for a weight tied to
+    another module's (GPT-2's `lm_head` shares the token embedding's), the name it is
+    attributed under. The layer is then factored as the output layer it is; the embedding
+    lookup's share of the tied weight's gradient is left out (as Kronfluence does)."""
+    own = f"{mod_name}.{attr}" if mod_name else attr
+    tensor = getattr(module, attr, None)
+    if own in fm.names or not isinstance(tensor, nn.Parameter):
+        return own
+    tied = [n for n, p in fm.model.named_parameters() if p is tensor]
+    return tied[0] if tied and tied[0] in fm.names else own
+
+
 def find_layers(fm: FunctionalModel, skip_unsupported: bool) -> tuple[list[_Layer], list[str]]:
     """Kronecker blocks covering the attributed parameters, and the names left out.
 
@@ -153,9 +172,8 @@ def find_layers(fm: FunctionalModel, skip_unsupported: bool) -> tuple[list[_Laye
         start += numel
     layers, covered = [], set()
     for mod_name, module in fm.model.named_modules():
-        prefix = f"{mod_name}." if mod_name else ""
-        w, b = prefix + "weight", prefix + "bias"
-        if not _supported(module) or (w not in offsets and b not in offsets):
+        w, b = (_parameter_name(fm, module, mod_name, attr) for attr in ("weight", "bias"))
+        if not _supported(module) or (w not in offsets and b not in offsets) or {w, b} & covered:
             continue
         d_out = module.weight.shape[1 if _is_conv1d(module) else 0]
         cols = []
@@ -195,7 +213,9 @@ class EKFACOptions:
         dense_block: how many components, those of largest K-FAC eigenvalue across all
             layers (and kept), get the exact GGN between them (a dense r × r block,
             cross-layer terms included) instead of EK-FAC's diagonal; 0 for plain EK-FAC.
-            With r ≥ the kept components and keep=1.0 this is `exact`. Accumulated in the
+            With r ≥ the kept components and keep=1.0 this is `exact`. Not used with
+            sampled pseudo-labels (`output_samples`), whose estimate of it is too noisy to
+            invert. Accumulated in the
             eigenvalue-correction pass (over its first `DENSE_SAMPLES` examples), O(r²) per
             example. LDS at defaults: digits MLP 0.639 → 0.803, MNIST-5k MLP 0.577 → 0.644
             (exact/cg: 0.812, 0.659).
@@ -212,6 +232,10 @@ class EKFACOptions:
             an unbiased estimate of the GGN that never forms the sequence × vocabulary output
             Hessian. 0: the exact factorisation (tiny vocabularies and sequences only). Tasks
             without a sampler (classification, regression) ignore it.
+        max_components: at most this many components are kept (those of largest
+            Λ/(Λ + wd + λ)), whatever `keep` asks. None: no limit, except that a training
+            set whose index of every component would exceed `INDEX_BUDGET_BYTES` gets the
+            limit that fits (set when the method is built, and stored with the index).
     """
 
     correct_eigenvalues: bool = True
@@ -220,9 +244,11 @@ class EKFACOptions:
     dense_block: int = 1024
     output_rank: int | None = 3
     output_samples: int = 1
+    max_components: int | None = None
 
     def __post_init__(self):
         check_int(self.output_samples, "output_samples", minimum=0)
+        check_int(self.max_components, "max_components", minimum=1, optional=True)
         check_int(self.dense_block, "dense_block", minimum=0)
         check_int(self.output_rank, "output_rank", minimum=1, optional=True)
         check_number(self.keep, "keep", positive=True)
@@ -249,6 +275,15 @@ class EKFAC(Method):
     Options = EKFACOptions
     features_use_curvature = True
 
+    @classmethod
+    def resolve_options(cls, options: dict[str, Any], fm: FunctionalModel, n_train: int | None) -> dict[str, Any]:
+        """A `max_components` that keeps the index within `INDEX_BUDGET_BYTES` when one of all
+        p components would not fit (a language model over many documents)."""
+        if options.get("max_components") is None and n_train and n_train * fm.p * fm.dtype.itemsize > \
+                INDEX_BUDGET_BYTES:
+            options = {**options, "max_components": max(1, INDEX_BUDGET_BYTES // (n_train * fm.dtype.itemsize))}
+        return options
+
     def prepare(self, curvature: Curvature, damping: Damping) -> dict[str, Any]:
         self.layers, skipped = find_layers(curvature.fm, self.options.skip_unsupported)
         self._trace_kept, self._sampled = (0.0, 0.0), False
@@ -259,15 +294,18 @@ class EKFAC(Method):
             (ea, qa), (es, qs) = eigh(a), eigh(s)
             blocks[layer.key] = {"index": layer.index, "QA": qa, "QS": qs, "eigenvalues": torch.outer(es, ea)}
         self.blocks = blocks
-        dense_flat = _top_components(blocks, self.options.dense_block)
+        # A dense block from sampled pseudo-gradients is a rank ≤ n·samples estimate whose noise its
+        # inverse amplifies (tiny GPT-2 vs its exact GGN: score Pearson 0.15 with it, 0.20 without).
+        dense_flat = _top_components(blocks, 0 if self._sampled else self.options.dense_block)
         corrected, B = self._second_pass(curvature, dense_flat)
         for layer, lam in zip(self.layers, corrected or []):
             blocks[layer.key]["eigenvalues"] = lam
         wd = curvature.task.weight_decay
         spectrum = torch.cat([b["eigenvalues"].reshape(-1) for b in blocks.values()])
         lam, source = damping.resolve(lambda: float(spectrum.mean()) + wd, "mean eigenvalue (EK-FAC trace)",
-                                      DAMPING_RATIOS)
-        for block, kept in zip(blocks.values(), _kept_components(blocks, wd + lam, self.options.keep)):
+                                      SEQUENCE_DAMPING_RATIOS if self._sampled else DAMPING_RATIOS)
+        kept_per_block = _kept_components(blocks, wd + lam, self.options.keep, self.options.max_components)
+        for block, kept in zip(blocks.values(), kept_per_block):
             block["kept"] = kept
         dense = _dense_state(B, [b["kept"] for b in blocks.values()], dense_flat) if B is not None else {}
         self.restore({**self._block_state(), **dense, "damping": _scalar(lam), "weight_decay": _scalar(wd)},
@@ -539,15 +577,17 @@ def _dense_state(B: Tensor, kept: list[Tensor], dense_flat: list[Tensor]) -> dic
     return {"<dense-block>/positions": torch.cat(positions), "<dense-block>/values": e, "<dense-block>/vectors": V}
 
 
-def _kept_components(blocks: dict, shift: float, keep: float) -> list[Tensor]:
+def _kept_components(blocks: dict, shift: float, keep: float, limit: int | None = None) -> list[Tensor]:
     """Per block, the flat indices of the eigenbasis components kept: all with Λ > 0 taken in
-    decreasing Λ until `keep` of the effective dimension Σ Λ/(Λ + shift) is reached."""
+    decreasing Λ until `keep` of the effective dimension Σ Λ/(Λ + shift) is reached, and at
+    most `limit` of them."""
     flat = [b["eigenvalues"].reshape(-1) for b in blocks.values()]
     spectrum = torch.cat(flat)
     share = (spectrum / (spectrum + shift)).clamp_min(0)
     order = spectrum.argsort(descending=True)
     cumulative = share[order].cumsum(0)
     count = int(torch.searchsorted(cumulative, keep * float(cumulative[-1]) * (1 - 1e-12)).item()) + 1
+    count = count if limit is None else min(count, limit)
     chosen = order[:count][spectrum[order[:count]] > 0]
     mask = torch.zeros_like(spectrum, dtype=torch.bool)
     mask[chosen] = True

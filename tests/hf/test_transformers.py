@@ -131,3 +131,38 @@ def test_unsupported_inputs_raise_errors_naming_the_argument(data):
         attr.scores(wrong)
     with pytest.raises(inf.InvalidArgumentError, match="`test` must be"):
         attr.scores([{"input_ids": [1, 2]}])
+
+
+def gpt2_lm_data(tokenizer, n, seed, prompt_length=0):
+    encoded = tokenizer(sentences(n, seed=seed), padding="max_length", max_length=8, return_tensors="pt")
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    mask[:, :3] = 1  # at least two scored tokens per row
+    return {"input_ids": ids, "attention_mask": mask, "labels": inf.token_labels(ids, mask, prompt_length)}
+
+
+def test_gpt2_conv1d_layers_factored_exactly_equal_the_exact_ggn(tokenizer):
+    """transformers' Conv1D (W: [d_in, d_out]) as a Kronecker block: with the exact output-Hessian
+    factor, every component kept and a dense block over all of them, EK-FAC is the exact GGN."""
+    model = tiny_gpt2().double()
+    train, test = gpt2_lm_data(tokenizer, 10, seed=4), gpt2_lm_data(tokenizer, 3, seed=5, prompt_length=2)
+    task = inf.LanguageModelingTask(parameters=["*.0.attn.c_proj", "*.1.mlp.c_fc"])
+    common = dict(task=task, damping=0.05, label_column="labels", progress=False)
+    expected = inf.Attributor(model, train, method="exact", **common).fit().scores(test)
+    attr = inf.Attributor(model, train, method="ekfac", output_samples=0, output_rank=None, keep=1.0,
+                          dense_block=10_000, **common).fit()
+    assert attr.diagnostics["ekfac_curvature"].startswith("ggn (exact")
+    torch.testing.assert_close(attr.scores(test), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_auto_keeps_ekfac_on_gpt2_factors_the_tied_head_and_names_what_it_leaves_out(tokenizer):
+    train, test = gpt2_lm_data(tokenizer, 12, seed=6), gpt2_lm_data(tokenizer, 2, seed=7, prompt_length=2)
+    attr = inf.Attributor(tiny_gpt2(), train, task=inf.LanguageModelingTask(), label_column="labels",
+                          progress=False).fit()
+    d = attr.diagnostics
+    assert d["method"] == "ekfac" and "nn.Embedding" in d["method_choice"]
+    assert "transformer.wpe.weight" in d["skipped_parameters"]
+    assert "lm_head" in d["layers"]  # the output layer, tied to the token embedding: factored as a layer
+    assert "transformer.wte.weight" not in d["skipped_parameters"]
+    assert "sampled pseudo-labels" in d["ekfac_curvature"]
+    scores = attr.scores(test)
+    assert scores.shape == (2, 12) and torch.isfinite(scores).all() and (attr.self_influence() > 0).all()
