@@ -19,11 +19,12 @@ from influence.errors import (
 from influence.methods import METHODS, Method, register
 from influence.results import GroupScores, Ranking, TopK
 from influence.task import ClassificationTask, LanguageModelingTask, RegressionTask, Task, token_labels
+from influence.tokens import token_scores
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attributor", "ClassificationTask", "GroupScores", "IndexFolderError", "InfluenceError", "InfluenceWarning",
     "InvalidArgumentError", "LanguageModelingTask", "METHODS", "Method", "NotFittedError", "Ranking",
-    "RegressionTask", "Task", "TopK", "register", "token_labels",
+    "RegressionTask", "Task", "TopK", "register", "token_labels", "token_scores",
 ]
