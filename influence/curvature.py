@@ -183,8 +183,9 @@ class Curvature:
         factor U of H (`Task.output_hessian_factor`: fewer rows), else with H itself."""
         total = torch.zeros(self.p, self.p, dtype=self.fm.dtype, device=self.fm.device)
         for J, outputs, y in self._jacobians(max_elements):
-            if outputs[0].numel() > FACTOR_MAX_OUTPUTS:  # e.g. tokens × vocabulary: H J in closed form
-                total.addmm_(J.reshape(-1, self.p).T, self._hessian_times(J, outputs, y).reshape(-1, self.p))
+            if outputs[0].numel() > FACTOR_MAX_OUTPUTS:  # e.g. tokens × vocabulary: H J directly
+                HJ = self._hessian_times(J, outputs, y)
+                total.addmm_(J.reshape(-1, self.p).T, HJ.reshape(-1, self.p))
             elif getattr(self.task, "convex_loss", False):
                 M = torch.einsum("bor,bop->brp", self.task.output_hessian_factor(outputs, y), J).reshape(-1, self.p)
                 total.addmm_(M.T, M)
@@ -207,7 +208,8 @@ class Curvature:
         if self.head is not None:
             return self.head.mean_eigenvalue()
         if self.kind == "ggn":
-            trace = sum(float((self._hessian_times(J, out, y) * J).sum()) for J, out, y in self._jacobians())
+            trace = sum(float((self._hessian_times(J, out, y) * J).sum())
+                        for J, out, y in self._jacobians())
             return trace / (self.n * self.p) + self.task.weight_decay
         gen = torch.Generator(device="cpu").manual_seed(seed)
         Z = (torch.randint(0, 2, (probes, self.p), generator=gen) * 2 - 1).to(self.fm.dtype).to(self.fm.device)

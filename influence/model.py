@@ -109,10 +109,11 @@ def default_forward(model: nn.Module, inputs):
         return out.logits
     if isinstance(out, (tuple, list)):
         if not out or not isinstance(out[0], Tensor):
+            first = type(out[0]).__name__ if out else "missing"
             raise InvalidArgumentError(
-                f"the model returned a {type(out).__name__} whose first element is "
-                f"{type(out[0]).__name__ if out else 'missing'}; the default forward takes the outputs from the "
-                "first element of a tuple: return the logits first, or pass a Task whose `forward` picks them")
+                f"the model returned a {type(out).__name__} whose first element is {first}; the "
+                "default forward takes the outputs from the first element of a tuple: return "
+                "the logits first, or pass a Task whose `forward` picks them")
         return out[0]
     return out
 

@@ -98,9 +98,10 @@ class Task(ABC):
         size = b * O * O * outputs.element_size()
         if size > DENSE_OUTPUT_HESSIAN_BYTES:
             raise InvalidArgumentError(
-                f"the dense output Hessian of {type(self).__name__} for outputs of shape {tuple(outputs.shape)} "
-                f"would take {size / 2**30:.1f} GiB ({O:,} outputs per example); the curvature paths use "
-                "`output_hessian_vp` or `sample_output_hessian_factor` for outputs this large")
+                f"the dense output Hessian of {type(self).__name__} for outputs of shape "
+                f"{tuple(outputs.shape)} would take {size / 2**30:.1f} GiB ({O:,} outputs per "
+                "example); the curvature paths use `output_hessian_vp` or "
+                "`sample_output_hessian_factor` for outputs this large")
         eye = torch.eye(O, dtype=outputs.dtype, device=outputs.device)
         directions = eye[:, None, :].expand(O, b, O).reshape(O, *outputs.shape)
         return self.output_hessian_vp(outputs, targets, directions).reshape(O, b, O).transpose(0, 1)
@@ -286,13 +287,16 @@ class LanguageModelingTask(Task):
         logits, labels = self._align(outputs, targets)
         probs = torch.softmax(logits.detach(), dim=-1)
         flat = probs.reshape(-1, probs.shape[-1]).to(torch.float64)
-        draws = torch.multinomial(flat, samples, replacement=True, generator=generator)  # [b·T, samples]
+        draws = torch.multinomial(flat, samples, replacement=True, generator=generator)  # [b·T, s]
+        draws = draws.to(probs.device).unsqueeze(1)
         columns = probs.unsqueeze(-1).expand(*probs.shape, samples).clone()  # [b, T, V, samples]
-        columns.view(-1, probs.shape[-1], samples).scatter_add_(
-            1, draws.to(probs.device).unsqueeze(1), -torch.ones_like(draws, dtype=probs.dtype).unsqueeze(1))
-        columns = columns * (labels != IGNORE_INDEX)[..., None, None].to(columns.dtype) / samples ** 0.5
+        minus_one = -torch.ones_like(draws, dtype=probs.dtype)
+        columns.view(-1, probs.shape[-1], samples).scatter_add_(1, draws, minus_one)
+        scored = (labels != IGNORE_INDEX)[..., None, None].to(columns.dtype)
+        columns = columns * scored / samples ** 0.5
         if self.shift:
-            columns = torch.cat([columns, columns.new_zeros(columns.shape[0], 1, *columns.shape[2:])], dim=1)
+            last = columns.new_zeros(columns.shape[0], 1, *columns.shape[2:])
+            columns = torch.cat([columns, last], dim=1)
         return columns.reshape(outputs.shape[0], -1, samples)
 
     def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
@@ -311,9 +315,10 @@ class LanguageModelingTask(Task):
         empty = ~(self._align(outputs, targets)[1] != IGNORE_INDEX).any(dim=1)
         if empty.any():
             raise InvalidArgumentError(
-                f"row {int(empty.nonzero()[0])} of `{argument}` scores no token (every label is {IGNORE_INDEX} after "
-                "the shift: padding, or a prompt_length covering the whole sequence), so its loss and gradient are "
-                "zero; give each sequence at least one scored token after its first")
+                f"row {int(empty.nonzero()[0])} of `{argument}` scores no token (every label is "
+                f"{IGNORE_INDEX} after the shift: padding, or a prompt_length covering the whole "
+                "sequence), so its loss and gradient are zero; give each sequence at least one "
+                "scored token after its first")
         vocabulary = outputs.shape[-1]
         bad = targets[(targets != IGNORE_INDEX) & ((targets < 0) | (targets >= vocabulary))]
         if bad.numel():
@@ -344,8 +349,9 @@ def token_labels(input_ids: Tensor, attention_mask: Tensor | None = None,
     empty = (labels == IGNORE_INDEX).all(dim=1)
     if empty.any():
         raise InvalidArgumentError(
-            f"row {int(empty.nonzero()[0])} has no token left to score after its prompt_length and padding "
-            f"(prompt_length={prompt_length!r}): the completion span is empty, so every score would be 0. Give each row a prompt shorter than its sequence")
+            f"row {int(empty.nonzero()[0])} has no token left to score after its prompt_length "
+            f"and padding (prompt_length={prompt_length!r}): the completion span is empty, so "
+            "every score would be 0. Give each row a prompt shorter than its sequence")
     return labels
 
 

@@ -41,15 +41,16 @@ def token_scores(attr, test, rows: Sequence[int]) -> Tensor:
         raise NotFittedError("call Attributor.fit() before asking for token_scores")
     rows = [int(r) for r in rows]
     if not rows or min(rows) < 0 or max(rows) >= len(attr.train):
-        raise InvalidArgumentError(f"`rows` must be indices of training documents in [0, {len(attr.train) - 1}], "
-                                   f"got {rows[:5]}")
+        raise InvalidArgumentError("`rows` must be indices of training documents in "
+                                   f"[0, {len(attr.train) - 1}], got {rows[:5]}")
     Q, _ = attr.method.precondition(attr.test_gradients(test))
     out = []
     for row in rows:
         inputs, targets = attr.train.batch([row])
         if targets.ndim != 2:
-            raise InvalidArgumentError("token_scores needs per-token targets (shape [documents, length]), as "
-                                       f"LanguageModelingTask's; the training targets have shape {tuple(targets.shape)}")
+            raise InvalidArgumentError(
+                "token_scores needs per-token targets (shape [documents, length]), as "
+                f"LanguageModelingTask's; the training targets have shape {tuple(targets.shape)}")
         positions = _scored_positions(attr.task, targets[0])
         per_token = targets.new_full((len(positions), targets.shape[1]), IGNORE_INDEX)
         per_token[torch.arange(len(positions)), positions] = targets[0, positions]

@@ -48,8 +48,8 @@ from influence.methods.base import Method, TrainFeatures, register
 from influence.model import FunctionalModel
 from influence.options import check_int, check_number
 
-SUPPORTED = ("nn.Linear, transformers' Conv1D, and nn.Conv2d with groups=1, padding_mode='zeros' and numeric "
-             "padding")
+SUPPORTED = ("nn.Linear, transformers' Conv1D, and nn.Conv2d with groups=1, "
+             "padding_mode='zeros' and numeric padding")
 # Default damping ratios (× the mean eigenvalue) for a convex / non-convex model. EK-FAC with a
 # dense block is an approximate curvature, and a little more damping than `exact`'s 0.3 suits
 # it (LDS of the MLPs of benchmarks/lds.py with a 2048 block, ratios 0.3 / 0.5 / 1.0 — digits:
@@ -61,6 +61,9 @@ DAMPING_RATIOS = (DAMPING_RATIO_CONVEX, 0.5)
 # GPT-2, recall@10 of planted documents) by ratio: 0.5 → 0.53, 0.05 → 0.58, 5e-3 → 0.72,
 # 5e-4 → 0.85 (Kronfluence's default, an absolute 1e-8: 0.89).
 SEQUENCE_DAMPING_RATIOS = (1e-3, 1e-3)
+# A layer with more inputs or outputs than this (a language model's head over a 50k vocabulary:
+# a 50k × 50k factor, 10 GB) is left out like an unsupported one.
+MAX_FACTOR_SIDE = 16_384
 # The dense block is estimated on at most this many examples (a fixed random subset).
 DENSE_SAMPLES = 8192
 
@@ -173,13 +176,15 @@ def find_layers(fm: FunctionalModel, skip_unsupported: bool) -> tuple[list[_Laye
     layers, covered = [], set()
     for mod_name, module in fm.model.named_modules():
         w, b = (_parameter_name(fm, module, mod_name, attr) for attr in ("weight", "bias"))
-        if not _supported(module) or (w not in offsets and b not in offsets) or {w, b} & covered:
+        if not _supported(module) or (w not in offsets and b not in offsets) or {w, b} & covered \
+                or max(module.weight.shape[:2]) > MAX_FACTOR_SIDE:
             continue
         d_out = module.weight.shape[1 if _is_conv1d(module) else 0]
         cols = []
         if w in offsets:
             flat = torch.arange(module.weight.numel())
-            cols.append(offsets[w] + (flat.view(-1, d_out).T if _is_conv1d(module) else flat.view(d_out, -1)))
+            rows = flat.view(-1, d_out).T if _is_conv1d(module) else flat.view(d_out, -1)
+            cols.append(offsets[w] + rows)
         if b in offsets:
             cols.append(offsets[b] + torch.arange(d_out).view(d_out, 1))
         layers.append(_Layer(mod_name, module, torch.cat(cols, dim=1).to(fm.device), w in offsets, b in offsets))
@@ -187,8 +192,10 @@ def find_layers(fm: FunctionalModel, skip_unsupported: bool) -> tuple[list[_Laye
     skipped = [n for n in fm.names if n not in covered]
     if skipped and not skip_unsupported:
         raise InvalidArgumentError(
-            f"method='ekfac' supports parameters of {SUPPORTED}; these attributed parameters are not in such a "
-            f"module: {skipped}. Restrict `task.parameters` to supported layers, or pass skip_unsupported=True "
+            f"method='ekfac' supports parameters of {SUPPORTED}, with at most "
+            f"{MAX_FACTOR_SIDE:,} inputs and outputs; these attributed parameters are not in such "
+            f"a module: {skipped}. Restrict `task.parameters` to supported layers, or pass "
+            "skip_unsupported=True "
             "to ignore them (their gradient components then do not contribute to the scores)."
         )
     if not layers:
@@ -276,12 +283,13 @@ class EKFAC(Method):
     features_use_curvature = True
 
     @classmethod
-    def resolve_options(cls, options: dict[str, Any], fm: FunctionalModel, n_train: int | None) -> dict[str, Any]:
+    def resolve_options(cls, options: dict[str, Any], fm: FunctionalModel,
+                        n_train: int | None) -> dict[str, Any]:
         """A `max_components` that keeps the index within `INDEX_BUDGET_BYTES` when one of all
         p components would not fit (a language model over many documents)."""
-        if options.get("max_components") is None and n_train and n_train * fm.p * fm.dtype.itemsize > \
-                INDEX_BUDGET_BYTES:
-            options = {**options, "max_components": max(1, INDEX_BUDGET_BYTES // (n_train * fm.dtype.itemsize))}
+        row = (n_train or 0) * fm.dtype.itemsize
+        if options.get("max_components") is None and row and row * fm.p > INDEX_BUDGET_BYTES:
+            options = {**options, "max_components": max(1, INDEX_BUDGET_BYTES // row)}
         return options
 
     def prepare(self, curvature: Curvature, damping: Damping) -> dict[str, Any]:
@@ -304,7 +312,8 @@ class EKFAC(Method):
         spectrum = torch.cat([b["eigenvalues"].reshape(-1) for b in blocks.values()])
         lam, source = damping.resolve(lambda: float(spectrum.mean()) + wd, "mean eigenvalue (EK-FAC trace)",
                                       SEQUENCE_DAMPING_RATIOS if self._sampled else DAMPING_RATIOS)
-        kept_per_block = _kept_components(blocks, wd + lam, self.options.keep, self.options.max_components)
+        kept_per_block = _kept_components(blocks, wd + lam, self.options.keep,
+                                          self.options.max_components)
         for block, kept in zip(blocks.values(), kept_per_block):
             block["kept"] = kept
         dense = _dense_state(B, [b["kept"] for b in blocks.values()], dense_flat) if B is not None else {}
@@ -321,10 +330,12 @@ class EKFAC(Method):
 
     def _curvature_note(self) -> str:
         if self._sampled:
-            return (f"ggn (sampled pseudo-labels: {self.options.output_samples} per scored position, drawn from "
-                    "the model's own predictions; the sequence × vocabulary output Hessian is never formed)")
+            return (f"ggn (sampled pseudo-labels: {self.options.output_samples} per scored "
+                    "position, drawn from the model's own predictions; the sequence × vocabulary "
+                    "output Hessian is never formed)")
+        cut = self._trace_kept[1] != 0
         return "ggn (exact output-Hessian factorisation)" + (
-            "" if self._trace_kept[1] == 0 else f", its top {self.options.output_rank} directions per example")
+            f", its top {self.options.output_rank} directions per example" if cut else "")
 
     def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
             train_features: TrainFeatures) -> dict[str, Any]:
@@ -396,8 +407,9 @@ class EKFAC(Method):
             for x, y in curvature.batches(desc, limit):  # the (sub)sampled training inputs, held in memory
                 out, acts, outs = run(x)
                 mask = _position_mask(x)
-                if mask is not None:  # padding: no gradient flows there, and its activations stay out of A
-                    acts = [a * mask[:, :, None].to(a.dtype) if a.shape[1] == mask.shape[1] else a for a in acts]
+                if mask is not None:  # padding: no gradient there; its activations stay out of A
+                    acts = [a * mask[:, :, None].to(a.dtype) if a.shape[1] == mask.shape[1] else a
+                            for a in acts]
                 factor = self._output_factor(curvature.task, out.detach(), y)  # [b, O, r]
                 grads = []
                 for c in range(factor.shape[2]):
@@ -412,8 +424,8 @@ class EKFAC(Method):
         sampled pseudo-labels (`output_samples` per position) when it has them (a language
         model), else its exact factor cut to `output_rank` directions."""
         if self.options.output_samples:
-            sampled = task.sample_output_hessian_factor(outputs, targets, self.options.output_samples,
-                                                        self._generator)
+            samples = self.options.output_samples
+            sampled = task.sample_output_hessian_factor(outputs, targets, samples, self._generator)
             if sampled is not None:
                 self._sampled = True
                 return sampled
@@ -577,7 +589,8 @@ def _dense_state(B: Tensor, kept: list[Tensor], dense_flat: list[Tensor]) -> dic
     return {"<dense-block>/positions": torch.cat(positions), "<dense-block>/values": e, "<dense-block>/vectors": V}
 
 
-def _kept_components(blocks: dict, shift: float, keep: float, limit: int | None = None) -> list[Tensor]:
+def _kept_components(blocks: dict, shift: float, keep: float,
+                     limit: int | None = None) -> list[Tensor]:
     """Per block, the flat indices of the eigenbasis components kept: all with Λ > 0 taken in
     decreasing Λ until `keep` of the effective dimension Σ Λ/(Λ + shift) is reached, and at
     most `limit` of them."""

@@ -222,3 +222,13 @@ def test_output_rank_must_be_a_positive_integer(mlp):
     model, task, train, _ = mlp
     with pytest.raises(inf.InvalidArgumentError, match="output_rank"):
         inf.Attributor(model, train, task=task, method="ekfac", output_rank=0, progress=False)
+
+
+def test_a_layer_too_wide_to_factor_is_left_out_like_an_unsupported_one(mlp, monkeypatch):
+    from influence.methods import ekfac
+
+    model, task, train, test = mlp
+    monkeypatch.setattr(ekfac, "MAX_FACTOR_SIDE", 5)  # the first layer has 6 outputs, the second 6 inputs
+    with pytest.raises(inf.InvalidArgumentError, match=r"at most 5 inputs and outputs.*'0\.weight', '0\.bias', "
+                                                       r"'2\.weight'"):
+        inf.Attributor(model, train, task=task, method="ekfac", progress=False).fit()
