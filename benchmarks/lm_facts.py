@@ -5,9 +5,10 @@ The corpus (word-level, seeded): background documents stating random relations b
 random entities with filler words; per planted fact `subject relation object` a few
 documents (different frequencies) that state it in one of several paraphrases, each with
 its own filler; distractor documents that share the fact's subject or object but not the
-fact (including the subject and object in another relation). The query is the prompt `subject relation` with the completion `object` (only the
-completion is scored). A planted document is one that states the fact; recall@k is the
-share of them (at most k) among a method's top-k training documents, averaged over facts.
+fact (including the subject and object in another relation). The query is the prompt
+`subject relation` with the completion `object` (only the completion is scored). A planted
+document is one that states the fact; recall@k is the share of them (at most k) among a
+method's top-k training documents, averaged over facts.
 
 Methods, on the same model in the same run: ours at defaults (`method="auto"`), BM25 over
 the text (query: the prompt and the completion), raw gradient similarity (the dot product
@@ -45,7 +46,8 @@ from _results import append_section, markdown_table  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 LENGTH = 16
-SIZES = {"small": dict(n_embd=64, n_layer=2, n_head=4), "large": dict(n_embd=128, n_layer=3, n_head=4)}
+SIZES = {"small": dict(n_embd=64, n_layer=2, n_head=4),
+         "large": dict(n_embd=128, n_layer=3, n_head=4)}
 TEMPLATES = ["{s} {r} {o}", "{a} {s} {r} {o} {b}", "{a} {b} {s} {r} {o}", "{s} {r} {o} {a} {b} {c}",
              "{a} said that {s} {r} {o}", "we know {s} {r} {o} {a}"]
 RELATIONS = ["lives in", "works for", "was born in", "plays for", "studies at"]
@@ -69,7 +71,8 @@ def make_corpus(seed: int, n_docs: int, frequencies: tuple[int, ...]) -> Corpus:
     syl = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "da", "fe"]
     entities = sorted({_name(gen, syl) for _ in range(260)})
     places = sorted({_name(gen, syl[::-1]) + "ia" for _ in range(80)})
-    filler = ["the", "a", "today", "again", "often", "really", "maybe", "indeed", "also", "then", "here", "now"]
+    filler = ["the", "a", "today", "again", "often", "really", "maybe", "indeed", "also", "then",
+              "here", "now"]
     fill = lambda: {k: pick(filler) for k in "abc"}
     facts, docs = [], []
     for f, count in enumerate(frequencies):
@@ -79,11 +82,13 @@ def make_corpus(seed: int, n_docs: int, frequencies: tuple[int, ...]) -> Corpus:
             planted.append(len(docs))
             docs.append(pick(TEMPLATES).format(s=s, r=r, o=o, **fill()).split())
         others = RELATIONS[:f % 5] + RELATIONS[f % 5 + 1:]
-        for _ in range(2):  # distractors: the subject with another object, another subject with the object,
-            # and both with another relation (all the rare words of the query, not the fact)
-            docs.append(pick(TEMPLATES).format(s=s, r=pick(others), o=pick(places[len(frequencies):]),
+        other_places, other_entities = places[len(frequencies):], entities[len(frequencies):]
+        for _ in range(2):  # distractors: the subject with another object, another subject with
+            # the object, and both in another relation (the query's rare words, not the fact)
+            docs.append(pick(TEMPLATES).format(s=s, r=pick(others), o=pick(other_places),
                                                **fill()).split())
-            docs.append(pick(TEMPLATES).format(s=pick(entities[len(frequencies):]), r=r, o=o, **fill()).split())
+            docs.append(pick(TEMPLATES).format(s=pick(other_entities), r=r, o=o,
+                                               **fill()).split())
             docs.append(pick(TEMPLATES).format(s=s, r=pick(others), o=o, **fill()).split())
         facts.append({"prompt": f"{s} {r}".split(), "answer": o, "planted": planted})
     while len(docs) < n_docs:
@@ -109,14 +114,15 @@ def train_model(corpus: Corpus, size: str, epochs: int, seed: int):
     import transformers
 
     torch.manual_seed(seed)
-    config = transformers.GPT2Config(vocab_size=len(corpus.words), n_positions=LENGTH, resid_pdrop=0.0,
-                                     embd_pdrop=0.0, attn_pdrop=0.0, **SIZES[size])
+    config = transformers.GPT2Config(vocab_size=len(corpus.words), n_positions=LENGTH,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **SIZES[size])
     model = transformers.GPT2LMHeadModel(config)
     ids, mask = encode(corpus, corpus.docs)
     labels = inf.token_labels(ids, mask)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     steps = epochs * math.ceil(len(ids) / 32)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 3e-3, total_steps=steps, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 3e-3, total_steps=steps,
+                                                   pct_start=0.1)
     model.train()
     for _ in range(epochs):
         for rows in torch.randperm(len(ids)).split(32):
@@ -131,7 +137,8 @@ def train_model(corpus: Corpus, size: str, epochs: int, seed: int):
 def queries(corpus: Corpus) -> dict:
     texts = [f["prompt"] + [f["answer"]] for f in corpus.facts]
     ids, mask = encode(corpus, texts)
-    labels = inf.token_labels(ids, mask, prompt_length=torch.tensor([len(f["prompt"]) for f in corpus.facts]))
+    prompts = torch.tensor([len(f["prompt"]) for f in corpus.facts])
+    labels = inf.token_labels(ids, mask, prompt_length=prompts)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -162,7 +169,8 @@ def bm25(corpus: Corpus, k1: float = 1.5, b: float = 0.75) -> torch.Tensor:
             idf = math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5))
             for i, c in enumerate(counts):
                 if c[w]:
-                    out[j, i] += idf * c[w] * (k1 + 1) / (c[w] + k1 * (1 - b + b * len(corpus.docs[i]) / avg))
+                    norm = k1 * (1 - b + b * len(corpus.docs[i]) / avg)
+                    out[j, i] += idf * c[w] * (k1 + 1) / (c[w] + norm)
     return out
 
 
@@ -221,7 +229,8 @@ def _linear_copy(model):
     for name, module in list(model.named_modules()):
         if type(module).__name__ == "Conv1D":
             linear = torch.nn.Linear(module.weight.shape[0], module.weight.shape[1])
-            linear.weight.data, linear.bias.data = module.weight.data.T.contiguous(), module.bias.data.clone()
+            linear.weight.data = module.weight.data.T.contiguous()
+            linear.bias.data = module.bias.data.clone()
             parent = model.get_submodule(name.rsplit(".", 1)[0])
             setattr(parent, name.rsplit(".", 1)[1], linear)
     return model
@@ -240,8 +249,9 @@ def run_kronfluence(model, train: dict, test: dict) -> dict:
             labels = batch["labels"]
             if sample:
                 with torch.no_grad():
-                    drawn = torch.multinomial(torch.softmax(out.detach().reshape(-1, out.shape[-1]), -1), 1)
-                    labels = torch.where(labels == -100, labels, torch.roll(drawn.view(labels.shape), 1, 1))
+                    probs = torch.softmax(out.detach().reshape(-1, out.shape[-1]), -1)
+                    drawn = torch.multinomial(probs, 1).view(labels.shape)  # for position t + 1
+                    labels = torch.where(labels == -100, labels, torch.roll(drawn, 1, 1))
             return lm.loss(out, labels).sum()
 
         def compute_measurement(self, batch, model):
@@ -255,25 +265,28 @@ def run_kronfluence(model, train: dict, test: dict) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         t0 = time.perf_counter()
         net = prepare_model(_linear_copy(model), LMTask())
-        analyzer = Analyzer("lm_facts", net, LMTask(), cpu=True, disable_tqdm=True, output_dir=folder,
-                            log_level=logging.WARNING)
-        analyzer.fit_all_factors("f", rows(train), per_device_batch_size=64, factor_args=FactorArguments(),
-                                 overwrite_output_dir=True)
+        analyzer = Analyzer("lm_facts", net, LMTask(), cpu=True, disable_tqdm=True,
+                            output_dir=folder, log_level=logging.WARNING)
+        analyzer.fit_all_factors("f", rows(train), per_device_batch_size=64,
+                                 factor_args=FactorArguments(), overwrite_output_dir=True)
         t1 = time.perf_counter()
-        analyzer.compute_pairwise_scores("s", "f", rows(test), rows(train), per_device_query_batch_size=16,
+        analyzer.compute_pairwise_scores("s", "f", rows(test), rows(train),
+                                         per_device_query_batch_size=16,
                                          per_device_train_batch_size=64, overwrite_output_dir=True)
         scores = analyzer.load_pairwise_scores("s")["all_modules"].float()
         t2 = time.perf_counter()
         analyzer.compute_self_scores("self", "f", rows(train), per_device_train_batch_size=64,
                                      overwrite_output_dir=True)
         t3 = time.perf_counter()
-    return {"scores": scores, "fit": t1 - t0, "query": t2 - t1, "self": t3 - t2, "note": "library defaults"}
+    return {"scores": scores, "fit": t1 - t0, "query": t2 - t1, "self": t3 - t2,
+            "note": "library defaults"}
 
 
 def timed(fn, *args) -> dict:
     t0 = time.perf_counter()
     scores = fn(*args)
-    return {"scores": scores, "fit": 0.0, "query": time.perf_counter() - t0, "self": float("nan"), "note": ""}
+    return {"scores": scores, "fit": 0.0, "query": time.perf_counter() - t0, "self": float("nan"),
+            "note": ""}
 
 
 def evaluate(size: str, args) -> list[list]:
@@ -284,8 +297,9 @@ def evaluate(size: str, args) -> list[list]:
     train = {"input_ids": ids, "attention_mask": mask, "labels": inf.token_labels(ids, mask)}
     test = queries(corpus)
     p = sum(x.numel() for x in model.parameters())
-    print(f"[{size}] p = {p:,}, {len(corpus.docs)} docs, vocabulary {len(corpus.words)}, trained in "
-          f"{time.perf_counter() - t0:.0f} s, completes {completion_accuracy(model, corpus):.2f} of the facts")
+    print(f"[{size}] p = {p:,}, {len(corpus.docs)} docs, vocabulary {len(corpus.words)}, trained "
+          f"in {time.perf_counter() - t0:.0f} s, completes "
+          f"{completion_accuracy(model, corpus):.2f} of the facts")
     runs = {"ours:default": lambda: run_ours(model, train, test, corpus),
             "BM25": lambda: timed(bm25, corpus),
             "gradient dot": lambda: timed(gradient_similarity, model, train, test)}
@@ -299,7 +313,8 @@ def evaluate(size: str, args) -> list[list]:
             rows.append([size, name, "—", "—", "—", "—", "—", "—", f"not run: {error}"])
             continue
         rows.append([f"{size} (p={p / 1e6:.2f} M)", name, f"{recall(r['scores'], corpus, 1):.2f}",
-                     f"{recall(r['scores'], corpus, 10):.2f}", f"{r['fit']:.1f}", f"{r['query']:.1f}",
+                     f"{recall(r['scores'], corpus, 10):.2f}", f"{r['fit']:.1f}",
+                     f"{r['query']:.1f}",
                      f"{r['self']:.1f}", f"{peak_gb():.2f}", r["note"]])
         print(" | ".join(rows[-1]))
     return rows
@@ -321,7 +336,8 @@ def main() -> None:
     table = markdown_table(header, rows)
     print("\n".join(table))
     if not args.no_write:
-        append_section(f"lm_facts: planted facts, {args.docs} documents, frequencies {args.frequencies}, "
+        append_section(f"lm_facts: planted facts, {args.docs} documents, frequencies "
+                       f"{args.frequencies}, "
                        f"{args.epochs} epochs", table)
 
 

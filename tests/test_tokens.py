@@ -17,8 +17,8 @@ def test_token_scores_equal_a_dense_solve_per_token_and_sum_to_the_document_scor
     test_ids, test_mask = documents(2, seed=12)
     test = {"input_ids": test_ids, "labels": inf.token_labels(test_ids, test_mask, prompt_length=2)}
     damping = 2.0
-    attr = inf.Attributor(model, train, task=task, method="exact", curvature="hessian", damping=damping,
-                          label_column="labels", progress=False).fit()
+    attr = inf.Attributor(model, train, task=task, method="exact", curvature="hessian",
+                          damping=damping, label_column="labels", progress=False).fit()
     rows = [3, 7]
     got = inf.token_scores(attr, test, rows)
     assert got.shape == (2, 2, ids.shape[1])
@@ -34,7 +34,8 @@ def test_token_scores_equal_a_dense_solve_per_token_and_sum_to_the_document_scor
         return -torch.log_softmax(logits[only - 1], -1)[row_ids[only]]
 
     H = torch.autograd.functional.hessian(
-        lambda th: torch.stack([loss(th, ids[i], mask[i]) for i in range(len(ids))]).mean(), fm.theta)
+        lambda th: torch.stack([loss(th, ids[i], mask[i]) for i in range(len(ids))]).mean(),
+        fm.theta)
     H = H + (0.1 + damping) * torch.eye(fm.p, dtype=H.dtype)
     test_grads = torch.stack([torch.autograd.functional.jacobian(
         lambda th: loss(th, test_ids[j], test_mask[j], prompt=2), fm.theta) for j in range(2)])
@@ -43,8 +44,10 @@ def test_token_scores_equal_a_dense_solve_per_token_and_sum_to_the_document_scor
             if t == 0 or not mask[i, t]:
                 assert (got[:, r, t] == 0).all()
                 continue
-            g = torch.autograd.functional.jacobian(lambda th: loss(th, ids[i], mask[i], only=t), fm.theta)
-            torch.testing.assert_close(got[:, r, t], test_grads @ torch.linalg.solve(H, g), rtol=1e-7, atol=1e-9)
+            g = torch.autograd.functional.jacobian(lambda th: loss(th, ids[i], mask[i], only=t),
+                                                   fm.theta)
+            expected = test_grads @ torch.linalg.solve(H, g)
+            torch.testing.assert_close(got[:, r, t], expected, rtol=1e-7, atol=1e-9)
 
 
 def test_token_scores_check_their_arguments():

@@ -23,7 +23,7 @@ def test_a_model_returning_a_tuple_gives_the_same_scores_as_its_dict_output():
     expected = inf.Attributor(model, train, task=task, method="identity", label_column="labels",
                               progress=False).fit().scores(test)
 
-    class AsTuple(torch.nn.Module):  # what `return_dict=False` gives: (logits, past_key_values, ...)
+    class AsTuple(torch.nn.Module):  # as `return_dict=False` gives: (logits, past_key_values, ...)
         def __init__(self):
             super().__init__()
             self.inner = model
@@ -31,7 +31,8 @@ def test_a_model_returning_a_tuple_gives_the_same_scores_as_its_dict_output():
         def forward(self, **inputs):
             return self.inner(**inputs).to_tuple()
 
-    attr = inf.Attributor(AsTuple(), train, task=task, method="identity", label_column="labels", progress=False).fit()
+    attr = inf.Attributor(AsTuple(), train, task=task, method="identity", label_column="labels",
+                          progress=False).fit()
     torch.testing.assert_close(attr.scores(test), expected, rtol=1e-5, atol=1e-7)
 
 
@@ -45,8 +46,8 @@ def test_a_model_whose_tuple_does_not_start_with_a_tensor_gets_our_error():
             return ({"logits": self.fc(x)},)
 
     with pytest.raises(inf.InvalidArgumentError, match="first element is dict"):
-        inf.Attributor(Odd(), (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)), method="identity",
-                       progress=False).fit()
+        data = (torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+        inf.Attributor(Odd(), data, method="identity", progress=False).fit()
 
 
 def test_a_labels_column_of_a_dataset_is_found_without_label_column():
@@ -62,7 +63,8 @@ def test_a_labels_column_of_a_dataset_is_found_without_label_column():
 def test_string_labels_raise_an_error_naming_the_mapping_to_make():
     table = datasets.Dataset.from_dict({"input": [[0.0, 1.0], [1.0, 0.0]], "label": ["pos", "neg"]})
     model = torch.nn.Linear(2, 2)
-    with pytest.raises(inf.InvalidArgumentError, match=r"`train` hold strings.*\['neg', 'pos'\].*class_encode_column"):
+    message = r"`train` hold strings.*\['neg', 'pos'\].*class_encode_column"
+    with pytest.raises(inf.InvalidArgumentError, match=message):
         inf.Attributor(model, table, method="identity", progress=False).fit()
     encoded = table.class_encode_column("label")
     inf.Attributor(model, encoded, method="identity", progress=False).fit()  # the fix named works
