@@ -17,7 +17,8 @@ EK-FAC at its defaults (GPT-2's Conv1D layers converted to the equal nn.Linear l
 which Kronfluence tracks). Per method: recall@1/10, fit, query and self-influence time and
 the process's peak RSS so far (methods run in this order: ours first).
 
-    OMP_NUM_THREADS=1 python benchmarks/lm_facts.py [--sizes small,large] [--no-write]
+    OMP_NUM_THREADS=1 python benchmarks/lm_facts.py [--sizes small,large] [--seeds 0,1,2]
+        [--no-write]
 
 Kronfluence must be importable (benchmarks/peers/setup.sh, or `pip install --no-deps
 kronfluence einops einconv opt_einsum` into a folder on PYTHONPATH); without it its rows say so.
@@ -289,10 +290,10 @@ def timed(fn, *args) -> dict:
             "note": ""}
 
 
-def evaluate(size: str, args) -> list[list]:
-    corpus = make_corpus(args.seed, args.docs, tuple(args.frequencies))
+def evaluate(size: str, seed: int, args) -> list[list]:
+    corpus = make_corpus(seed, args.docs, tuple(args.frequencies))
     t0 = time.perf_counter()
-    model = train_model(corpus, size, args.epochs, args.seed)
+    model = train_model(corpus, size, args.epochs, seed)
     ids, mask = encode(corpus, corpus.docs)
     train = {"input_ids": ids, "attention_mask": mask, "labels": inf.token_labels(ids, mask)}
     test = queries(corpus)
@@ -310,14 +311,26 @@ def evaluate(size: str, args) -> list[list]:
         try:
             r = run()
         except ImportError as error:
-            rows.append([size, name, "—", "—", "—", "—", "—", "—", f"not run: {error}"])
+            rows.append([size, seed, name, "—", "—", "—", "—", "—", "—", f"not run: {error}"])
             continue
-        rows.append([f"{size} (p={p / 1e6:.2f} M)", name, f"{recall(r['scores'], corpus, 1):.2f}",
+        rows.append([f"{size} (p={p / 1e6:.2f} M)", seed, name,
+                     f"{recall(r['scores'], corpus, 1):.2f}",
                      f"{recall(r['scores'], corpus, 10):.2f}", f"{r['fit']:.1f}",
                      f"{r['query']:.1f}",
                      f"{r['self']:.1f}", f"{peak_gb():.2f}", r["note"]])
-        print(" | ".join(rows[-1]))
+        print(" | ".join(str(c) for c in rows[-1]))
     return rows
+
+
+def seed_means(rows: list[list]) -> list[list]:
+    """Per model and method, recall@1 and @10 averaged over the corpus seeds."""
+    groups: dict[tuple, list] = {}
+    for row in rows:
+        if row[3] != "—":
+            size = row[0].split(" (")[0]  # p differs a little between seeds (the vocabulary)
+            groups.setdefault((size, row[2]), []).append((float(row[3]), float(row[4])))
+    return [[model, method, len(v), f"{sum(a for a, _ in v) / len(v):.3f}",
+             f"{sum(b for _, b in v) / len(v):.3f}"] for (model, method), v in groups.items()]
 
 
 def main() -> None:
@@ -326,14 +339,19 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=1200)
     parser.add_argument("--frequencies", type=int, nargs="+", default=[2, 3, 4, 5, 6, 8, 10, 12])
     parser.add_argument("--epochs", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="corpus and training seeds, e.g. 0,1,2")
     parser.add_argument("--no-kronfluence", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    header = ["model", "method", "recall@1", "recall@10", "fit (s)", "query (s)", "self-inf. (s)",
-              "peak RSS so far (GB)", "note"]
-    rows = [row for size in args.sizes.split(",") for row in evaluate(size, args)]
+    header = ["model", "seed", "method", "recall@1", "recall@10", "fit (s)", "query (s)",
+              "self-inf. (s)", "peak RSS so far (GB)", "note"]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = [row for size in args.sizes.split(",") for seed in seeds
+            for row in evaluate(size, seed, args)]
     table = markdown_table(header, rows)
+    if len(seeds) > 1:
+        means = ["model", "method", "seeds", "mean recall@1", "mean recall@10"]
+        table += ["", *markdown_table(means, seed_means(rows))]
     print("\n".join(table))
     if not args.no_write:
         append_section(f"lm_facts: planted facts, {args.docs} documents, frequencies "

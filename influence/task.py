@@ -286,7 +286,7 @@ class LanguageModelingTask(Task):
         forming it (memory: `samples` copies of the logits)."""
         logits, labels = self._align(outputs, targets)
         probs = torch.softmax(logits.detach(), dim=-1)
-        flat = probs.reshape(-1, probs.shape[-1]).to(torch.float64)
+        flat = probs.reshape(-1, probs.shape[-1])
         draws = torch.multinomial(flat, samples, replacement=True, generator=generator)  # [b·T, s]
         draws = draws.to(probs.device).unsqueeze(1)
         columns = probs.unsqueeze(-1).expand(*probs.shape, samples).clone()  # [b, T, V, samples]

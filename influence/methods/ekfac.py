@@ -58,8 +58,9 @@ SUPPORTED = ("nn.Linear, transformers' Conv1D, and nn.Conv2d with groups=1, "
 DAMPING_RATIOS = (DAMPING_RATIO_CONVEX, 0.5)
 # For per-token outputs (a language model, sampled pseudo-labels) much less: its spectrum is
 # heavy-tailed, and the mean eigenvalue sits far above most of it. benchmarks/lm_facts.py (small
-# GPT-2, recall@10 of planted documents) by ratio: 0.5 → 0.53, 0.05 → 0.58, 5e-3 → 0.72,
-# 5e-4 → 0.85 (Kronfluence's default, an absolute 1e-8: 0.89).
+# GPT-2, 6 planted facts, recall@10 of their documents) by ratio: 0.5 → 0.53, 0.05 → 0.58,
+# 5e-3 → 0.72, 1e-3 → 0.91, 1e-4 / 1e-5 → 0.89 (Kronfluence's default, an absolute 1e-8: 0.89);
+# 8 facts, 3 corpus seeds: 1e-3 → 0.869, 1e-4 → 0.864, 1e-6 → 0.868 (Kronfluence 0.872).
 SEQUENCE_DAMPING_RATIOS = (1e-3, 1e-3)
 # A layer with more inputs or outputs than this (a language model's head over a 50k vocabulary:
 # a 50k × 50k factor, 10 GB) is left out like an unsupported one.
@@ -150,7 +151,7 @@ def _supported(module: nn.Module) -> bool:
             and not isinstance(module.padding, str))
 
 
-def _parameter_name(fm: FunctionalModel, module: nn.Module, mod_name: str, attr: str) -> str | None:
+def _parameter_name(fm: FunctionalModel, module: nn.Module, mod_name: str, attr: str) -> str:
     """The attributed name of `module.<attr>`: its own dotted name, or, for a weight tied to
     another module's (GPT-2's `lm_head` shares the token embedding's), the name it is
     attributed under. The layer is then factored as the output layer it is; the embedding
@@ -221,10 +222,9 @@ class EKFACOptions:
             layers (and kept), get the exact GGN between them (a dense r × r block,
             cross-layer terms included) instead of EK-FAC's diagonal; 0 for plain EK-FAC.
             With r ≥ the kept components and keep=1.0 this is `exact`. Not used with
-            sampled pseudo-labels (`output_samples`), whose estimate of it is too noisy to
-            invert. Accumulated in the
-            eigenvalue-correction pass (over its first `DENSE_SAMPLES` examples), O(r²) per
-            example. LDS at defaults: digits MLP 0.639 → 0.803, MNIST-5k MLP 0.577 → 0.644
+            sampled pseudo-labels (`output_samples`): their estimate of it is too noisy to
+            invert. Accumulated in the eigenvalue-correction pass (over its first
+            `DENSE_SAMPLES` examples), O(r²) per example. LDS at defaults: digits MLP 0.639 → 0.803, MNIST-5k MLP 0.577 → 0.644
             (exact/cg: 0.812, 0.659).
         output_rank: how many directions of each example's output Hessian are
             back-propagated in the curvature passes: its best rank-`output_rank`
