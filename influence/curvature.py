@@ -32,6 +32,7 @@ CURVATURES = ("ggn", "hessian")
 # The dense GGN goes through the output Hessian's factor up to this many outputs per example,
 # through output-Hessian products above (a language model's tokens × vocabulary).
 FACTOR_MAX_OUTPUTS = 256
+FUSED_HEAD = "fused linear head (kernels.ce_head_hvp)"
 
 
 class Curvature:
@@ -70,7 +71,13 @@ class Curvature:
                     self.head = LinearHeadProducts(fm, name, self._inputs, task.weight_decay)
                 except LookupError:
                     self.head = None
-        self.backend = "fused linear head (kernels.ce_head_hvp)" if self.head else f"torch.func {kind}"
+        self._ran: dict[str, None] = {}  # the product paths that actually ran, for `backend`
+
+    @property
+    def backend(self) -> str:
+        """The product paths that have run so far (the fused head kernel, torch.func products,
+        per-example Jacobians), or that none did (e.g. EK-FAC factors its own curvature)."""
+        return ", ".join(self._ran) or "none (the method needed no curvature products)"
 
     def batches(self, desc: str | None = None, limit: int | None = None):
         """Yield `(inputs, targets)` of the curvature data in chunks of `batch_size` (a pass named
@@ -123,10 +130,12 @@ class Curvature:
         V = V.reshape(-1, self.p).to(self.fm.dtype)
         self.num_products += V.shape[0]
         if self.head is not None:
+            self._ran[FUSED_HEAD] = None
             out = self.head.matvec(V)
             return out[0] if single else out
         out = torch.zeros_like(V)
         product = self._ggn_block if self.kind == "ggn" else self._hessian_block
+        self._ran[f"torch.func {self.kind}"] = None
         for x, y in self.batches():
             out += product(x, y, V)
         out = out / self.n + self.task.weight_decay * V
@@ -137,6 +146,7 @@ class Curvature:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         rows = torch.randperm(self.n, generator=gen)[:batch_size].to(self.fm.device)
         product = self._ggn_block if self.kind == "ggn" else self._hessian_block
+        self._ran[f"torch.func {self.kind}"] = None
         self.num_products += V.shape[0]
         return product(take(self._inputs, rows), self._targets[rows], V) / len(rows) + self.task.weight_decay * V
 
@@ -159,6 +169,7 @@ class Curvature:
         cheaper than p curvature products. The Hessian (and the fused head) use p products.
         """
         if self.kind == "ggn" and self.head is None:
+            self._ran["torch.func per-example Jacobians (ggn)"] = None
             H = self._ggn_dense()
         else:
             eye = torch.eye(self.p, dtype=self.fm.dtype, device=self.fm.device)
@@ -206,8 +217,10 @@ class Curvature:
         from the per-example Jacobians (one Jacobian pass), and for the fused head; a
         Hutchinson estimate with `probes` Rademacher vectors for the Hessian."""
         if self.head is not None:
+            self._ran[FUSED_HEAD] = None
             return self.head.mean_eigenvalue()
         if self.kind == "ggn":
+            self._ran["torch.func per-example Jacobians (ggn)"] = None
             trace = sum(float((self._hessian_times(J, out, y) * J).sum())
                         for J, out, y in self._jacobians())
             return trace / (self.n * self.p) + self.task.weight_decay
