@@ -63,15 +63,24 @@ class Curvature:
         for inputs, targets in self.batches():  # a clear error before any product, whatever runs first
             check_targets(fm, task, inputs, targets, data.argument)
         self.num_products = 0
-        self.head = None
-        if fused_head:  # for a linear head the GGN equals the Hessian, so either kind applies
-            name = find_linear_head(fm, task)
+        self._fused_head, self._head = fused_head, None
+        self._ran: dict[str, None] = {}  # the product paths that actually ran, for `backend`
+
+    @property
+    def head(self) -> LinearHeadProducts | None:
+        """The fused products of an attributed linear softmax head (for a linear head the GGN
+        equals the Hessian, so either kind applies), or None. Built on first use — its
+        forward pass over the curvature data is skipped by methods that need no products."""
+        if self._fused_head and self._head is None:
+            self._fused_head = False  # look once
+            name = find_linear_head(self.fm, self.task)
             if name is not None:
                 try:
-                    self.head = LinearHeadProducts(fm, name, self._inputs, task.weight_decay)
+                    weight_decay = self.task.weight_decay
+                    self._head = LinearHeadProducts(self.fm, name, self._inputs, weight_decay)
                 except LookupError:
-                    self.head = None
-        self._ran: dict[str, None] = {}  # the product paths that actually ran, for `backend`
+                    self._head = None
+        return self._head
 
     @property
     def backend(self) -> str:
