@@ -28,6 +28,7 @@ from influence.methods.tracin import TracInOptions
 from influence.methods.trak import TRAKOptions
 from influence.results import GroupScores, Ranking, TopK
 from influence.task import ClassificationTask, LanguageModelingTask, RegressionTask, Task, token_labels
+from influence.tokens import token_scores
 
 __version__ = "0.1.0"
 
@@ -36,5 +37,5 @@ __all__ = [
     "EKFACOptions", "ExactOptions", "GroupScores", "IdentityOptions", "IndexFolderError",
     "InfluenceError", "InfluenceWarning", "InvalidArgumentError", "LanguageModelingTask",
     "LiSSAOptions", "METHODS", "Method", "NotFittedError", "Ranking", "RegressionTask",
-    "TRAKOptions", "Task", "TopK", "TracInOptions", "register", "token_labels",
+    "TRAKOptions", "Task", "TopK", "TracInOptions", "register", "token_labels", "token_scores",
 ]

@@ -29,6 +29,10 @@ from influence.solvers.lanczos import top_eigenpairs
 from influence.task import Task
 
 CURVATURES = ("ggn", "hessian")
+# The dense GGN goes through the output Hessian's factor up to this many outputs per example,
+# through output-Hessian products above (a language model's tokens × vocabulary).
+FACTOR_MAX_OUTPUTS = 256
+FUSED_HEAD = "fused linear head (kernels.ce_head_hvp)"
 
 
 class Curvature:
@@ -58,15 +62,30 @@ class Curvature:
         self._targets = torch.cat([c[1] for c in chunks]).to(fm.device)
         for inputs, targets in self.batches():  # a clear error before any product, whatever runs first
             check_targets(fm, task, inputs, targets, data.argument)
-        self.head = None
-        if fused_head:  # for a linear head the GGN equals the Hessian, so either kind applies
-            name = find_linear_head(fm, task)
+        self._fused_head, self._head = fused_head, None
+        self._ran: dict[str, None] = {}  # the product paths that actually ran, for `backend`
+
+    @property
+    def head(self) -> LinearHeadProducts | None:
+        """The fused products of an attributed linear softmax head (for a linear head the GGN
+        equals the Hessian, so either kind applies), or None. Built on first use — its
+        forward pass over the curvature data is skipped by methods that need no products."""
+        if self._fused_head and self._head is None:
+            self._fused_head = False  # look once
+            name = find_linear_head(self.fm, self.task)
             if name is not None:
                 try:
-                    self.head = LinearHeadProducts(fm, name, self._inputs, task.weight_decay)
+                    weight_decay = self.task.weight_decay
+                    self._head = LinearHeadProducts(self.fm, name, self._inputs, weight_decay)
                 except LookupError:
-                    self.head = None
-        self.backend = "fused linear head (kernels.ce_head_hvp)" if self.head else f"torch.func {kind}"
+                    self._head = None
+        return self._head
+
+    @property
+    def backend(self) -> str:
+        """The product paths that have run so far (the fused head kernel, torch.func products,
+        per-example Jacobians), or that none did (e.g. EK-FAC factors its own curvature)."""
+        return ", ".join(self._ran) or "none (the method needed no curvature products)"
 
     def batches(self, desc: str | None = None, limit: int | None = None):
         """Yield `(inputs, targets)` of the curvature data in chunks of `batch_size` (a pass named
@@ -118,10 +137,12 @@ class Curvature:
         single = V.ndim == 1
         V = V.reshape(-1, self.p).to(self.fm.dtype)
         if self.head is not None:
+            self._ran[FUSED_HEAD] = None
             out = self.head.matvec(V)
             return out[0] if single else out
         out = torch.zeros_like(V)
         product = self._ggn_block if self.kind == "ggn" else self._hessian_block
+        self._ran[f"torch.func {self.kind}"] = None
         for x, y in self.batches():
             out += product(x, y, V)
         out = out / self.n + self.task.weight_decay * V
@@ -132,6 +153,7 @@ class Curvature:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         rows = torch.randperm(self.n, generator=gen)[:batch_size].to(self.fm.device)
         product = self._ggn_block if self.kind == "ggn" else self._hessian_block
+        self._ran[f"torch.func {self.kind}"] = None
         return product(take(self._inputs, rows), self._targets[rows], V) / len(rows) + self.task.weight_decay * V
 
     def _ggn_block(self, x: Tensor, y: Tensor, V: Tensor) -> Tensor:
@@ -153,6 +175,7 @@ class Curvature:
         cheaper than p curvature products. The Hessian (and the fused head) use p products.
         """
         if self.kind == "ggn" and self.head is None:
+            self._ran["torch.func per-example Jacobians (ggn)"] = None
             H = self._ggn_dense()
         else:
             eye = torch.eye(self.p, dtype=self.fm.dtype, device=self.fm.device)
@@ -177,7 +200,10 @@ class Curvature:
         factor U of H (`Task.output_hessian_factor`: fewer rows), else with H itself."""
         total = torch.zeros(self.p, self.p, dtype=self.fm.dtype, device=self.fm.device)
         for J, outputs, y in self._jacobians(max_elements):
-            if getattr(self.task, "convex_loss", False):
+            if outputs[0].numel() > FACTOR_MAX_OUTPUTS:  # e.g. tokens × vocabulary: H J directly
+                HJ = self._hessian_times(J, outputs, y)
+                total.addmm_(J.reshape(-1, self.p).T, HJ.reshape(-1, self.p))
+            elif getattr(self.task, "convex_loss", False):
                 M = torch.einsum("bor,bop->brp", self.task.output_hessian_factor(outputs, y), J).reshape(-1, self.p)
                 total.addmm_(M.T, M)
             else:
@@ -185,14 +211,23 @@ class Curvature:
                 total.addmm_(J.reshape(-1, self.p).T, torch.einsum("bok,bkp->bop", H, J).reshape(-1, self.p))
         return total / self.n + self.task.weight_decay * torch.eye(self.p, dtype=total.dtype, device=total.device)
 
+    def _hessian_times(self, J: Tensor, outputs: Tensor, y: Tensor) -> Tensor:
+        """H_out,i J_i for per-example Jacobians J: Tensor[b, O, p], through
+        `Task.output_hessian_vp` (the output Hessian is never formed); Tensor[b, O, p]."""
+        directions = J.permute(2, 0, 1).reshape(self.p, *outputs.shape)
+        product = self.task.output_hessian_vp(outputs, y, directions)
+        return product.reshape(self.p, *J.shape[:2]).permute(1, 2, 0)
+
     def mean_eigenvalue(self, probes: int = 32, seed: int = 0) -> float:
         """trace(C + weight_decay·I) / p: exact for the GGN, `(1/n) Σ_i tr(H_out,i J_i J_iᵀ)`
         from the per-example Jacobians (one Jacobian pass), and for the fused head; a
         Hutchinson estimate with `probes` Rademacher vectors for the Hessian."""
         if self.head is not None:
+            self._ran[FUSED_HEAD] = None
             return self.head.mean_eigenvalue()
         if self.kind == "ggn":
-            trace = sum(float((self.task.output_hessian(out, y) * (J @ J.transpose(1, 2))).sum())
+            self._ran["torch.func per-example Jacobians (ggn)"] = None
+            trace = sum(float((self._hessian_times(J, out, y) * J).sum())
                         for J, out, y in self._jacobians())
             return trace / (self.n * self.p) + self.task.weight_decay
         gen = torch.Generator(device="cpu").manual_seed(seed)

@@ -229,6 +229,14 @@ def collate(values: list, argument: str, fill: int = 0) -> Any:
         return _stack_leaf(values, fill, argument)
     if isinstance(first, (tuple, list)):
         return tuple(collate([v[i] for v in values], argument, fill) for i in range(len(first)))
+    if isinstance(first, (str, bytes)):
+        names = sorted({str(v) for v in values})[:5]
+        raise InvalidArgumentError(
+            f"the examples of `{argument}` hold strings (e.g. {names}), which are not numbers: "
+            "map string labels to class indices first, e.g. "
+            "`dataset.class_encode_column(label_column)` (a datasets.Dataset; its ClassLabel "
+            "feature keeps the names) or `[names.index(v) for v in labels]`; tokenise text "
+            "inputs (or pass transform=)")
     raise InvalidArgumentError(f"cannot batch the examples of `{argument}`: a {type(first).__name__} is not a "
                                "tensor, an array, a list of numbers, a dict or a tuple of them")
 
@@ -396,6 +404,9 @@ def _hf_input_columns(data: Any, input_column: str | Sequence[str], argument: st
 def _from_hf(data: Any, input_column: str | Sequence[str], label_column: str, transform: Callable | None,
              collate_fn: Callable | None, argument: str) -> ExampleData:
     inputs_at = _hf_input_columns(data, input_column, argument)
+    names = data.column_names
+    if label_column == "label" and label_column not in names and "labels" in names:
+        label_column = "labels"  # the Hugging Face name (tokenised LM data, Trainer datasets)
     if label_column not in data.column_names:
         raise InvalidArgumentError(
             f"`{argument}` has no column {label_column!r} (set by label_column); its columns are {data.column_names}"

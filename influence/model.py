@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from influence.errors import InvalidArgumentError
 from influence.parameters import select_parameters
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -98,14 +99,26 @@ class _Forward(nn.Module):
 
 def default_forward(model: nn.Module, inputs):
     """`model(**inputs)` for a dict, `model(*inputs)` for a tuple/list, else `model(inputs)`;
-    an output with `.logits` (a Hugging Face model output) gives its logits."""
+    an output with `.logits` (a Hugging Face model output) gives its logits, and a tuple or
+    list (`return_dict=False`, or a model returning `(logits, extras...)`) its first element,
+    which must be a tensor (Hugging Face puts the logits first when no labels are passed)."""
     if isinstance(inputs, dict):
         out = model(**inputs)
     elif isinstance(inputs, (tuple, list)):
         out = model(*inputs)
     else:
         out = model(inputs)
-    return out.logits if hasattr(out, "logits") else out
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, (tuple, list)):
+        if not out or not isinstance(out[0], Tensor):
+            first = type(out[0]).__name__ if out else "missing"
+            raise InvalidArgumentError(
+                f"the model returned a {type(out).__name__} whose first element is {first}; the "
+                "default forward takes the outputs from the first element of a tuple: return "
+                "the logits first, or pass a Task whose `forward` picks them")
+        return out[0]
+    return out
 
 
 class _SwitchedOff:

@@ -25,6 +25,9 @@ from influence.linalg import eigh
 from influence.model import default_forward
 from influence_kernels.softmax_jacobian import softmax_jacobian_vp
 
+# `Task.output_hessian` refuses to materialise more than this (b × O × O entries).
+DENSE_OUTPUT_HESSIAN_BYTES = 1 << 30
+
 
 class Task(ABC):
     """Defines the per-example training loss, the test measurement and what is attributed.
@@ -88,8 +91,17 @@ class Task(ABC):
 
     def output_hessian(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """Per-example Hessian of `loss` w.r.t. the outputs, Tensor[b, O, O] (O outputs per
-        example), from `output_hessian_vp` applied to the O unit directions."""
+        example), from `output_hessian_vp` applied to the O unit directions. Raises
+        `InvalidArgumentError` rather than allocate more than `DENSE_OUTPUT_HESSIAN_BYTES`
+        (a language model's sequence × vocabulary outputs)."""
         b, O = outputs.shape[0], outputs[0].numel()
+        size = b * O * O * outputs.element_size()
+        if size > DENSE_OUTPUT_HESSIAN_BYTES:
+            raise InvalidArgumentError(
+                f"the dense output Hessian of {type(self).__name__} for outputs of shape "
+                f"{tuple(outputs.shape)} would take {size / 2**30:.1f} GiB ({O:,} outputs per "
+                "example); the curvature paths use `output_hessian_vp` or "
+                "`sample_output_hessian_factor` for outputs this large")
         eye = torch.eye(O, dtype=outputs.dtype, device=outputs.device)
         directions = eye[:, None, :].expand(O, b, O).reshape(O, *outputs.shape)
         return self.output_hessian_vp(outputs, targets, directions).reshape(O, b, O).transpose(0, 1)
@@ -104,6 +116,13 @@ class Task(ABC):
         w = w.clamp_min(0)
         keep = w.amax(dim=0) > 1e-12 * float(w.max().clamp_min(1e-300))
         return V[:, :, keep] * w[:, keep].sqrt()[:, None, :]
+
+    def sample_output_hessian_factor(self, outputs: Tensor, targets: Tensor, samples: int,
+                                     generator: torch.Generator | None = None) -> Tensor | None:
+        """A random factor U: Tensor[b, O, samples] with E[U Uᵀ] = the output Hessian, for
+        outputs too large to factorise exactly (a language model's tokens × vocabulary), or
+        None when the task has none (then `output_hessian_factor` is used)."""
+        return None
 
     def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
         """Raise `InvalidArgumentError` if `targets` cannot go with `outputs` (hook)."""
@@ -257,6 +276,29 @@ class LanguageModelingTask(Task):
             product = torch.cat([product, torch.zeros_like(U[:, :, -1:])], dim=2)
         return product
 
+    def sample_output_hessian_factor(self, outputs: Tensor, targets: Tensor, samples: int,
+                                     generator: torch.Generator | None = None) -> Tensor:
+        """Pseudo-label factor (as Kronfluence's sampled Fisher): column s holds, at each scored
+        position t, (p_t − e_y) / √samples with y ~ p_t drawn from the model's own prediction,
+        zero elsewhere; Tensor[b, L·V, samples]. Per position E[(p − e_y)(p − e_y)ᵀ] =
+        diag(p) − ppᵀ, the softmax Jacobian, and draws at different positions are independent
+        with mean zero, so E[U Uᵀ] is the exact block-diagonal output Hessian — without ever
+        forming it (memory: `samples` copies of the logits)."""
+        logits, labels = self._align(outputs, targets)
+        probs = torch.softmax(logits.detach(), dim=-1)
+        flat = probs.reshape(-1, probs.shape[-1])
+        draws = torch.multinomial(flat, samples, replacement=True, generator=generator)  # [b·T, s]
+        draws = draws.to(probs.device).unsqueeze(1)
+        columns = probs.unsqueeze(-1).expand(*probs.shape, samples).clone()  # [b, T, V, samples]
+        minus_one = -torch.ones_like(draws, dtype=probs.dtype)
+        columns.view(-1, probs.shape[-1], samples).scatter_add_(1, draws, minus_one)
+        scored = (labels != IGNORE_INDEX)[..., None, None].to(columns.dtype)
+        columns = columns * scored / samples ** 0.5
+        if self.shift:
+            last = columns.new_zeros(columns.shape[0], 1, *columns.shape[2:])
+            columns = torch.cat([columns, last], dim=1)
+        return columns.reshape(outputs.shape[0], -1, samples)
+
     def check_batch(self, outputs: Tensor, targets: Tensor, argument: str) -> None:
         if outputs.ndim != 3:
             raise InvalidArgumentError(
@@ -270,6 +312,13 @@ class LanguageModelingTask(Task):
                 f"labels of `{argument}` must be one token id per position, shape {list(outputs.shape[:2])}, with "
                 f"{IGNORE_INDEX} where a token is not scored; got shape {tuple(targets.shape)}"
             )
+        empty = ~(self._align(outputs, targets)[1] != IGNORE_INDEX).any(dim=1)
+        if empty.any():
+            raise InvalidArgumentError(
+                f"row {int(empty.nonzero()[0])} of `{argument}` scores no token (every label is "
+                f"{IGNORE_INDEX} after the shift: padding, or a prompt_length covering the whole "
+                "sequence), so its loss and gradient are zero; give each sequence at least one "
+                "scored token after its first")
         vocabulary = outputs.shape[-1]
         bad = targets[(targets != IGNORE_INDEX) & ((targets < 0) | (targets >= vocabulary))]
         if bad.numel():
@@ -297,6 +346,12 @@ def token_labels(input_ids: Tensor, attention_mask: Tensor | None = None,
     if (start < 0).any():
         raise InvalidArgumentError(f"`prompt_length` must be >= 0, got {prompt_length!r}")
     labels[(torch.arange(input_ids.shape[1], device=input_ids.device) < start).expand_as(labels)] = IGNORE_INDEX
+    empty = (labels == IGNORE_INDEX).all(dim=1)
+    if empty.any():
+        raise InvalidArgumentError(
+            f"row {int(empty.nonzero()[0])} has no token left to score after its prompt_length "
+            f"and padding (prompt_length={prompt_length!r}): the completion span is empty, so "
+            "every score would be 0. Give each row a prompt shorter than its sequence")
     return labels
 
 

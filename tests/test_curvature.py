@@ -96,3 +96,15 @@ def test_attributor_reports_fused_backend():
     model = torch.nn.Linear(5, 3).double()
     attr = inf.Attributor(model, (X, y), method="cg", damping=0.01, progress=False).fit()
     assert "fused" in attr.diagnostics["curvature_backend"]
+
+
+def test_the_backend_names_only_the_product_paths_that_ran():
+    X, y = make_blobs(60, 5, 3, seed=2)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)).double()
+    ekfac = inf.Attributor(model, (X, y), method="ekfac", damping=0.01, progress=False).fit()
+    assert ekfac.diagnostics["curvature_backend"].startswith("none")  # it factors its own curvature
+    exact = inf.Attributor(model, (X, y), method="exact", damping=0.01, progress=False).fit()
+    assert exact.diagnostics["curvature_backend"] == "torch.func per-example Jacobians (ggn)"
+    head = inf.Attributor(torch.nn.Linear(5, 3).double(), (X, y), method="exact", damping=0.01,
+                          progress=False).fit()
+    assert head.diagnostics["curvature_backend"] == "fused linear head (kernels.ce_head_hvp)"

@@ -146,3 +146,47 @@ def test_unscored_sequences_have_zero_loss():
     task = inf.LanguageModelingTask()
     labels = torch.full((1, LENGTH), IGNORE_INDEX)
     assert task.loss(torch.randn(1, LENGTH, VOCAB), labels).item() == 0.0
+
+
+def test_sampled_pseudo_label_factor_averages_to_the_output_hessian():
+    """E[U Uᵀ] over the pseudo-labels is the exact (block-diagonal, masked) output Hessian."""
+    task = inf.LanguageModelingTask()
+    gen = torch.Generator().manual_seed(6)
+    outputs = torch.randn(2, 4, 5, generator=gen, dtype=torch.float64)
+    labels = torch.tensor([[1, 2, 3, 4], [0, 1, IGNORE_INDEX, IGNORE_INDEX]])
+    U = task.sample_output_hessian_factor(outputs, labels, 40_000, torch.Generator().manual_seed(7))
+    assert U.shape == (2, 20, 40_000)
+    torch.testing.assert_close(U @ U.transpose(1, 2), task.output_hessian(outputs, labels), rtol=0, atol=0.01)
+    assert (U.reshape(2, 4, 5, -1)[1, 1:] == 0).all()  # the last position and the unscored ones: nothing
+
+
+def test_the_dense_output_hessian_refuses_a_huge_allocation():
+    task = inf.LanguageModelingTask()
+    outputs = torch.zeros(2, 64, 1000)
+    with pytest.raises(inf.InvalidArgumentError, match=r"would take 30\.5 GiB.*output_hessian_vp"):
+        task.output_hessian(outputs, torch.zeros(2, 64, dtype=torch.long))
+
+
+def test_an_empty_completion_span_raises():
+    ids, mask = torch.tensor([[5, 6, 7, 8], [1, 2, 0, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with pytest.raises(inf.InvalidArgumentError, match="row 1 has no token left to score"):
+        inf.token_labels(ids, mask, prompt_length=2)
+    only_first = torch.tensor([[5, IGNORE_INDEX, IGNORE_INDEX]])  # the first token is never predicted
+    with pytest.raises(inf.InvalidArgumentError, match="row 0 of `test` scores no token"):
+        inf.LanguageModelingTask().check_batch(torch.zeros(1, 3, VOCAB), only_first, "test")
+
+
+def test_dense_ggn_through_output_hessian_products_equals_through_its_factor(monkeypatch):
+    import influence.curvature as curvature_module
+    from influence.curvature import Curvature
+    from influence.data import as_data
+
+    model, task = TinyGPT(dim=4, heads=1, layers=1), inf.LanguageModelingTask(parameters=["head"])
+    ids, mask = documents(5, seed=8)
+    data = as_data({"input": ids, "label": inf.token_labels(ids, mask)}, "train")
+    fm = FunctionalModel(model, task.parameters, forward=task.forward)
+    by_factor = Curvature(fm, task, data).dense()
+    monkeypatch.setattr(curvature_module, "FACTOR_MAX_OUTPUTS", 0)
+    curvature = Curvature(fm, task, data)
+    torch.testing.assert_close(curvature.dense(), by_factor, rtol=1e-10, atol=1e-12)
+    assert curvature.mean_eigenvalue() == pytest.approx(float(by_factor.diagonal().mean()), rel=1e-10)

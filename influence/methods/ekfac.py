@@ -15,8 +15,11 @@ Curvature: the Gauss-Newton matrix (GGN), exactly: for each example the output H
 the loss H_out = Σ_c u_c u_cᵀ is factorised (double differentiation of `Task.loss`, then an
 eigendecomposition) and each u_c is back-propagated, so Σ_c g gᵀ is the GGN — for softmax
 cross-entropy the true Fisher with the expectation over labels y ~ p(y|x) taken exactly, not
-sampled. Costs one backward pass per output per batch (cheap for tens of classes; a
-sampled-label variant would be needed for large vocabularies).
+sampled. Costs one backward pass per output per batch (cheap for tens of classes). A
+language model's output Hessian (tokens × vocabulary) is never formed: pseudo-labels drawn
+from the model's own predictions at every scored token give an unbiased estimate of the
+same GGN (`output_samples` backward passes per batch, as Kronfluence does). Padding
+(`attention_mask == 0`) stays out of the activation factor A.
 Layers are independent (block-diagonal); the task's weight decay and the damping λ are
 added to the eigenvalues: P = blockdiag(Q diag(1/(Λ + wd + λ)) Qᵀ).
 
@@ -39,18 +42,29 @@ from influence.batching import to_model
 from influence.curvature import Curvature
 from influence.damping import DAMPING_RATIO_CONVEX, Damping
 from influence.errors import InvalidArgumentError
+from influence.index import INDEX_BUDGET_BYTES
 from influence.linalg import eigh
 from influence.methods.base import Method, TrainFeatures, register
 from influence.model import FunctionalModel
 from influence.options import check_int, check_number
 
-SUPPORTED = "nn.Linear, and nn.Conv2d with groups=1, padding_mode='zeros' and numeric padding"
+SUPPORTED = ("nn.Linear, transformers' Conv1D, and nn.Conv2d with groups=1, "
+             "padding_mode='zeros' and numeric padding")
 # Default damping ratios (× the mean eigenvalue) for a convex / non-convex model. EK-FAC with a
 # dense block is an approximate curvature, and a little more damping than `exact`'s 0.3 suits
 # it (LDS of the MLPs of benchmarks/lds.py with a 2048 block, ratios 0.3 / 0.5 / 1.0 — digits:
 # 0.812, 0.809, 0.796; MNIST-5k (and 0.1): 0.615, 0.636, 0.649, 0.665): 0.5 is near the best
 # of both, where 0.3 loses 0.013 on MNIST-5k and 1.0 loses 0.016 on digits.
 DAMPING_RATIOS = (DAMPING_RATIO_CONVEX, 0.5)
+# For per-token outputs (a language model, sampled pseudo-labels) much less: its spectrum is
+# heavy-tailed, and the mean eigenvalue sits far above most of it. benchmarks/lm_facts.py (small
+# GPT-2, 6 planted facts, recall@10 of their documents) by ratio: 0.5 → 0.53, 0.05 → 0.58,
+# 5e-3 → 0.72, 1e-3 → 0.91, 1e-4 / 1e-5 → 0.89 (Kronfluence's default, an absolute 1e-8: 0.89);
+# 8 facts, 3 corpus seeds: 1e-3 → 0.869, 1e-4 → 0.864, 1e-6 → 0.868 (Kronfluence 0.872).
+SEQUENCE_DAMPING_RATIOS = (1e-3, 1e-3)
+# A layer with more inputs or outputs than this (a language model's head over a 50k vocabulary:
+# a 50k × 50k factor, 10 GB) is left out like an unsupported one.
+MAX_FACTOR_SIDE = 16_384
 # The dense block is estimated on at most this many examples (a fixed random subset).
 DENSE_SAMPLES = 8192
 
@@ -109,15 +123,45 @@ def coverage(fm: FunctionalModel, inputs) -> tuple[int, str | None]:
     return int(sum(l.index.numel() for l in layers)), None
 
 
+def embedding_parameters(fm: FunctionalModel) -> list[str]:
+    """Attributed parameters of `nn.Embedding` modules (token and position embeddings; a
+    weight tied to an output layer is named once, as the embedding). EK-FAC leaves them
+    out: an embedding's input is one-hot, so its activation factor is the diagonal of token
+    counts (a vocabulary-sized block per example), and each document's gradient touches only
+    the rows of its own tokens; the layers above carry what the model learnt from them."""
+    owned = {f"{name}.weight" if name else "weight" for name, m in fm.model.named_modules()
+             if isinstance(m, nn.Embedding)}
+    return [n for n in fm.names if n in owned]
+
+
 def _any_supported(fm: FunctionalModel) -> bool:
     return any(_supported(m) for m in fm.model.modules())
 
 
+def _is_conv1d(module: nn.Module) -> bool:
+    """transformers' `Conv1D` (GPT-2's layers): a linear layer `x @ W + b` with W: [d_in, d_out]
+    (the transpose of nn.Linear's), recognised without importing transformers."""
+    return type(module).__name__ == "Conv1D" and type(module).__module__.startswith("transformers")
+
+
 def _supported(module: nn.Module) -> bool:
-    if isinstance(module, nn.Linear):
+    if isinstance(module, nn.Linear) or _is_conv1d(module):
         return True
     return (isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros"
             and not isinstance(module.padding, str))
+
+
+def _parameter_name(fm: FunctionalModel, module: nn.Module, mod_name: str, attr: str) -> str:
+    """The attributed name of `module.<attr>`: its own dotted name, or, for a weight tied to
+    another module's (GPT-2's `lm_head` shares the token embedding's), the name it is
+    attributed under. The layer is then factored as the output layer it is; the embedding
+    lookup's share of the tied weight's gradient is left out (as Kronfluence does)."""
+    own = f"{mod_name}.{attr}" if mod_name else attr
+    tensor = getattr(module, attr, None)
+    if own in fm.names or not isinstance(tensor, nn.Parameter):
+        return own
+    tied = [n for n, p in fm.model.named_parameters() if p is tensor]
+    return tied[0] if tied and tied[0] in fm.names else own
 
 
 def find_layers(fm: FunctionalModel, skip_unsupported: bool) -> tuple[list[_Layer], list[str]]:
@@ -132,14 +176,16 @@ def find_layers(fm: FunctionalModel, skip_unsupported: bool) -> tuple[list[_Laye
         start += numel
     layers, covered = [], set()
     for mod_name, module in fm.model.named_modules():
-        prefix = f"{mod_name}." if mod_name else ""
-        w, b = prefix + "weight", prefix + "bias"
-        if not _supported(module) or (w not in offsets and b not in offsets):
+        w, b = (_parameter_name(fm, module, mod_name, attr) for attr in ("weight", "bias"))
+        if not _supported(module) or (w not in offsets and b not in offsets) or {w, b} & covered \
+                or max(module.weight.shape[:2]) > MAX_FACTOR_SIDE:
             continue
-        d_out = module.weight.shape[0]
+        d_out = module.weight.shape[1 if _is_conv1d(module) else 0]
         cols = []
         if w in offsets:
-            cols.append(offsets[w] + torch.arange(module.weight.numel()).view(d_out, -1))
+            flat = torch.arange(module.weight.numel())
+            rows = flat.view(-1, d_out).T if _is_conv1d(module) else flat.view(d_out, -1)
+            cols.append(offsets[w] + rows)
         if b in offsets:
             cols.append(offsets[b] + torch.arange(d_out).view(d_out, 1))
         layers.append(_Layer(mod_name, module, torch.cat(cols, dim=1).to(fm.device), w in offsets, b in offsets))
@@ -147,8 +193,10 @@ def find_layers(fm: FunctionalModel, skip_unsupported: bool) -> tuple[list[_Laye
     skipped = [n for n in fm.names if n not in covered]
     if skipped and not skip_unsupported:
         raise InvalidArgumentError(
-            f"method='ekfac' supports parameters of {SUPPORTED}; these attributed parameters are not in such a "
-            f"module: {skipped}. Restrict `task.parameters` to supported layers, or pass skip_unsupported=True "
+            f"method='ekfac' supports parameters of {SUPPORTED}, with at most "
+            f"{MAX_FACTOR_SIDE:,} inputs and outputs; these attributed parameters are not in such "
+            f"a module: {skipped}. Restrict `task.parameters` to supported layers, or pass "
+            "skip_unsupported=True "
             "to ignore them (their gradient components then do not contribute to the scores)."
         )
     if not layers:
@@ -173,9 +221,10 @@ class EKFACOptions:
         dense_block: how many components, those of largest K-FAC eigenvalue across all
             layers (and kept), get the exact GGN between them (a dense r × r block,
             cross-layer terms included) instead of EK-FAC's diagonal; 0 for plain EK-FAC.
-            With r ≥ the kept components and keep=1.0 this is `exact`. Accumulated in the
-            eigenvalue-correction pass (over its first `DENSE_SAMPLES` examples), O(r²) per
-            example. LDS at defaults: digits MLP 0.639 → 0.803, MNIST-5k MLP 0.577 → 0.644
+            With r ≥ the kept components and keep=1.0 this is `exact`. Not used with
+            sampled pseudo-labels (`output_samples`): their estimate of it is too noisy to
+            invert. Accumulated in the eigenvalue-correction pass (over its first
+            `DENSE_SAMPLES` examples), O(r²) per example. LDS at defaults: digits MLP 0.639 → 0.803, MNIST-5k MLP 0.577 → 0.644
             (exact/cg: 0.812, 0.659).
         output_rank: how many directions of each example's output Hessian are
             back-propagated in the curvature passes: its best rank-`output_rank`
@@ -184,6 +233,16 @@ class EKFACOptions:
             kept is `diagnostics["output_curvature_kept"]`. Measured (benchmarks/lds.py
             problems, all → 3): digits MLP LDS 0.809 → 0.803 and fit 1.4 → 0.5 s, MNIST-5k
             MLP 0.646 → 0.644 and 6.5 → 3.2 s, CNN 0.393 → 0.395 and 12.6 → 5.4 s.
+        output_samples: for a task with per-token outputs (`LanguageModelingTask`): how many
+            pseudo-labels are drawn per scored position from the model's own predictive
+            distribution (`Task.sample_output_hessian_factor`), each back-propagated once —
+            an unbiased estimate of the GGN that never forms the sequence × vocabulary output
+            Hessian. 0: the exact factorisation (tiny vocabularies and sequences only). Tasks
+            without a sampler (classification, regression) ignore it.
+        max_components: at most this many components are kept (those of largest
+            Λ/(Λ + wd + λ)), whatever `keep` asks. None: no limit, except that a training
+            set whose index of every component would exceed `INDEX_BUDGET_BYTES` gets the
+            limit that fits (set when the method is built, and stored with the index).
     """
 
     correct_eigenvalues: bool = True
@@ -191,8 +250,12 @@ class EKFACOptions:
     keep: float = 0.99
     dense_block: int = 1024
     output_rank: int | None = 3
+    output_samples: int = 1
+    max_components: int | None = None
 
     def __post_init__(self):
+        check_int(self.output_samples, "output_samples", minimum=0)
+        check_int(self.max_components, "max_components", minimum=1, optional=True)
         check_int(self.dense_block, "dense_block", minimum=0)
         check_int(self.output_rank, "output_rank", minimum=1, optional=True)
         check_number(self.keep, "keep", positive=True)
@@ -219,25 +282,40 @@ class EKFAC(Method):
     Options = EKFACOptions
     features_use_curvature = True
 
+    @classmethod
+    def resolve_options(cls, options: dict[str, Any], fm: FunctionalModel,
+                        n_train: int | None) -> dict[str, Any]:
+        """A `max_components` that keeps the index within `INDEX_BUDGET_BYTES` when one of all
+        p components would not fit (a language model over many documents)."""
+        row = (n_train or 0) * fm.dtype.itemsize
+        if options.get("max_components") is None and row and row * fm.p > INDEX_BUDGET_BYTES:
+            options = {**options, "max_components": max(1, INDEX_BUDGET_BYTES // row)}
+        return options
+
     def fit(self, fm: FunctionalModel, curvature: Curvature | None, damping: Damping,
             train_features: TrainFeatures | None) -> dict[str, Any]:
         self.layers, skipped = find_layers(curvature.fm, self.options.skip_unsupported)
-        self._trace_kept = (0.0, 0.0)
+        self._trace_kept, self._sampled = (0.0, 0.0), False
+        self._generator = torch.Generator(device=curvature.fm.device).manual_seed(0)
         A, S = self._factors(curvature)
         blocks = {}
         for layer, a, s in zip(self.layers, A, S):
             (ea, qa), (es, qs) = eigh(a), eigh(s)
             blocks[layer.key] = {"index": layer.index, "QA": qa, "QS": qs, "eigenvalues": torch.outer(es, ea)}
         self.blocks = blocks
-        dense_flat = _top_components(blocks, self.options.dense_block)
+        # A dense block from sampled pseudo-gradients is a rank ≤ n·samples estimate whose noise its
+        # inverse amplifies (tiny GPT-2 vs its exact GGN: score Pearson 0.15 with it, 0.20 without).
+        dense_flat = _top_components(blocks, 0 if self._sampled else self.options.dense_block)
         corrected, B = self._second_pass(curvature, dense_flat)
         for layer, eigenvalues in zip(self.layers, corrected or []):  # each layer's corrected Λ
             blocks[layer.key]["eigenvalues"] = eigenvalues
         wd = curvature.task.weight_decay
         spectrum = torch.cat([b["eigenvalues"].reshape(-1) for b in blocks.values()])
         lam, source = damping.resolve(lambda: float(spectrum.mean()) + wd, "mean eigenvalue (EK-FAC trace)",
-                                      DAMPING_RATIOS)
-        for block, kept in zip(blocks.values(), _kept_components(blocks, wd + lam, self.options.keep)):
+                                      SEQUENCE_DAMPING_RATIOS if self._sampled else DAMPING_RATIOS)
+        kept_per_block = _kept_components(blocks, wd + lam, self.options.keep,
+                                          self.options.max_components)
+        for block, kept in zip(blocks.values(), kept_per_block):
             block["kept"] = kept
         dense = _dense_state(B, [b["kept"] for b in blocks.values()], dense_flat) if B is not None else {}
         self.restore({**self._block_state(), **dense, "damping": _scalar(lam), "weight_decay": _scalar(wd)},
@@ -247,11 +325,18 @@ class EKFAC(Method):
                                    "kept": len(blocks[l.key]["kept"])}
                            for i, l in enumerate(self.layers)},
                 "eigenvalue_correction": self.options.correct_eigenvalues,
-                "ekfac_curvature": "ggn (exact output-Hessian factorisation)"
-                                   + ("" if self._trace_kept[1] == 0 else f", its top "
-                                      f"{self.options.output_rank} directions per example"),
+                "ekfac_curvature": self._curvature_note(),
                 "output_curvature_kept": (1.0 if self._trace_kept[1] == 0
                                           else self._trace_kept[0] / self._trace_kept[1])}
+
+    def _curvature_note(self) -> str:
+        if self._sampled:
+            return (f"ggn (sampled pseudo-labels: {self.options.output_samples} per scored "
+                    "position, drawn from the model's own predictions; the sequence × vocabulary "
+                    "output Hessian is never formed)")
+        cut = self._trace_kept[1] != 0
+        return "ggn (exact output-Hessian factorisation)" + (
+            f", its top {self.options.output_rank} directions per example" if cut else "")
 
     def feature_dim(self, fm: FunctionalModel) -> int:
         return int(self.inverse.numel())
@@ -313,7 +398,11 @@ class EKFAC(Method):
         with self._layer_io(curvature.fm, self.layers) as run:
             for x, y in curvature.batches(desc, limit):  # the (sub)sampled training inputs, held in memory
                 out, acts, outs = run(x)
-                factor = self._leading(curvature.task.output_hessian_factor(out.detach(), y))  # [b, O, r]
+                mask = _position_mask(x)
+                if mask is not None:  # padding: no gradient there; its activations stay out of A
+                    acts = [a * mask[:, :, None].to(a.dtype) if a.shape[1] == mask.shape[1] else a
+                            for a in acts]
+                factor = self._output_factor(curvature.task, out.detach(), y)  # [b, O, r]
                 grads = []
                 for c in range(factor.shape[2]):
                     gs = torch.autograd.grad(out, outs, factor[:, :, c].reshape(out.shape), retain_graph=True,
@@ -321,6 +410,18 @@ class EKFAC(Method):
                     grads.append([l.output_grads(torch.zeros_like(o) if g is None else g)
                                   for l, o, g in zip(self.layers, outs, gs)])
                 yield acts, grads
+
+    def _output_factor(self, task, outputs: Tensor, targets: Tensor) -> Tensor:
+        """The output-Hessian factor [b, O, r] whose columns are back-propagated: the task's
+        sampled pseudo-labels (`output_samples` per position) when it has them (a language
+        model), else its exact factor cut to `output_rank` directions."""
+        if self.options.output_samples:
+            samples = self.options.output_samples
+            sampled = task.sample_output_hessian_factor(outputs, targets, samples, self._generator)
+            if sampled is not None:
+                self._sampled = True
+                return sampled
+        return self._leading(task.output_hessian_factor(outputs, targets))
 
     def _leading(self, factor: Tensor) -> Tensor:
         """The best rank-`output_rank` approximation of each example's U Uᵀ (U = `factor`,
@@ -422,6 +523,12 @@ class EKFAC(Method):
         return values, None
 
 
+def _position_mask(inputs) -> Tensor | None:
+    """The `attention_mask` [b, L] of a dict of model inputs (1 = a real token), or None."""
+    mask = inputs.get("attention_mask") if isinstance(inputs, dict) else None
+    return mask if isinstance(mask, Tensor) and mask.ndim == 2 else None
+
+
 def _scalar(value: float) -> Tensor:
     return torch.tensor(float(value), dtype=torch.float64)
 
@@ -430,11 +537,17 @@ def _rotate(g: Tensor, a: Tensor, QS: Tensor, QA: Tensor) -> tuple[Tensor, Tenso
     """A layer's per-example gradient G = Σ_t g_t ã_tᵀ (g: [b, T, d_out], ã: [b, T, d_in])
     rotated into its Kronecker eigenbasis, Q_Sᵀ G Q_A. One position (a plain Linear): the
     two sides (g Q_S [b, d_out], ã Q_A [b, d_in]), whose outer product it is, so that only
-    the entries needed are ever formed. Several (a Conv2d's patches): G first, then the
-    rotation, Tensor[b, d_out, d_in] and None (T·d² fewer products than rotating each patch)."""
+    the entries needed are ever formed. Several: Tensor[b, d_out, d_in] and None, by the
+    cheaper order — each position's two sides rotated first, Σ_t (Q_Sᵀ g_t)(Q_Aᵀ ã_t)ᵀ, for
+    few positions (a sequence of T tokens: T·(d_out² + d_in²) products), else G first, then
+    the rotation (a Conv2d's many patches: d_out·d_in·(d_out + d_in)). On the large model of
+    benchmarks/lm_facts.py (T = 16, d ≤ 512) rotating first is ~8× fewer products."""
     g, a = g.to(QS.dtype), a.to(QA.dtype)
-    if a.shape[1] == 1:
+    T, d_out, d_in = a.shape[1], QS.shape[0], QA.shape[0]
+    if T == 1:
         return g[:, 0] @ QS, a[:, 0] @ QA
+    if T * (d_out * d_out + d_in * d_in) < d_out * d_in * (d_out + d_in):
+        return torch.einsum("bto,btk->bok", g @ QS, a @ QA), None
     return QS.T @ torch.einsum("bto,btk->bok", g, a) @ QA, None
 
 
@@ -474,15 +587,18 @@ def _dense_state(B: Tensor, kept: list[Tensor], dense_flat: list[Tensor]) -> dic
     return {"<dense-block>/positions": torch.cat(positions), "<dense-block>/values": e, "<dense-block>/vectors": V}
 
 
-def _kept_components(blocks: dict, shift: float, keep: float) -> list[Tensor]:
+def _kept_components(blocks: dict, shift: float, keep: float,
+                     limit: int | None = None) -> list[Tensor]:
     """Per block, the flat indices of the eigenbasis components kept: all with Λ > 0 taken in
-    decreasing Λ until `keep` of the effective dimension Σ Λ/(Λ + shift) is reached."""
+    decreasing Λ until `keep` of the effective dimension Σ Λ/(Λ + shift) is reached, and at
+    most `limit` of them."""
     flat = [b["eigenvalues"].reshape(-1) for b in blocks.values()]
     spectrum = torch.cat(flat)
     share = (spectrum / (spectrum + shift)).clamp_min(0)
     order = spectrum.argsort(descending=True)
     cumulative = share[order].cumsum(0)
     count = int(torch.searchsorted(cumulative, keep * float(cumulative[-1]) * (1 - 1e-12)).item()) + 1
+    count = count if limit is None else min(count, limit)
     chosen = order[:count][spectrum[order[:count]] > 0]
     mask = torch.zeros_like(spectrum, dtype=torch.bool)
     mask[chosen] = True

@@ -69,3 +69,18 @@ def test_ekfac_factors_the_adapters_at_its_defaults(tokenizer):
     assert len(attr.diagnostics["layers"]) == 8 + 1 and attr.diagnostics["skipped_parameters"] == []
     scores = attr.scores(test)
     assert scores.shape == (3, 24) and torch.isfinite(scores).all()
+
+
+def test_ekfac_on_a_lora_wrapped_gpt2_language_model(tokenizer):
+    from tests.hf.conftest import tiny_gpt2
+    from tests.hf.test_transformers import gpt2_lm_data
+
+    config = peft.LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=["c_attn", "c_fc"],
+                             fan_in_fan_out=True)
+    model = peft.get_peft_model(tiny_gpt2(), config).eval()
+    train, test = gpt2_lm_data(tokenizer, 10, seed=8), gpt2_lm_data(tokenizer, 2, seed=9, prompt_length=2)
+    attr = inf.Attributor(model, train, task=inf.LanguageModelingTask(), method="ekfac", label_column="labels",
+                          progress=False).fit()
+    assert all("lora_" in name for name in attr.diagnostics["layers"])
+    assert attr.diagnostics["skipped_parameters"] == []
+    assert torch.isfinite(attr.scores(test)).all()

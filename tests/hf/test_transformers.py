@@ -2,6 +2,8 @@
 randomly initialised BERT, gradients against brute-force autograd, a padding collator, a
 bfloat16 model attributed in float32, a GPT-2 language model, and errors naming the argument."""
 
+import copy
+
 import datasets
 import pytest
 import torch
@@ -131,3 +133,74 @@ def test_unsupported_inputs_raise_errors_naming_the_argument(data):
         attr.scores(wrong)
     with pytest.raises(inf.InvalidArgumentError, match="`test` must be"):
         attr.scores([{"input_ids": [1, 2]}])
+
+
+def gpt2_lm_data(tokenizer, n, seed, prompt_length=0):
+    encoded = tokenizer(sentences(n, seed=seed), padding="max_length", max_length=8, return_tensors="pt")
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    mask[:, :3] = 1  # at least two scored tokens per row
+    return {"input_ids": ids, "attention_mask": mask, "labels": inf.token_labels(ids, mask, prompt_length)}
+
+
+def test_gpt2_conv1d_layers_factored_exactly_equal_the_exact_ggn(tokenizer):
+    """transformers' Conv1D (W: [d_in, d_out]) as a Kronecker block: with the exact output-Hessian
+    factor, every component kept and a dense block over all of them, EK-FAC is the exact GGN."""
+    model = tiny_gpt2().double()
+    train, test = gpt2_lm_data(tokenizer, 10, seed=4), gpt2_lm_data(tokenizer, 3, seed=5, prompt_length=2)
+    task = inf.LanguageModelingTask(parameters=["*.0.attn.c_proj", "*.1.mlp.c_fc"])
+    common = dict(task=task, damping=0.05, label_column="labels", progress=False)
+    expected = inf.Attributor(model, train, method="exact", **common).fit().scores(test)
+    attr = inf.Attributor(model, train, method="ekfac", output_samples=0, output_rank=None, keep=1.0,
+                          dense_block=10_000, **common).fit()
+    assert attr.diagnostics["ekfac_curvature"].startswith("ggn (exact")
+    torch.testing.assert_close(attr.scores(test), expected, rtol=1e-6, atol=1e-9)
+
+
+def as_linear(model):
+    """A copy with each transformers Conv1D (W: [d_in, d_out]) as the equal nn.Linear."""
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if type(module).__name__ == "Conv1D":
+            linear = torch.nn.Linear(*module.weight.shape, dtype=module.weight.dtype)
+            linear.weight.data, linear.bias.data = module.weight.data.T.clone(), module.bias.data.clone()
+            parent, attr = name.rsplit(".", 1)
+            setattr(model.get_submodule(parent), attr, linear)
+    return model
+
+
+@pytest.mark.parametrize("output_samples", [0, 1])
+def test_gpt2_ekfac_equals_ekfac_of_the_same_model_with_nn_linear_layers(tokenizer, output_samples):
+    model = tiny_gpt2().double()
+    train, test = gpt2_lm_data(tokenizer, 10, seed=4), gpt2_lm_data(tokenizer, 3, seed=5, prompt_length=2)
+    task = inf.LanguageModelingTask(parameters=["*.c_attn", "*.c_proj", "*.c_fc"])
+    common = dict(task=task, method="ekfac", damping=0.05, label_column="labels", progress=False, dense_block=0,
+                  output_samples=output_samples, output_rank=None, keep=1.0)
+    expected = inf.Attributor(as_linear(model), train, **common).fit().scores(test)
+    torch.testing.assert_close(inf.Attributor(model, train, **common).fit().scores(test), expected,
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_auto_keeps_ekfac_on_gpt2_factors_the_tied_head_and_names_what_it_leaves_out(tokenizer):
+    train, test = gpt2_lm_data(tokenizer, 12, seed=6), gpt2_lm_data(tokenizer, 2, seed=7, prompt_length=2)
+    attr = inf.Attributor(tiny_gpt2(), train, task=inf.LanguageModelingTask(), label_column="labels",
+                          progress=False).fit()
+    d = attr.diagnostics
+    assert d["method"] == "ekfac" and "nn.Embedding" in d["method_choice"]
+    assert "transformer.wpe.weight" in d["skipped_parameters"]
+    assert "lm_head" in d["layers"]  # the output layer, tied to the token embedding: factored as a layer
+    assert "transformer.wte.weight" not in d["skipped_parameters"]
+    assert "sampled pseudo-labels" in d["ekfac_curvature"]
+    scores = attr.scores(test)
+    assert scores.shape == (2, 12) and torch.isfinite(scores).all() and (attr.self_influence() > 0).all()
+
+
+def test_a_conv1d_block_maps_its_rows_to_the_output_units_in_the_flat_parameters():
+    from influence.methods.ekfac import find_layers
+    from influence.model import FunctionalModel
+
+    model = tiny_gpt2()
+    fm = FunctionalModel(model, ["transformer.h.1.mlp.c_fc"])
+    (layer,), _ = find_layers(fm, skip_unsupported=False)
+    conv = model.transformer.h[1].mlp.c_fc
+    expected = torch.cat([conv.weight.T, conv.bias[:, None]], dim=1)  # W̃ [d_out, d_in + 1]
+    torch.testing.assert_close(fm.theta[layer.index], expected, rtol=0, atol=0)

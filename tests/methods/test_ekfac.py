@@ -222,3 +222,29 @@ def test_output_rank_must_be_a_positive_integer(mlp):
     model, task, train, _ = mlp
     with pytest.raises(inf.InvalidArgumentError, match="output_rank"):
         inf.Attributor(model, train, task=task, method="ekfac", output_rank=0, progress=False)
+
+
+def test_a_layer_too_wide_to_factor_is_left_out_like_an_unsupported_one(mlp, monkeypatch):
+    from influence.methods import ekfac
+
+    model, task, train, test = mlp
+    monkeypatch.setattr(ekfac, "MAX_FACTOR_SIDE", 5)  # the first layer has 6 outputs, the second 6 inputs
+    with pytest.raises(inf.InvalidArgumentError, match=r"at most 5 inputs and outputs.*'0\.weight', '0\.bias', "
+                                                       r"'2\.weight'"):
+        inf.Attributor(model, train, task=task, method="ekfac", progress=False).fit()
+
+
+@pytest.mark.parametrize("T, d_out, d_in", [(1, 5, 3), (3, 6, 7), (40, 2, 5)])  # sides first / G first
+def test_rotate_gives_the_per_example_gradient_in_the_kronecker_eigenbasis(T, d_out, d_in):
+    from influence.methods.ekfac import _rotate
+
+    gen = torch.Generator().manual_seed(T)
+    g = torch.randn(4, T, d_out, generator=gen, dtype=torch.float64)
+    a = torch.randn(4, T, d_in, generator=gen, dtype=torch.float64)
+    QS = torch.linalg.qr(torch.randn(d_out, d_out, generator=gen, dtype=torch.float64))[0]
+    QA = torch.linalg.qr(torch.randn(d_in, d_in, generator=gen, dtype=torch.float64))[0]
+    u, v = _rotate(g, a, QS, QA)
+    got = u if v is None else u[:, :, None] * v[:, None, :]
+    for i in range(4):
+        G = sum(torch.outer(g[i, t], a[i, t]) for t in range(T))
+        torch.testing.assert_close(got[i], QS.T @ G @ QA, rtol=1e-12, atol=1e-12)
