@@ -32,7 +32,8 @@ def regression_tab(session: Session) -> SimpleNamespace | None:
                               placeholder="your verdicts (Review tab), estimated as the report "
                                           "estimates its fixes")
         gr.Dataframe(report.groups_table(doc), label="groups, most harmful first (harm > 0 caused the regressions)",
-                     interactive=False, wrap=True, max_height=360, elem_id="report-groups")
+                     interactive=False, wrap=True, max_height=360, elem_id="report-groups",
+                     column_widths=["9%", "9%", "7%", "8%", "6%", "8%", "6%", "47%"])
         regressions = gr.Dataframe(report.regressions_table(doc), interactive=False, wrap=True, max_height=360,
                                    label="regressions (click a row to trace it)", elem_id="report-regressions")
         suspects = gr.Dataframe(report.suspects_table(doc), label="suspects: harmful to the most regressions (click "

@@ -63,6 +63,10 @@ def test_the_printed_command_passes_when_the_flags_recover_the_drop(demo_report,
     saved = json.loads((out / "flags.json").read_text())
     assert [(f["train_id"], f["verdict"], f["corrected_label"]) for f in saved["flags"]] == \
         [(f.train_id, f.verdict, f.corrected_label) for f in flags]
+    from influence_app.flags import FlagStore
+
+    opened = FlagStore(out / "flags.json", n_train=saved["n_train"])  # what the app on --out shows
+    assert [f["train_id"] for f in opened.all()] == [f.train_id for f in flags]
 
 
 def test_the_printed_command_names_the_gate_that_failed(demo_report, tmp_path):
