@@ -106,13 +106,14 @@ class TrainingRecipe:
 
     def train(self, model: nn.Module, inputs, targets: Tensor, task: Task, weights: Tensor | None = None
               ) -> nn.Module:
-        """Train `model` in place by this recipe with `torch.optim` (train mode); returns it in eval mode.
+        """Train every trainable parameter of `model` in place by this recipe with `torch.optim`
+        (train mode); returns the model in eval mode.
 
         `inputs`: Tensor[n, ...] (or a dict / tuple of them), `targets`: Tensor[n, ...];
         `weights`: Tensor[n], each example's loss weight w_i (default all 1; 0 leaves an
         example out while keeping the 1/|B| normalisation, as the replay's derivative does).
         """
-        fm = FunctionalModel(model, task.parameters, forward=task.forward, in_eval_mode=False)
+        fm = FunctionalModel(model, None, forward=task.forward, in_eval_mode=False)  # every trainable parameter
         theta = fm.theta.clone().requires_grad_(True)
         opt = self.torch_optimizer([theta])
         n = targets.shape[0]

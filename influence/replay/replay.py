@@ -51,7 +51,9 @@ class Replay:
             `datasets.Dataset`, a torch `Dataset`), in the order the recipe indexes it.
         recipe: the `TrainingRecipe` the run used.
         task: loss, measurement and weight decay (default `ClassificationTask()`); its
-            `weight_decay` is the L2 term of the training objective.
+            `weight_decay` is the L2 term of the training objective. The run trains every
+            trainable parameter, so `task.parameters` plays no part (the derivative is with
+            respect to example weights, not parameters).
         trained: the model the run produced (optional); `fit` then checks that the replay
             reproduces it (relative parameter error ≤ `tolerance`), else raises
             `NonDeterministicError`.
@@ -73,8 +75,8 @@ class Replay:
         self.recipe, self.trained, self.chunk_size = recipe, trained, chunk_size
         self.checkpoint_every, self.checkpoint_dir = checkpoint_every, checkpoint_dir
         self.train = train
-        self.fm = FunctionalModel(initial_model, self.task.parameters, forward=self.task.forward, in_eval_mode=False)
-        self.measure_fm = FunctionalModel(initial_model, self.task.parameters, forward=self.task.forward)
+        self.fm = FunctionalModel(initial_model, None, forward=self.task.forward, in_eval_mode=False)
+        self.measure_fm = FunctionalModel(initial_model, None, forward=self.task.forward)
         self.tolerance = tolerance if tolerance is not None else (1e-6 if self.fm.dtype == torch.float64 else 1e-3)
         self.diagnostics: dict = {}
         self.final: Tensor | None = None
@@ -98,7 +100,7 @@ class Replay:
         self.final = theta.detach()
         error = None
         if self.trained is not None:
-            trained = FunctionalModel(self.trained, self.task.parameters).theta.to(self.final)
+            trained = FunctionalModel(self.trained, None).theta.to(self.final)
             error = determinism.reproduction_error(self.final, trained)
             determinism.check_reproduction(error, self.tolerance)
         stored = len(self._checkpoints) * (1 + len(state)) * self.fm.p * self.fm.theta.element_size()
