@@ -40,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="digits", choices=list(DATASETS))
     parser.add_argument("--subsets", type=int, default=50)
+    parser.add_argument("--fraction", type=float, default=0.5, help="share of the training set each subset keeps")
     parser.add_argument("--test-points", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=500)
     parser.add_argument("--weight-decay", type=float, default=1e-3)
@@ -73,7 +74,7 @@ def main() -> None:
 
     # the ground truth first: it is cached after each subset, so an interrupted run resumes there
     results = {"auto (default)": lds(attr, query, subsets=args.subsets, retrain=retrain, cache_dir=args.cache_dir,
-                                     repeats=2, key=key, scores=auto_scores)}
+                                     fraction=args.fraction, repeats=2, key=key, scores=auto_scores)}
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     replay = Replay(initial, (X.to(dtype), y), adam_recipe(epochs, lr, 0), task, trained=trained).fit()
@@ -81,8 +82,8 @@ def main() -> None:
     replay_scores = replay.scores((query[0].to(dtype), query[1])).double()
     replay_seconds = time.perf_counter() - start
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    results["replay"] = lds(attr, query, subsets=args.subsets, cache_dir=args.cache_dir, repeats=2, key=key,
-                            scores=replay_scores)
+    results["replay"] = lds(attr, query, subsets=args.subsets, cache_dir=args.cache_dir, fraction=args.fraction,
+                            repeats=2, key=key, scores=replay_scores)
     record(args, results, train_seconds, auto_seconds, fit_seconds, replay_seconds, replay,
            (rss_after - rss_before) / 2**20, arch, dtype, len(y))
 
@@ -108,14 +109,17 @@ def record(args, results, train_seconds, auto_seconds, fit_seconds, replay_secon
     same = results["replay"].score_single
     per_point = replay_seconds / train_seconds / m
     verdict = "pass" if same >= BAR_LDS and per_point <= BAR_COST else "FAIL"
+    if args.fraction != 0.5:
+        verdict += " (the bar is set at 50% subsets; this row is not that setting)"
     lines = [f"Bars: replay LDS (same seed) ≥ {BAR_LDS} at ≤ {BAR_COST:g}× one training run per test point: "
              f"{verdict}. All {m} test points' metagradients take one batched reverse pass "
              f"({replay_seconds / train_seconds:.1f}× one training run in all)."]
     print("\n".join(table + lines))
     if not args.no_record:
-        append_section(f"Replay LDS, {args.dataset} (benchmarks/replay_lds.py)", [
+        append_section(f"Replay LDS, {args.dataset}, {args.fraction:.0%} subsets (benchmarks/replay_lds.py)", [
             f"{arch}, trained in {str(dtype)[6:]}, full-batch Adam (lr 1e-2, cosine, {args.epochs} epochs), "
-            f"L2={args.weight_decay}; n_train={n}; margin measurement; {args.subsets} random 50% subsets × "
+            f"L2={args.weight_decay}; n_train={n}; margin measurement; {args.subsets} random "
+            f"{args.fraction:.0%} subsets × "
             f"2 retrains (seeds 0, 1), {m} test points. 'same seed' = against the seed-0 retrain (the run "
             "replay attributes); 'seed-averaged' = against the mean of seeds 0 and 1. One training run "
             f"(torch.optim, full data) = {train_seconds:.2f}s in this process.", "", *table, "", *lines])

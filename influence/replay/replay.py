@@ -62,11 +62,16 @@ class Replay:
             of memory.
         chunk_size: test points per batched vector-Jacobian product (memory vs speed).
         tolerance: see `trained`; default 1e-6 in float64, 1e-3 in float32.
+        weights: Tensor[n_train], the example weights w at which the run is replayed and
+            differentiated (default all 1: the actual run). `weights = mask / mask.mean()`
+            replays full-batch training on the subset `mask` (the same objective: the mean
+            loss over the subset).
     """
 
     def __init__(self, initial_model: nn.Module, train: Any, recipe: TrainingRecipe, task: Task | None = None,
                  trained: nn.Module | None = None, checkpoint_every: int | None = None,
-                 checkpoint_dir: str | Path | None = None, chunk_size: int = 64, tolerance: float | None = None):
+                 checkpoint_dir: str | Path | None = None, chunk_size: int = 64, tolerance: float | None = None,
+                 weights: Tensor | None = None):
         if not isinstance(recipe, TrainingRecipe):
             raise InvalidArgumentError(f"`recipe` must be an influence.replay.TrainingRecipe, got {recipe!r}")
         if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
@@ -74,7 +79,7 @@ class Replay:
         self.task = task or ClassificationTask()
         self.recipe, self.trained, self.chunk_size = recipe, trained, chunk_size
         self.checkpoint_every, self.checkpoint_dir = checkpoint_every, checkpoint_dir
-        self.train = train
+        self.train, self.weights = train, weights
         self.fm = FunctionalModel(initial_model, None, forward=self.task.forward, in_eval_mode=False)
         self.measure_fm = FunctionalModel(initial_model, None, forward=self.task.forward)
         self.tolerance = tolerance if tolerance is not None else (1e-6 if self.fm.dtype == torch.float64 else 1e-3)
@@ -88,6 +93,7 @@ class Replay:
         self.n = len(data)
         X, y = data.batch(range(self.n))
         self.X, self.y = to_model(X, self.fm.device, self.fm.dtype), y.to(self.fm.device)
+        self.w = self._point(self.weights)
         self.total = self.recipe.steps(self.n)
         self.every = self.checkpoint_every or max(1, math.isqrt(self.total - 1) + 1)
         self._checkpoints: list = []
@@ -96,7 +102,7 @@ class Replay:
         for t, rows in enumerate(self.recipe.batches(self.n)):
             if t % self.every == 0:
                 self._save(t // self.every, theta, state)
-            theta, state = self._step(theta, state, None, rows, t)
+            theta, state = self._step(theta, state, self.w[rows], rows, t)
         self.final = theta.detach()
         error = None
         if self.trained is not None:
@@ -135,6 +141,16 @@ class Replay:
                 weight_bar.index_add_(1, batches[t].to(weight_bar.device), rows_bar)
         return -self.n * weight_bar.detach()
 
+    def _point(self, weights: Tensor | None) -> Tensor:
+        """The example weights as Tensor[n] in the model's dtype (all 1 by default), checked."""
+        if weights is None:
+            return torch.ones(self.n, dtype=self.fm.dtype, device=self.fm.device)
+        weights = torch.as_tensor(weights)
+        if weights.shape != (self.n,) or not torch.isfinite(weights).all() or (weights < 0).any():
+            raise InvalidArgumentError(f"`weights` must be a Tensor[{self.n}] (one per training example) of finite "
+                                       f"values >= 0, got shape {tuple(weights.shape)}")
+        return weights.to(self.fm.device, self.fm.dtype)
+
     def _step(self, theta: Tensor, state: tuple, weights: Tensor | None, rows: Tensor, t: int) -> tuple:
         """θ_{t+1}, state_{t+1} from θ_t, state_t with example weights `weights` (Tensor[b]) on batch `rows`."""
         full = self.recipe.batch_size is None
@@ -145,8 +161,7 @@ class Replay:
     def _step_vjp(self, checkpoint: Checkpoint, rows: Tensor, t: int, theta_bar: Tensor, state_bar: tuple) -> tuple:
         """Pull the cotangents [m, p] of step t's outputs back to its inputs and example weights [m, b]."""
         theta, state = checkpoint
-        ones = torch.ones(len(rows), dtype=theta.dtype, device=theta.device)
-        _, pull = torch.func.vjp(lambda th, st, w: self._step(th, st, w, rows, t), theta, state, ones)
+        _, pull = torch.func.vjp(lambda th, st, w: self._step(th, st, w, rows, t), theta, state, self.w[rows])
         theta_bar, state_bar, rows_bar = torch.func.vmap(pull, chunk_size=self.chunk_size)((theta_bar, state_bar))
         return theta_bar, state_bar, rows_bar
 
@@ -156,7 +171,7 @@ class Replay:
         states = []
         for k, rows in enumerate(batches):
             states.append((theta, state))
-            theta, state = self._step(theta, state, None, rows, segment * self.every + k)
+            theta, state = self._step(theta, state, self.w[rows], rows, segment * self.every + k)
         return states
 
     def _save(self, segment: int, theta: Tensor, state: tuple) -> None:
@@ -177,3 +192,4 @@ class Replay:
             return stored
         tensors = safetensors.torch.load_file(stored, device=str(self.fm.device))
         return tensors["theta"], tuple(tensors[f"state{k}"] for k in range(len(tensors) - 1))
+

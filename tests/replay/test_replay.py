@@ -85,3 +85,14 @@ def test_the_demos_train_adam_is_replayable():
     trained = train_adam(copy.deepcopy(initial), *train, task, epochs=30, lr=0.02)
     replay = Replay(initial, train, adam_recipe(epochs=30, lr=0.02), task, trained=trained).fit()
     assert replay.diagnostics["reproduction_error"] < 1e-10
+
+
+def test_weights_replay_training_on_a_subset():
+    initial, (X, y), _, task = tiny_run()
+    keep = torch.arange(60) % 3 != 0
+    on_subset = ADAM.train(copy.deepcopy(initial), X[keep], y[keep], task)  # torch.optim on 40 examples
+    weights = keep.to(torch.float64) / keep.to(torch.float64).mean()
+    replay = Replay(initial, (X, y), ADAM, task, trained=on_subset, weights=weights).fit()
+    assert replay.diagnostics["reproduction_error"] < 1e-10
+    with pytest.raises(InvalidArgumentError, match="weights"):
+        Replay(initial, (X, y), ADAM, task, weights=torch.ones(59)).fit()
