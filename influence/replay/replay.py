@@ -141,6 +141,29 @@ class Replay:
                 weight_bar.index_add_(1, batches[t].to(weight_bar.device), rows_bar)
         return -self.n * weight_bar.detach()
 
+    def parameter_change(self, delta: Tensor) -> Tensor:
+        """Tensor[p]: the exact first-order change of the final parameters when the example
+        weights move by `delta` (Tensor[n_train]), d θ_T / d w · delta, by forward mode through
+        the whole run (about three training runs; memory O(p), no checkpoints).
+
+        E.g. removing the rows R from a full-batch run that averages over the kept rows:
+        delta = −1 on R and |R| / (n − |R|) elsewhere. The parameters are in the order of
+        `influence.model.FunctionalModel(model)` (every trainable parameter).
+        """
+        if self.final is None:
+            raise NotFittedError("call Replay.fit() before parameter_change()")
+        delta = torch.as_tensor(delta)
+        if delta.shape != (self.n,) or not torch.isfinite(delta).all():
+            raise InvalidArgumentError(f"`delta` must be a finite Tensor[{self.n}] (one per training example), "
+                                       f"got shape {tuple(delta.shape)}")
+        delta = delta.to(self.fm.device, self.fm.dtype)
+        theta, state = self.fm.theta, self.recipe.init_state(self.fm.theta)
+        tangent = (torch.zeros_like(theta), tuple(torch.zeros_like(s) for s in state))
+        for t, rows in enumerate(self.recipe.batches(self.n)):
+            step = lambda th, st, w: self._step(th, st, w, rows, t)
+            (theta, state), tangent = torch.func.jvp(step, (theta, state, self.w[rows]), (*tangent, delta[rows]))
+        return tangent[0].detach()
+
     def _point(self, weights: Tensor | None) -> Tensor:
         """The example weights as Tensor[n] in the model's dtype (all 1 by default), checked."""
         if weights is None:

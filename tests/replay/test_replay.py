@@ -96,3 +96,17 @@ def test_weights_replay_training_on_a_subset():
     assert replay.diagnostics["reproduction_error"] < 1e-10
     with pytest.raises(InvalidArgumentError, match="weights"):
         Replay(initial, (X, y), ADAM, task, weights=torch.ones(59)).fit()
+
+
+@pytest.mark.parametrize("recipe", [ADAM, SGD], ids=["full-batch adam", "minibatch sgd momentum"])
+def test_parameter_change_is_the_derivative_of_the_trained_parameters(recipe):
+    from influence.model import FunctionalModel
+
+    initial, train, _, task = tiny_run()
+    replay = Replay(initial, train, recipe, task).fit()
+    delta = torch.linspace(-1, 1, 60, dtype=torch.float64)
+    h = 1e-5
+    trained = [FunctionalModel(recipe.train(copy.deepcopy(initial), *train, task, weights=1 + s * h * delta)).theta
+               for s in (1, -1)]
+    torch.testing.assert_close(replay.parameter_change(delta), (trained[0] - trained[1]) / (2 * h),
+                               rtol=1e-5, atol=1e-8)
