@@ -1,4 +1,4 @@
-"""Optimiser steps as pure functions of (θ, state, gradient), so a training run can be differentiated.
+"""Optimiser steps as pure functions of (θ, state, gradient), so a run can be differentiated.
 
 Each step reproduces the arithmetic of its `torch.optim` counterpart (same formula, same
 order of bias corrections), so replaying a run trained with `torch.optim.Adam` or
@@ -19,14 +19,21 @@ def adam_init(theta: Tensor) -> State:
     return torch.zeros_like(theta), torch.zeros_like(theta)
 
 
-def adam_step(theta: Tensor, state: State, grad: Tensor, lr: float, t: int, betas: tuple[float, float],
-              eps: float) -> tuple[Tensor, State]:
+def adam_step(
+    theta: Tensor,
+    state: State,
+    grad: Tensor,
+    lr: float,
+    t: int,
+    betas: tuple[float, float],
+    eps: float,
+) -> tuple[Tensor, State]:
     """One `torch.optim.Adam` step (no weight decay inside the optimiser): returns (θ', state')."""
     beta1, beta2 = betas
     m = state[0] * beta1 + grad * (1 - beta1)
     v = state[1] * beta2 + grad * grad * (1 - beta2)
-    step_size = lr / (1 - beta1 ** t)
-    denom = safe_sqrt(v) / (1 - beta2 ** t) ** 0.5 + eps
+    step_size = lr / (1 - beta1**t)
+    denom = safe_sqrt(v) / (1 - beta2**t) ** 0.5 + eps
     return theta - step_size * m / denom, (m, v)
 
 
@@ -35,7 +42,9 @@ def sgd_init(theta: Tensor) -> State:
     return (torch.zeros_like(theta),)
 
 
-def sgd_step(theta: Tensor, state: State, grad: Tensor, lr: float, t: int, momentum: float) -> tuple[Tensor, State]:
+def sgd_step(
+    theta: Tensor, state: State, grad: Tensor, lr: float, t: int, momentum: float
+) -> tuple[Tensor, State]:
     """One `torch.optim.SGD` step (dampening 0, no Nesterov): returns (θ', state')."""
     buf = grad if t == 1 or momentum == 0 else state[0] * momentum + grad
     return theta - lr * buf, (buf,)

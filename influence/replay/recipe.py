@@ -58,14 +58,22 @@ class TrainingRecipe:
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
-            raise InvalidArgumentError(f"`optimizer` must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise InvalidArgumentError(
+                f"`optimizer` must be one of {OPTIMIZERS}, got {self.optimizer!r}"
+            )
         if self.schedule not in SCHEDULES:
-            raise InvalidArgumentError(f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}")
+            raise InvalidArgumentError(
+                f"`schedule` must be one of {SCHEDULES}, got {self.schedule!r}"
+            )
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise InvalidArgumentError(f"`epochs` must be a positive integer, got {self.epochs!r}")
-        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
-            raise InvalidArgumentError(f"`batch_size` must be None (full batch) or a positive integer, "
-                                       f"got {self.batch_size!r}")
+        if self.batch_size is not None and (
+            not isinstance(self.batch_size, int) or self.batch_size < 1
+        ):
+            raise InvalidArgumentError(
+                f"`batch_size` must be None (full batch) or a positive integer, "
+                f"got {self.batch_size!r}"
+            )
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise InvalidArgumentError(f"`lr` must be a positive number, got {self.lr!r}")
 
@@ -93,7 +101,9 @@ class TrainingRecipe:
     def init_state(self, theta: Tensor) -> optim.State:
         return optim.adam_init(theta) if self.optimizer == "adam" else optim.sgd_init(theta)
 
-    def step(self, theta: Tensor, state: optim.State, grad: Tensor, lr: float, t: int) -> tuple[Tensor, optim.State]:
+    def step(
+        self, theta: Tensor, state: optim.State, grad: Tensor, lr: float, t: int
+    ) -> tuple[Tensor, optim.State]:
         """The optimiser update as a pure function (t counts from 1)."""
         if self.optimizer == "adam":
             return optim.adam_step(theta, state, grad, lr, t, self.betas, self.eps)
@@ -104,8 +114,9 @@ class TrainingRecipe:
             return torch.optim.Adam(params, lr=self.lr, betas=self.betas, eps=self.eps)
         return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
 
-    def train(self, model: nn.Module, inputs, targets: Tensor, task: Task, weights: Tensor | None = None
-              ) -> nn.Module:
+    def train(
+        self, model: nn.Module, inputs, targets: Tensor, task: Task, weights: Tensor | None = None
+    ) -> nn.Module:
         """Train every trainable parameter of `model` in place by this recipe with `torch.optim`
         (train mode); returns the model in eval mode.
 
@@ -113,7 +124,9 @@ class TrainingRecipe:
         `weights`: Tensor[n], each example's loss weight w_i (default all 1; 0 leaves an
         example out while keeping the 1/|B| normalisation, as the replay's derivative does).
         """
-        fm = FunctionalModel(model, None, forward=task.forward, in_eval_mode=False)  # every trainable parameter
+        fm = FunctionalModel(
+            model, None, forward=task.forward, in_eval_mode=False
+        )  # every trainable parameter
         theta = fm.theta.clone().requires_grad_(True)
         opt = self.torch_optimizer([theta])
         n = targets.shape[0]
@@ -131,4 +144,3 @@ class TrainingRecipe:
             for name, value in fm.unflatten(theta.detach()).items():
                 params[name].copy_(value)
         return model.eval()
-

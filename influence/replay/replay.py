@@ -68,25 +68,46 @@ class Replay:
             loss over the subset).
     """
 
-    def __init__(self, initial_model: nn.Module, train: Any, recipe: TrainingRecipe, task: Task | None = None,
-                 trained: nn.Module | None = None, checkpoint_every: int | None = None,
-                 checkpoint_dir: str | Path | None = None, chunk_size: int = 64, tolerance: float | None = None,
-                 weights: Tensor | None = None):
+    def __init__(
+        self,
+        initial_model: nn.Module,
+        train: Any,
+        recipe: TrainingRecipe,
+        task: Task | None = None,
+        trained: nn.Module | None = None,
+        checkpoint_every: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        chunk_size: int = 64,
+        tolerance: float | None = None,
+        weights: Tensor | None = None,
+    ):
         if not isinstance(recipe, TrainingRecipe):
-            raise InvalidArgumentError(f"`recipe` must be an influence.replay.TrainingRecipe, got {recipe!r}")
-        if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
-            raise InvalidArgumentError(f"`checkpoint_every` must be a positive integer, got {checkpoint_every!r}")
+            raise InvalidArgumentError(
+                f"`recipe` must be an influence.replay.TrainingRecipe, got {recipe!r}"
+            )
+        if checkpoint_every is not None and (
+            not isinstance(checkpoint_every, int) or checkpoint_every < 1
+        ):
+            raise InvalidArgumentError(
+                f"`checkpoint_every` must be a positive integer, got {checkpoint_every!r}"
+            )
         self.task = task or ClassificationTask()
         self.recipe, self.trained, self.chunk_size = recipe, trained, chunk_size
         self.checkpoint_every, self.checkpoint_dir = checkpoint_every, checkpoint_dir
         self.train, self.weights = train, weights
-        self.fm = FunctionalModel(initial_model, None, forward=self.task.forward, in_eval_mode=False)
+        self.fm = FunctionalModel(
+            initial_model, None, forward=self.task.forward, in_eval_mode=False
+        )
         self.measure_fm = FunctionalModel(initial_model, None, forward=self.task.forward)
-        self.tolerance = tolerance if tolerance is not None else (1e-6 if self.fm.dtype == torch.float64 else 1e-3)
+        self.tolerance = (
+            tolerance
+            if tolerance is not None
+            else (1e-6 if self.fm.dtype == torch.float64 else 1e-3)
+        )
         self.diagnostics: dict = {}
         self.final: Tensor | None = None
 
-    def fit(self) -> "Replay":
+    def fit(self) -> Replay:
         """Re-run training once, keeping checkpoints; check it against `trained`. Returns self."""
         determinism.check(self.fm.model, self.train, self.fm.device)
         data = as_data(self.train, "train")
@@ -109,12 +130,20 @@ class Replay:
             trained = FunctionalModel(self.trained, None).theta.to(self.final)
             error = determinism.reproduction_error(self.final, trained)
             determinism.check_reproduction(error, self.tolerance)
-        stored = len(self._checkpoints) * (1 + len(state)) * self.fm.p * self.fm.theta.element_size()
-        self.diagnostics = {"method": "replay", "steps": self.total, "checkpoint_every": self.every,
-                            "checkpoints": len(self._checkpoints), "checkpoint_bytes": stored,
-                            "checkpoint_dir": None if self.checkpoint_dir is None else str(self.checkpoint_dir),
-                            "forward_seconds": time.perf_counter() - start, "reproduction_error": error,
-                            "recipe": self.recipe}
+        stored = (
+            len(self._checkpoints) * (1 + len(state)) * self.fm.p * self.fm.theta.element_size()
+        )
+        self.diagnostics = {
+            "method": "replay",
+            "steps": self.total,
+            "checkpoint_every": self.every,
+            "checkpoints": len(self._checkpoints),
+            "checkpoint_bytes": stored,
+            "checkpoint_dir": None if self.checkpoint_dir is None else str(self.checkpoint_dir),
+            "forward_seconds": time.perf_counter() - start,
+            "reproduction_error": error,
+            "recipe": self.recipe,
+        }
         return self
 
     def scores(self, test: Any) -> Tensor:
@@ -131,13 +160,17 @@ class Replay:
         measure = lambda th: self.task.measurement(self.measure_fm(th, Xt), yt)
         theta_bar = torch.func.jacrev(measure)(self.final)  # [m, p]
         state_bar = tuple(torch.zeros_like(theta_bar) for _ in self.recipe.init_state(self.final))
-        weight_bar = torch.zeros(theta_bar.shape[0], self.n, dtype=theta_bar.dtype, device=theta_bar.device)
+        weight_bar = torch.zeros(
+            theta_bar.shape[0], self.n, dtype=theta_bar.dtype, device=theta_bar.device
+        )
         batches = list(self.recipe.batches(self.n))
         for segment in reversed(range(len(self._checkpoints))):
             first = segment * self.every
-            states = self._recompute(segment, batches[first: first + self.every])
+            states = self._recompute(segment, batches[first : first + self.every])
             for t in reversed(range(first, first + len(states))):
-                theta_bar, state_bar, rows_bar = self._step_vjp(states[t - first], batches[t], t, theta_bar, state_bar)
+                theta_bar, state_bar, rows_bar = self._step_vjp(
+                    states[t - first], batches[t], t, theta_bar, state_bar
+                )
                 weight_bar.index_add_(1, batches[t].to(weight_bar.device), rows_bar)
         return -self.n * weight_bar.detach()
 
@@ -154,14 +187,18 @@ class Replay:
             raise NotFittedError("call Replay.fit() before parameter_change()")
         delta = torch.as_tensor(delta)
         if delta.shape != (self.n,) or not torch.isfinite(delta).all():
-            raise InvalidArgumentError(f"`delta` must be a finite Tensor[{self.n}] (one per training example), "
-                                       f"got shape {tuple(delta.shape)}")
+            raise InvalidArgumentError(
+                f"`delta` must be a finite Tensor[{self.n}] (one per training example), "
+                f"got shape {tuple(delta.shape)}"
+            )
         delta = delta.to(self.fm.device, self.fm.dtype)
         theta, state = self.fm.theta, self.recipe.init_state(self.fm.theta)
         tangent = (torch.zeros_like(theta), tuple(torch.zeros_like(s) for s in state))
         for t, rows in enumerate(self.recipe.batches(self.n)):
-            step = lambda th, st, w: self._step(th, st, w, rows, t)
-            (theta, state), tangent = torch.func.jvp(step, (theta, state, self.w[rows]), (*tangent, delta[rows]))
+            step = lambda th, st, w, rows=rows, t=t: self._step(th, st, w, rows, t)
+            (theta, state), tangent = torch.func.jvp(
+                step, (theta, state, self.w[rows]), (*tangent, delta[rows])
+            )
         return tangent[0].detach()
 
     def _point(self, weights: Tensor | None) -> Tensor:
@@ -170,22 +207,34 @@ class Replay:
             return torch.ones(self.n, dtype=self.fm.dtype, device=self.fm.device)
         weights = torch.as_tensor(weights)
         if weights.shape != (self.n,) or not torch.isfinite(weights).all() or (weights < 0).any():
-            raise InvalidArgumentError(f"`weights` must be a Tensor[{self.n}] (one per training example) of finite "
-                                       f"values >= 0, got shape {tuple(weights.shape)}")
+            raise InvalidArgumentError(
+                f"`weights` must be a Tensor[{self.n}] (one per training example) of finite "
+                f"values >= 0, got shape {tuple(weights.shape)}"
+            )
         return weights.to(self.fm.device, self.fm.dtype)
 
-    def _step(self, theta: Tensor, state: tuple, weights: Tensor | None, rows: Tensor, t: int) -> tuple:
-        """θ_{t+1}, state_{t+1} from θ_t, state_t with example weights `weights` (Tensor[b]) on batch `rows`."""
+    def _step(
+        self, theta: Tensor, state: tuple, weights: Tensor | None, rows: Tensor, t: int
+    ) -> tuple:
+        """θ_{t+1}, state_{t+1} from θ_t, state_t; `weights` (Tensor[b]) weigh the batch `rows`."""
         full = self.recipe.batch_size is None
         inputs, targets = (self.X, self.y) if full else (take(self.X, rows), self.y[rows])
-        grad = torch.func.grad(lambda th: objective(self.fm, self.task, th, inputs, targets, weights))(theta)
+        grad = torch.func.grad(
+            lambda th: objective(self.fm, self.task, th, inputs, targets, weights)
+        )(theta)
         return self.recipe.step(theta, state, grad, self.recipe.lr_at(t, self.total), t + 1)
 
-    def _step_vjp(self, checkpoint: Checkpoint, rows: Tensor, t: int, theta_bar: Tensor, state_bar: tuple) -> tuple:
-        """Pull the cotangents [m, p] of step t's outputs back to its inputs and example weights [m, b]."""
+    def _step_vjp(
+        self, checkpoint: Checkpoint, rows: Tensor, t: int, theta_bar: Tensor, state_bar: tuple
+    ) -> tuple:
+        """Pull step t's output cotangents [m, p] back to its inputs and example weights [m, b]."""
         theta, state = checkpoint
-        _, pull = torch.func.vjp(lambda th, st, w: self._step(th, st, w, rows, t), theta, state, self.w[rows])
-        theta_bar, state_bar, rows_bar = torch.func.vmap(pull, chunk_size=self.chunk_size)((theta_bar, state_bar))
+        _, pull = torch.func.vjp(
+            lambda th, st, w: self._step(th, st, w, rows, t), theta, state, self.w[rows]
+        )
+        theta_bar, state_bar, rows_bar = torch.func.vmap(pull, chunk_size=self.chunk_size)(
+            (theta_bar, state_bar)
+        )
         return theta_bar, state_bar, rows_bar
 
     def _recompute(self, segment: int, batches: list[Tensor]) -> list[Checkpoint]:
@@ -203,8 +252,10 @@ class Replay:
             return
         folder = Path(self.checkpoint_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {"theta": theta.detach().contiguous(), **{f"state{k}": s.detach().contiguous()
-                                                           for k, s in enumerate(state)}}
+        tensors = {
+            "theta": theta.detach().contiguous(),
+            **{f"state{k}": s.detach().contiguous() for k, s in enumerate(state)},
+        }
         path = folder / f"step-{segment * self.every:08d}.safetensors"
         atomic_write(path, lambda f: f.write(safetensors.torch.save(tensors)))
         self._checkpoints.append(path)
@@ -215,4 +266,3 @@ class Replay:
             return stored
         tensors = safetensors.torch.load_file(stored, device=str(self.fm.device))
         return tensors["theta"], tuple(tensors[f"state{k}"] for k in range(len(tensors) - 1))
-

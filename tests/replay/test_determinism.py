@@ -14,8 +14,10 @@ def test_a_plain_mlp_on_tensors_has_no_problems():
     assert problems(initial, train, torch.device("cpu")) == []
 
 
-@pytest.mark.parametrize("layer,named", [(torch.nn.Dropout(0.1), "dropout `1`"),
-                                         (torch.nn.BatchNorm1d(6), "batch norm `1`")])
+@pytest.mark.parametrize(
+    "layer,named",
+    [(torch.nn.Dropout(0.1), "dropout `1`"), (torch.nn.BatchNorm1d(6), "batch norm `1`")],
+)
 def test_dropout_and_batch_norm_are_named(layer, named):
     _, train, _, task = tiny_run()
     model = torch.nn.Sequential(torch.nn.Linear(4, 6), layer, torch.nn.Linear(6, 3)).double()
@@ -30,7 +32,9 @@ def test_dropout_with_p_zero_is_fine():
 
 def test_a_data_loader_with_workers_is_named():
     initial, (X, y), _, _ = tiny_run()
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=4, num_workers=2)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(X, y), batch_size=4, num_workers=2
+    )
     found = problems(initial, loader, torch.device("cpu"))
     assert len(found) == 1 and "DataLoader with num_workers=2" in found[0]
 

@@ -9,9 +9,15 @@ from influence.errors import InvalidArgumentError
 from influence.replay import TrainingRecipe
 
 
-@pytest.mark.parametrize("recipe", [TrainingRecipe(optimizer="adam", lr=0.03, betas=(0.8, 0.99), eps=1e-6),
-                                    TrainingRecipe(optimizer="sgd", lr=0.1, momentum=0.9),
-                                    TrainingRecipe(optimizer="sgd", lr=0.1)], ids=["adam", "sgd-momentum", "sgd"])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        TrainingRecipe(optimizer="adam", lr=0.03, betas=(0.8, 0.99), eps=1e-6),
+        TrainingRecipe(optimizer="sgd", lr=0.1, momentum=0.9),
+        TrainingRecipe(optimizer="sgd", lr=0.1),
+    ],
+    ids=["adam", "sgd-momentum", "sgd"],
+)
 def test_pure_steps_match_torch_optim(recipe):
     gen = torch.Generator().manual_seed(0)
     grads = [torch.randn(11, generator=gen, dtype=torch.float64) for _ in range(6)]
@@ -31,7 +37,7 @@ def test_minibatch_order_is_seeded_and_covers_every_example_once_per_epoch():
     batches = list(recipe.batches(10))
     assert len(batches) == recipe.steps(10) == 9
     for epoch in range(3):
-        assert sorted(torch.cat(batches[3 * epoch: 3 * epoch + 3]).tolist()) == list(range(10))
+        assert sorted(torch.cat(batches[3 * epoch : 3 * epoch + 3]).tolist()) == list(range(10))
     assert all(torch.equal(a, b) for a, b in zip(batches, recipe.batches(10)))
     other = TrainingRecipe(epochs=3, batch_size=4, seed=8).batches(10)
     assert not all(torch.equal(a, b) for a, b in zip(batches, other))
@@ -45,8 +51,16 @@ def test_cosine_schedule_decays_from_lr_towards_zero():
     assert TrainingRecipe(lr=0.5, schedule="constant").lr_at(9, 10) == 0.5
 
 
-@pytest.mark.parametrize("field,value", [("optimizer", "rmsprop"), ("schedule", "step"), ("epochs", 0),
-                                         ("batch_size", 0), ("lr", -1.0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("optimizer", "rmsprop"),
+        ("schedule", "step"),
+        ("epochs", 0),
+        ("batch_size", 0),
+        ("lr", -1.0),
+    ],
+)
 def test_bad_recipe_values_name_the_field(field, value):
     with pytest.raises(InvalidArgumentError, match=field):
         TrainingRecipe(**{field: value})

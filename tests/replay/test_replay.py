@@ -42,8 +42,16 @@ def test_sign_and_size_match_leave_one_out_retraining_with_the_same_seed():
     replay, scores = replay_scores(ADAM)
     n = scores.shape[1]
     full = retrained(ADAM)
-    actual = torch.stack([retrained(ADAM, torch.ones(n, dtype=torch.float64).index_fill(0, torch.tensor([i]), 0.0))
-                          - full for i in range(n)], dim=1)  # [n_test, n_train]: change of the test loss
+    actual = torch.stack(
+        [
+            retrained(
+                ADAM, torch.ones(n, dtype=torch.float64).index_fill(0, torch.tensor([i]), 0.0)
+            )
+            - full
+            for i in range(n)
+        ],
+        dim=1,
+    )  # [n_test, n_train]: change of the test loss
     predicted = scores / n  # the convention: removing train_i changes the loss by +score / n
     big = actual.abs() > 0.2 * actual.abs().max()  # the removals that move a test loss most
     assert big.sum() >= 10
@@ -63,7 +71,9 @@ def test_checkpoints_on_disk_give_the_same_scores(tmp_path):
 
 def test_a_model_trained_by_another_recipe_is_refused():
     initial, train, _, task = tiny_run()
-    other = TrainingRecipe(optimizer="adam", lr=0.03, epochs=60).train(copy.deepcopy(initial), *train, task)
+    other = TrainingRecipe(optimizer="adam", lr=0.03, epochs=60).train(
+        copy.deepcopy(initial), *train, task
+    )
     with pytest.raises(NonDeterministicError, match="does not reproduce `trained`"):
         Replay(initial, train, ADAM, task, trained=other).fit()
 
@@ -90,7 +100,9 @@ def test_the_demos_train_adam_is_replayable():
 def test_weights_replay_training_on_a_subset():
     initial, (X, y), _, task = tiny_run()
     keep = torch.arange(60) % 3 != 0
-    on_subset = ADAM.train(copy.deepcopy(initial), X[keep], y[keep], task)  # torch.optim on 40 examples
+    on_subset = ADAM.train(
+        copy.deepcopy(initial), X[keep], y[keep], task
+    )  # torch.optim on 40 examples
     weights = keep.to(torch.float64) / keep.to(torch.float64).mean()
     replay = Replay(initial, (X, y), ADAM, task, trained=on_subset, weights=weights).fit()
     assert replay.diagnostics["reproduction_error"] < 1e-10
@@ -106,7 +118,12 @@ def test_parameter_change_is_the_derivative_of_the_trained_parameters(recipe):
     replay = Replay(initial, train, recipe, task).fit()
     delta = torch.linspace(-1, 1, 60, dtype=torch.float64)
     h = 1e-5
-    trained = [FunctionalModel(recipe.train(copy.deepcopy(initial), *train, task, weights=1 + s * h * delta)).theta
-               for s in (1, -1)]
-    torch.testing.assert_close(replay.parameter_change(delta), (trained[0] - trained[1]) / (2 * h),
-                               rtol=1e-5, atol=1e-8)
+    trained = [
+        FunctionalModel(
+            recipe.train(copy.deepcopy(initial), *train, task, weights=1 + s * h * delta)
+        ).theta
+        for s in (1, -1)
+    ]
+    torch.testing.assert_close(
+        replay.parameter_change(delta), (trained[0] - trained[1]) / (2 * h), rtol=1e-5, atol=1e-8
+    )
