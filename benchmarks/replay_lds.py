@@ -114,6 +114,7 @@ def main() -> None:
     replay_scores = replay.scores((query[0].to(dtype), query[1])).double()
     replay_seconds = time.perf_counter() - start
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    linearity = replay.subset_linearity(args.fraction, seed=12345)  # apart from the LDS subsets
     # the machine may be shared: time the training run again right after the replay, use the mean
     start = time.perf_counter()
     recipe.train(copy.deepcopy(initial), X.to(dtype), y, task)
@@ -141,6 +142,7 @@ def main() -> None:
         dtype,
         len(y),
         described,
+        linearity,
     )
 
 
@@ -157,6 +159,7 @@ def record(
     dtype,
     n,
     described,
+    linearity,
 ) -> None:
     """Print the table and append it to RESULTS.md."""
     m = args.test_points
@@ -187,7 +190,7 @@ def record(
             f"fit {fit_seconds:.1f}s; {replay_seconds / train_seconds / m:.2f}× per test point; "
             f"{d['checkpoints']} checkpoints every {d['checkpoint_every']} of {d['steps']} steps "
             f"({d['checkpoint_bytes'] / 2**20:.1f} MiB); peak RSS +{rss_gb:.2f} GiB; "
-            f"reproduction error {d['reproduction_error']:.1e}",
+            f"reproduction error {d['reproduction_error']:.1e}; subset_linearity {linearity:.2f}",
         ],
         [
             "seed-noise ceiling",

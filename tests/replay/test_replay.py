@@ -127,3 +127,17 @@ def test_parameter_change_is_the_derivative_of_the_trained_parameters(recipe):
     torch.testing.assert_close(
         replay.parameter_change(delta), (trained[0] - trained[1]) / (2 * h), rtol=1e-5, atol=1e-8
     )
+
+
+def test_subset_linearity_is_the_cosine_of_predicted_and_retrained_parameter_changes():
+    from influence.lds import subset_masks
+    from influence.model import FunctionalModel
+
+    initial, (X, y), _, task = tiny_run()
+    replay = Replay(initial, (X, y), ADAM, task).fit()
+    keep = subset_masks(60, 1, 0.5, 3)[0]
+    on_subset = ADAM.train(copy.deepcopy(initial), X[keep], y[keep], task)  # torch.optim, 30 rows
+    actual = FunctionalModel(on_subset).theta - replay.final
+    predicted = replay.parameter_change(keep.to(torch.float64) * 2 - 1)
+    expected = torch.nn.functional.cosine_similarity(actual, predicted, dim=0)
+    assert replay.subset_linearity(0.5, seed=3) == pytest.approx(float(expected), abs=1e-8)
