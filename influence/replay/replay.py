@@ -215,7 +215,7 @@ class Replay:
         change of the final parameters and `parameter_change` of the same weight change.
         Near 1: the run responds almost linearly to example weights ("metasmooth"), and the
         scores predict retraining on such subsets; measured on digits 0.96 for heavy-ball SGD,
-        0.4-0.6 for Adam. Costs about four training runs.
+        0.39-0.55 for Adam. Costs about four training runs.
         """
         if self.final is None:
             raise NotFittedError("call Replay.fit() before subset_linearity()")
