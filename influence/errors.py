@@ -23,3 +23,7 @@ class IndexFolderError(InfluenceError):
 
 class InfluenceWarning(UserWarning):
     """A result was computed but may be unreliable (e.g. a solver did not converge)."""
+
+
+class NonDeterministicError(InfluenceError, RuntimeError):
+    """A training run cannot be replayed exactly (dropout, a data loader's own order, atomics, ...)."""

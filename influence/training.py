@@ -16,11 +16,11 @@ from influence.task import Task
 
 def objective(fm: FunctionalModel, task: Task, theta: Tensor, inputs: Tensor, targets: Tensor,
               weights: Tensor | None = None) -> Tensor:
-    """(1/n) Σ_i w_i · loss_i(θ) + (weight_decay / 2)·‖θ‖², with n = len(inputs), w_i = 1 by default."""
+    """(1/n) Σ_i w_i · loss_i(θ) + (weight_decay / 2)·‖θ‖², with n = len(targets), w_i = 1 by default."""
     losses = task.loss(fm(theta, inputs), targets)
     if weights is not None:
         losses = losses * weights
-    return losses.sum() / inputs.shape[0] + 0.5 * task.weight_decay * (theta * theta).sum()
+    return losses.sum() / targets.shape[0] + 0.5 * task.weight_decay * (theta * theta).sum()
 
 
 def minimize(fm: FunctionalModel, task: Task, inputs: Tensor, targets: Tensor, theta0: Tensor,

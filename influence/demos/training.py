@@ -5,9 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from influence.model import FunctionalModel
+from influence.replay import TrainingRecipe
 from influence.task import Task
-from influence.training import load_flat, objective
+
+
+def adam_recipe(epochs: int = 500, lr: float = 1e-2, seed: int = 0) -> TrainingRecipe:
+    """The recipe `train_adam` runs: full-batch Adam, cosine decay to zero, `epochs` steps."""
+    return TrainingRecipe(optimizer="adam", lr=lr, epochs=epochs, schedule="cosine", seed=seed)
 
 
 def train_adam(model: nn.Module, inputs: Tensor, targets: Tensor, task: Task, epochs: int = 500,
@@ -15,19 +19,8 @@ def train_adam(model: nn.Module, inputs: Tensor, targets: Tensor, task: Task, ep
     """Full-batch Adam with cosine decay to zero on `objective` (all trainable parameters).
 
     Deterministic for a given seed and data: no shuffling, no dropout noise beyond the model's.
-    Returns the model (trained in place).
+    Replayable: `influence.replay.Replay(initial_model, (inputs, targets), adam_recipe(epochs,
+    lr, seed), task)` re-runs exactly this. Returns the model (trained in place, eval mode).
     """
     torch.manual_seed(seed)
-    fm = FunctionalModel(model, None, in_eval_mode=False)
-    theta = fm.theta.clone().requires_grad_(True)
-    opt = torch.optim.Adam([theta], lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=0.0)
-    model.train()
-    for _ in range(epochs):
-        opt.zero_grad()
-        objective(fm, task, theta, inputs, targets).backward()
-        opt.step()
-        schedule.step()
-    load_flat(model, fm, theta.detach())
-    model.eval()
-    return model
+    return adam_recipe(epochs, lr, seed).train(model, inputs, targets, task)
