@@ -55,7 +55,7 @@ def token_scores(attr, test, rows: Sequence[int]) -> Tensor:
         per_token = targets.new_full((len(positions), targets.shape[1]), IGNORE_INDEX)
         per_token[torch.arange(len(positions)), positions] = targets[0, positions]
         copies = take(inputs, torch.zeros(len(positions), dtype=torch.long))
-        F = attr.features.batch(copies, per_token, attr.task.loss, "train")
+        F = attr.gradients.batch(copies, per_token, attr.task.loss, "train")
         scores = Q.new_zeros(Q.shape[0], targets.shape[1])
         scores[:, positions] = (Q.to(F.dtype) @ F.T).to(Q.dtype)
         out.append(scores)
