@@ -56,13 +56,15 @@ def streamed_top_k(Q: Tensor, index, k: int, block: int = BLOCK_ROWS) -> tuple[T
     running, ran = None, set()
     for lo, features in index.blocks(block):
         features = features.to(Q.device)
-        ran.add("triton" if score_topk_op.uses_triton(Q, features, k) else "torch")
-        running = score_topk_op.score_topk(Q, features, k, offset=lo, running=running)
-        for part in (running[0], running[2]):
-            check_finite(part, f"the scores of training examples {lo}..{lo + len(features) - 1} (they "
-                               f"overflow {Q.dtype}; use a float64 model or rescale the inputs)")
+        backend = "triton" if score_topk_op.uses_triton(Q, features, k) else "torch"
+        ran.add(backend)
+        running = score_topk_op.score_topk(Q, features, k, lo, running, backend=backend)
+        # a NaN or ±inf score anywhere in the block lands among the largest or smallest
+        check_finite(torch.stack((running[0], running[2])), f"the scores of training examples {lo}..{lo + len(features) - 1} "
+                     f"(they overflow {Q.dtype}; use a float64 model or rescale the inputs)")
     path = "+".join(f"{name}:score_topk" for name in sorted(ran)) or "none"
-    return TopK(helpful=Ranking(running[1], running[0]), harmful=Ranking(running[3], running[2])), path
+    top = TopK(helpful=Ranking(running[1], running[0]), harmful=Ranking(running[3], running[2]))
+    return top, path
 
 
 def group_codes(groups: str | Sequence, train: ExampleData | None, n: int) -> tuple[list, Tensor]:

@@ -9,7 +9,7 @@ m×n score matrix of a block exists only tile by tile, in registers.
 The Triton kernel gives each (query tile, training split) program a loop over training tiles:
 a ``tl.dot`` tile of scores, each score packed with its index into one sortable int64 key::
 
-    key = ord(score) · 2³² + (2³² − 1 − index),   ord: float32 bits → int32 in float order
+    key = ord(score) · 2³² + (2³² − 1 − index),  ord: float32 bits → int32 in float order
 
 (for the harmful side the key of −score), then ``tl.topk`` of the tile joined with the
 program's running keys. Splits' keys and the running keys are merged with one ``torch.topk``
@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from influence_kernels._backend import (check_float, check_same_device, interpreted, jit, next_pow2, num_sms, tl, triton,
-                                      use_triton)
+from influence_kernels._backend import interpreted  # noqa: F401  (re-exported for the tests)
+from influence_kernels._backend import (check_float, check_same_device, jit, next_pow2, num_sms, tl,
+                                        triton, use_triton)
 
 MAX_K = 128  # largest k the Triton kernel keeps in registers; beyond it the twin runs
 _LOW = (1 << 32) - 1
@@ -115,8 +116,9 @@ def _score_topk_triton(queries, features, k, offset, running):
     top = torch.empty((splits, m, KP), dtype=torch.int64, device=queries.device)
     bot = torch.empty_like(top)
     _score_topk_kernel[(m_tiles, splits)](
-        queries, features, top, bot, m, n, d, offset, per_split, *queries.stride(), *features.stride(),
-        top.stride(0), top.stride(1), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, KP=KP, num_warps=4)
+        queries, features, top, bot, m, n, d, offset, per_split, *queries.stride(),
+        *features.stride(), top.stride(0), top.stride(1),
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, KP=KP, num_warps=4)
     width = min(k, n + (0 if running is None else running[0].shape[1]))
     tops, bots = [top.permute(1, 0, 2).reshape(m, -1)], [bot.permute(1, 0, 2).reshape(m, -1)]
     if running is not None:
@@ -138,8 +140,13 @@ def _merge_torch(best: tuple | None, scores, offset: int, k: int, largest: bool)
 def score_topk_torch(queries: torch.Tensor, features: torch.Tensor, k: int, offset: int = 0,
                      running: Running | None = None) -> Running:
     """Pure-torch twin of :func:`score_topk`: the whole block ``Q @ Fᵀ`` (in Q's dtype), then
-    ``torch.topk`` of it joined with the running top-k (equal scores: any of them may rank first)."""
+    ``torch.topk`` of it joined with the running top-k (equal scores: any of them may rank
+    first)."""
     _check(queries, features, k, offset, running)
+    return _score_topk_twin(queries, features, k, offset, running)
+
+
+def _score_topk_twin(queries, features, k, offset, running):
     s = queries @ features.to(queries.dtype).T
     top = _merge_torch(None if running is None else running[:2], s, offset, k, largest=True)
     bottom = _merge_torch(None if running is None else running[2:], s, offset, k, largest=False)
@@ -157,16 +164,20 @@ def _check(queries, features, k, offset, running) -> None:
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
     if offset + features.shape[0] > _LOW:
-        raise ValueError(f"training indices must stay below 2**32 - 1, got offset + n = {offset + features.shape[0]}")
-    if running is not None and (len(running) != 4 or any(r.shape[0] != queries.shape[0] for r in running)):
-        raise ValueError("running must be the 4 tensors a previous call returned for the same queries")
+        raise ValueError("training indices must stay below 2**32 - 1, got offset + n = "
+                         f"{offset + features.shape[0]}")
+    if running is not None and (len(running) != 4
+                                or any(r.shape[0] != queries.shape[0] for r in running)):
+        raise ValueError("running must be the 4 tensors a previous call returned for the same "
+                         "queries")
 
 
 def _kernel_fits(queries: torch.Tensor, k: int) -> bool:
     return queries.dtype != torch.float64 and k <= MAX_K
 
 
-def uses_triton(queries: torch.Tensor, features: torch.Tensor, k: int, backend: str = "auto") -> bool:
+def uses_triton(queries: torch.Tensor, features: torch.Tensor, k: int,
+                backend: str = "auto") -> bool:
     """Whether :func:`score_topk` with these arguments runs the Triton kernel (else the twin)."""
     return bool(features.shape[0] and queries.shape[0] and _kernel_fits(queries, k)
                 and use_triton(backend, (queries, features)))
@@ -191,10 +202,10 @@ def score_topk(queries: torch.Tensor, features: torch.Tensor, k: int, offset: in
     """
     _check(queries, features, k, offset, running)
     if backend == "triton" and not _kernel_fits(queries, k):
-        raise ValueError(f"backend='triton' needs float32/float16/bfloat16 queries and k <= {MAX_K}, "
-                         f"got {queries.dtype} and k={k}; use backend='auto' or 'torch'")
+        raise ValueError("backend='triton' needs float32/float16/bfloat16 queries and k <= "
+                         f"{MAX_K}, got {queries.dtype} and k={k}; use backend='auto' or 'torch'")
     if backend not in ("auto", "torch", "triton"):
         use_triton(backend, ())  # raises the backend error
-    if uses_triton(queries, features, k, backend):
+    if backend != "torch" and uses_triton(queries, features, k, backend):
         return _score_topk_triton(queries, features, k, offset, running)
-    return score_topk_torch(queries, features, k, offset, running)
+    return _score_topk_twin(queries, features, k, offset, running)

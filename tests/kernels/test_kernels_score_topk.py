@@ -1,4 +1,4 @@
-"""score_topk: block scores fused with the running top-k; Triton (interpreter) vs twin vs float64."""
+"""score_topk: block scores fused with the running top-k; Triton (interpreter), twin, float64."""
 
 import pytest
 import torch
@@ -33,8 +33,8 @@ def check(result, Q, F, k, tol):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("m,n,d,k,block", [(1, 1, 1, 1, 1), (5, 77, 33, 7, 30), (19, 130, 70, 20, 64),
-                                           (3, 9, 5, 12, 4)])  # the last: k > n
+@pytest.mark.parametrize("m,n,d,k,block", [(1, 1, 1, 1, 1), (5, 77, 33, 7, 30),
+                                           (19, 130, 70, 20, 64), (3, 9, 5, 12, 4)])  # last: k > n
 def test_matches_float64_brute_force_on_odd_shapes(backend, m, n, d, k, block):
     g = torch.Generator().manual_seed(m + n)
     Q, F = torch.randn(m, d, generator=g), torch.randn(n, d, generator=g)
@@ -46,7 +46,7 @@ def test_matches_float64_brute_force_on_odd_shapes(backend, m, n, d, k, block):
 @needs_interpreter
 def test_triton_ties_rank_the_lower_index_first_and_agree_with_the_twin():
     Q = torch.ones(3, 4)
-    F = torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [-1, 0, 0, 0]] * 5)  # scores 1, 0, 1, -1
+    F = torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [-1, 0, 0, 0]] * 5)  # 1, 0, 1, -1
     top_s, top_i, bot_s, bot_i = streamed(Q, F, 6, 7, "triton")
     assert top_i[0].tolist() == [0, 2, 4, 6, 8, 10] and bot_i[0].tolist() == [3, 7, 11, 15, 19, 1]
     twin = streamed(Q, F, 6, 7, "torch")
@@ -101,10 +101,13 @@ def test_auto_on_cpu_runs_the_twin_and_float64_never_the_kernel(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
-    (dict(k=0), ValueError, "k"), (dict(k=2.0), ValueError, "k"), (dict(offset=-1), ValueError, "offset"),
-    (dict(features=torch.ones(5, 3)), ValueError, "same d"), (dict(queries=torch.ones(4)), ValueError, "queries"),
+    (dict(k=0), ValueError, "k"), (dict(k=2.0), ValueError, "k"),
+    (dict(offset=-1), ValueError, "offset"),
+    (dict(features=torch.ones(5, 3)), ValueError, "same d"),
+    (dict(queries=torch.ones(4)), ValueError, "queries"),
     (dict(features=torch.ones(5, 4, dtype=torch.int64)), TypeError, "features"),
-    (dict(backend="gpu"), ValueError, "backend"), (dict(running=(torch.ones(1, 1),)), ValueError, "running"),
+    (dict(backend="gpu"), ValueError, "backend"),
+    (dict(running=(torch.ones(1, 1),)), ValueError, "running"),
 ])
 def test_input_validation(kwargs, error, match):
     args = dict(queries=torch.ones(2, 4), features=torch.ones(5, 4), k=2) | kwargs

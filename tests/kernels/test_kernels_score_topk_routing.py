@@ -17,7 +17,8 @@ def mlp_problem():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
     X = torch.randn(40, 5)
-    return model, (X, torch.randint(0, 3, (40,))), (torch.randn(4, 5), torch.randint(0, 3, (4,))), {}
+    test = (torch.randn(4, 5), torch.randint(0, 3, (4,)))
+    return model, (X, torch.randint(0, 3, (40,))), test, {}
 
 
 def cnn_problem():
@@ -25,7 +26,8 @@ def cnn_problem():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(2 * 4 * 4, 3))
     X = torch.randn(30, 1, 6, 6)
-    return model, (X, torch.randint(0, 3, (30,))), (torch.randn(3, 1, 6, 6), torch.randint(0, 3, (3,))), {}
+    test = (torch.randn(3, 1, 6, 6), torch.randint(0, 3, (3,)))
+    return model, (X, torch.randint(0, 3, (30,))), test, {}
 
 
 def lm_problem():
