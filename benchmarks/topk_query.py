@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import influence as inf  # noqa: E402
-from _results import append_section, machine, markdown_table  # noqa: E402
+from _results import append_section, markdown_table  # noqa: E402
 from influence import scoring  # noqa: E402
 from influence.demos.training import train_adam  # noqa: E402
 
@@ -146,8 +146,9 @@ def main() -> int:
     print("\n".join(table))
     if not args.smoke:
         threads = os.environ.get("OMP_NUM_THREADS")
-        note = (f"Machine: {machine()}, OMP_NUM_THREADS={threads}. Median of the scoring part of "
-                "a top_k query after the solve, same Q and index; speed-up = unfused / fused.")
+        note = (f"OMP_NUM_THREADS={threads}. Median of {args.repeats} interleaved runs of the "
+                "scoring part of a top_k query after the solve, same Q and index; speed-up = "
+                "unfused / fused.")
         append_section(f"topk_query: top_k scoring fused vs unfused, {args.device} "
                        "(benchmarks/topk_query.py)", [note, "", *table])
     return 0 if all(row[-1] == "yes" for row in rows) else 1
