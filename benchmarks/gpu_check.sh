@@ -3,10 +3,10 @@
 # default method end to end on CUDA at MNIST 50k. Rows go to benchmarks/RESULTS.md, labelled
 # with the GPU's name (benchmarks/_results.py), and copies of the logs to $OUT (default ./out).
 #
-#     bash benchmarks/gpu_check.sh              # on the GPU machine, ≤ 9 minutes
+#     bash benchmarks/gpu_check.sh              # on the GPU machine, ≤ 10 minutes
 #     bash benchmarks/gpu_check.sh --dry-run    # on a CPU machine: the same steps on tiny inputs
 #
-# Steps (each under its own time limit, so the whole stays under 9 minutes; a failing step is
+# Steps (each under its own time limit, so the whole stays under 10 minutes; a failing step is
 # reported and the next one still runs; the exit status is the number of failed steps):
 #   1. environment: python, torch, CUDA, triton, the GPU (nvidia-smi -L)
 #   2. benchmarks/kernels_gpu.py            (--smoke in a dry run: Triton interpreter on CPU)
@@ -36,7 +36,7 @@ OUT="${OUT:-$ROOT/out}"
 mkdir -p "$OUT"
 KERNELS_LIMIT="${KERNELS_LIMIT:-270}"
 E2E_LIMIT="${E2E_LIMIT:-180}"
-TOPK_LIMIT="${TOPK_LIMIT:-90}"
+TOPK_LIMIT="${TOPK_LIMIT:-120}"
 # The card's folders kernels/ and app/ install as influence_kernels / influence_app; on a bare
 # GPU machine (no install, no network) links with those names make them importable.
 NAMES="$OUT/.import-names"
