@@ -15,7 +15,8 @@ a ``tl.dot`` tile of scores, each score packed with its index into one sortable 
 program's running keys. Splits' keys and the running keys are merged with one ``torch.topk``
 on the keys, so the result does not depend on scheduling and equal scores rank the lower
 index first. Scores are accumulated in float32 (float32/float16/bfloat16 inputs); float64
-queries, k > MAX_K and differentiated inputs run the torch twin.
+queries, k > MAX_K and differentiated inputs run the torch twin. A NaN or ±inf score lands
+among the largest or the smallest kept, so checking the result's finiteness checks the block's.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from influence_kernels._backend import (check_float, check_same_device, jit, nex
 
 MAX_K = 128  # largest k the Triton kernel keeps in registers; beyond it the twin runs
 _LOW = (1 << 32) - 1
-_EMPTY = -(1 << 63)  # key of "no candidate": below every real key
 
 Running = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -62,7 +62,7 @@ def _score_topk_kernel(
     """top/bot[split, rows, :KP] = the KP largest keys of ±(Q[rows] @ F[split's range]ᵀ)."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     split = tl.program_id(1)
-    empty = tl.full((BLOCK_M, KP), -9223372036854775807 - 1, tl.int64)
+    empty = tl.full((BLOCK_M, KP), -9223372036854775807 - 1, tl.int64)  # below every real key
     top = empty
     bot = empty
     t_stop = tl.minimum((split + 1) * tiles_per_split, tl.cdiv(n, BLOCK_N))
