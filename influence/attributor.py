@@ -293,14 +293,18 @@ class Attributor:
 
     def top_k(self, test: Any, k: int = 10) -> TopK:
         """The k most helpful (highest score) and k most harmful (lowest score) training
-        examples for each test example, streamed over the index (memory n_test × block).
+        examples for each test example, streamed over the index (memory n_test × block; the
+        Triton kernel on CUDA keeps no block of scores at all). `diagnostics.query_kernels`
+        names the path that ran.
 
         Returns:
             `TopK` with `.helpful` and `.harmful`, each a `Ranking` of `indices` and
             `scores`, Tensor[n_test, min(k, n_train)], most extreme first.
         """
         check_int(k, "k")
-        return scoring.top_k(scoring.score_blocks(self._preconditioned(test), self._require_fit()), k)
+        top, path = scoring.streamed_top_k(self._preconditioned(test), self._require_fit(), k)
+        self.diagnostics = self.diagnostics.with_query_kernels(path)
+        return top
 
     def self_influence(self) -> Tensor:
         """`∇ℓ(train_i)ᵀ (H + λI)⁻¹ ∇ℓ(train_i)` for every training example, Tensor[n_train].

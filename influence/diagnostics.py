@@ -29,6 +29,8 @@ class Diagnostics(Mapping):
         parameters: which parameters are attributed (`influence.parameters.parameter_report`).
         method_info: what the method's fit reported (damping source, spectrum, layers...).
         last_solve: the worst solve of the last query (iterative methods), else None.
+        query_kernels: the scoring path the last `top_k` ran ("triton:score_topk", the fused
+            Triton kernel, or "torch:score_topk", its twin), else None.
     """
 
     method: str
@@ -42,12 +44,14 @@ class Diagnostics(Mapping):
     parameters: dict = field(default_factory=dict)
     method_info: dict = field(default_factory=dict)
     last_solve: dict | None = None
+    query_kernels: str | None = None
 
     def _flat(self) -> dict[str, Any]:
         common = {f.name: getattr(self, f.name) for f in fields(self)
-                  if f.name not in ("method_info", "last_solve")}
-        solve = {} if self.last_solve is None else {"last_solve": self.last_solve}
-        return {**self.method_info, **common, **solve}
+                  if f.name not in ("method_info", "last_solve", "query_kernels")}
+        query = {name: getattr(self, name) for name in ("last_solve", "query_kernels")
+                 if getattr(self, name) is not None}
+        return {**self.method_info, **common, **query}
 
     def __getitem__(self, key: str) -> Any:
         return self._flat()[key]
@@ -65,6 +69,10 @@ class Diagnostics(Mapping):
     def with_solve(self, last_solve: dict | None) -> Diagnostics:
         """A copy with `last_solve` set (what a query hands back)."""
         return replace(self, last_solve=last_solve)
+
+    def with_query_kernels(self, path: str) -> Diagnostics:
+        """A copy with `query_kernels` set (what `top_k` hands back)."""
+        return replace(self, query_kernels=path)
 
     @classmethod
     def from_dict(cls, flat: Mapping[str, Any]) -> Diagnostics:

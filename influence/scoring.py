@@ -7,6 +7,8 @@ training features φ(∇ℓ(train_i)), a block of scores is `Q @ Φ_blockᵀ`:
 
 positive = helpful (removing train_i raises test_j's loss by ≈ score / n_train), negative =
 harmful. Memory is n_test × block; a dense n_test × n_train matrix is built only by `scores`.
+`streamed_top_k` fuses the product with the running top-k (`influence_kernels.score_topk`: a
+Triton kernel on CUDA that never stores a block's scores, its torch twin elsewhere).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from influence.data import ExampleData
 from influence.errors import InfluenceError, InvalidArgumentError
 from influence.progress import phase
 from influence.results import GroupScores, Ranking, TopK, merge_top
+from influence_kernels import score_topk as score_topk_op
 
 BLOCK_ROWS = 8192  # training rows scored per block: bounds query memory to n_test × BLOCK_ROWS
 
@@ -45,6 +48,23 @@ def top_k(blocks: Iterator[tuple[int, Tensor]], k: int) -> TopK:
         top = merge_top(*(top or (None, None)), s, lo, k, largest=True)
         bottom = merge_top(*(bottom or (None, None)), s, lo, k, largest=False)
     return TopK(helpful=Ranking(top[1], top[0]), harmful=Ranking(bottom[1], bottom[0]))
+
+
+def streamed_top_k(Q: Tensor, index, k: int, block: int = BLOCK_ROWS) -> tuple[TopK, str]:
+    """`top_k(score_blocks(Q, index), k)` with each block's product fused into the running
+    top-k, and which path ran: "triton:score_topk" (the kernel, on CUDA) or "torch:score_topk"."""
+    running, ran = None, set()
+    for lo, features in index.blocks(block):
+        features = features.to(Q.device)
+        backend = "triton" if score_topk_op.uses_triton(Q, features, k) else "torch"
+        ran.add(backend)
+        running = score_topk_op.score_topk(Q, features, k, lo, running, backend=backend)
+        # a NaN or ±inf score anywhere in the block lands among the largest or smallest
+        check_finite(torch.stack((running[0], running[2])), f"the scores of training examples {lo}..{lo + len(features) - 1} "
+                     f"(they overflow {Q.dtype}; use a float64 model or rescale the inputs)")
+    path = "+".join(f"{name}:score_topk" for name in sorted(ran)) or "none"
+    top = TopK(helpful=Ranking(running[1], running[0]), harmful=Ranking(running[3], running[2]))
+    return top, path
 
 
 def group_codes(groups: str | Sequence, train: ExampleData | None, n: int) -> tuple[list, Tensor]:

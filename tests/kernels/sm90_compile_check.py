@@ -16,8 +16,8 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-ce, proj, sj, red = (importlib.import_module(f"influence_kernels.{m}")
-                      for m in ("ce_head", "projection", "softmax_jacobian", "_reduce"))
+ce, proj, sj, red, st = (importlib.import_module(f"influence_kernels.{m}")
+                          for m in ("ce_head", "projection", "softmax_jacobian", "_reduce", "score_topk"))
 F32, F64 = tl.float32, tl.float64
 
 
@@ -62,6 +62,10 @@ def main():
         build(proj._project_kernel, {"g_ptr": "*" + g, "out_ptr": out},
               dict(BLOCK_N=32, BLOCK_P=32, BLOCK_K=64, GAUSSIAN=gauss, ACC=acc, PRECISION=precision),
               ones=("n", "p", "k", "s_gp", "s_ok", "blocks_per_split") if gauss else ("s_gn", "s_on", "s_os"))
+    for t, kp, bd, ones in (("fp32", 16, 64, ()), ("bf16", 128, 16, ("m", "s_qd", "s_fd", "tiles_per_split")),
+                            ("fp16", 16, 16, ("n", "d", "offset", "s_tm"))):
+        build(st._score_topk_kernel, {"q_ptr": "*" + t, "f_ptr": "*" + t, "top_ptr": "*i64", "bot_ptr": "*i64"},
+              dict(BLOCK_M=16, BLOCK_N=max(64, kp), BLOCK_D=bd, KP=kp), num_warps=4, ones=ones)
     print(f"ALL COMPILED (triton {triton.__version__})")
 
 

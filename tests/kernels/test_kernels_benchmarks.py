@@ -21,6 +21,7 @@ def test_gpu_benchmark_smoke_mode(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "kernels_gpu.jsonl").read_text().splitlines()]
     variants = {(r["op"], r.get("variant")) for r in records}
     assert ("ce_head_hvp", "triton deterministic") in variants and ("project", "triton gaussian") in variants
+    assert ("score_topk", "triton fused score+top-k") in variants
     assert all(r.get("ok", True) or r.get("error") == "skipped" for r in records)
     assert (ROOT / "benchmarks" / "RESULTS.md").read_text() == results  # smoke runs never append
 
