@@ -248,3 +248,45 @@ def test_rotate_gives_the_per_example_gradient_in_the_kronecker_eigenbasis(T, d_
     for i in range(4):
         G = sum(torch.outer(g[i, t], a[i, t]) for t in range(T))
         torch.testing.assert_close(got[i], QS.T @ G @ QA, rtol=1e-12, atol=1e-12)
+
+
+def test_self_influence_has_its_own_smaller_automatic_damping(mlp):
+    """At the automatic damping, `self_influence()` uses `SELF_DAMPING_RATIO` × the mean
+    eigenvalue while queries keep theirs: the scores are those of the one-λ fit, and each
+    self-influence is the float64 `exact` one at the self λ (a dense block over every
+    component is exact)."""
+    from influence.methods.ekfac import DAMPING_RATIOS, SELF_DAMPING_RATIO
+
+    model, task, train, test = mlp
+    fit = lambda **o: inf.Attributor(model, train, task=task, method="ekfac", keep=1.0, progress=False,
+                                     **o).fit()
+    default, one_lambda = fit(), fit(self_damping_ratio=None)
+    lam_self = default.diagnostics["self_influence_damping"]
+    assert lam_self == pytest.approx(default.damping * SELF_DAMPING_RATIO / DAMPING_RATIOS[1], rel=1e-12)
+    assert one_lambda.diagnostics["self_influence_damping"] == one_lambda.damping == default.damping
+    torch.testing.assert_close(default.scores(test), one_lambda.scores(test), rtol=1e-10, atol=1e-12)
+    exact = inf.Attributor(model, train, task=task, method="exact", damping=lam_self, progress=False).fit()
+    torch.testing.assert_close(default.self_influence(), exact.self_influence(), rtol=1e-8, atol=1e-10)
+    before = one_lambda.self_influence()
+    assert float((default.self_influence() - before).norm()) > 0.1 * float(before.norm())
+    plain = fit(dense_block=0)  # the diagonal path: the same as an explicit λ = lam_self
+    explicit = fit(dense_block=0, damping=lam_self)
+    torch.testing.assert_close(plain.self_influence(), explicit.self_influence(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("given", [{"damping": DAMPING}, {"damping_ratio": 0.1}])
+def test_a_damping_the_user_gives_applies_to_self_influence_too(mlp, given):
+    model, task, train, test = mlp
+    attr = inf.Attributor(model, train, task=task, method="ekfac", progress=False, **given).fit()
+    assert attr.diagnostics["self_influence_damping"] == attr.damping
+    fresh = inf.METHODS["ekfac"]()
+    state = {k: v for k, v in attr.method.state_dict().items() if k != "self_damping"}
+    fresh.restore(state, None)  # an index saved before `self_damping` existed: one λ
+    F = attr.index.blocks(1000).__next__()[1]
+    torch.testing.assert_close(fresh.self_scores(F)[0], attr.method.self_scores(F)[0])
+
+
+def test_self_damping_ratio_must_be_positive(mlp):
+    model, task, train, _ = mlp
+    with pytest.raises(inf.errors.InvalidArgumentError, match="self_damping_ratio"):
+        inf.Attributor(model, train, task=task, method="ekfac", self_damping_ratio=-1.0, progress=False)
