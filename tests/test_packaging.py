@@ -45,7 +45,11 @@ def test_the_wheel_installs_only_our_own_top_level_names(wheel):
         names = top_level_names(archive.namelist())
         files = archive.namelist()
     assert names == OURS, names
-    assert "influence_kernels/ce_head.py" in files and "influence_app/tabs/__init__.py" in files
+    installed_as = {"influence": "influence", "kernels": "influence_kernels", "app": "influence_app"}
+    sources = {f"{name}/{path.relative_to(ROOT / folder).as_posix()}"
+               for folder, name in installed_as.items() for path in (ROOT / folder).rglob("*.py")}
+    assert sources - set(files) == set(), "source files the wheel leaves out (a package missing " \
+                                          "from pyproject's packages list?)"
     assert "influence/report/schema.json" in files
     assert not any(f.startswith(("kernels/", "app/")) for f in files)
 
