@@ -14,6 +14,7 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 import influence as inf  # noqa: E402
+import influence.replay  # noqa: E402, F401 — every subpackage made it into the wheel
 
 checkout = Path(sys.argv[1]).resolve()
 assert checkout not in Path(inf.__file__).resolve().parents, f"influence imported from the checkout: {inf.__file__}"
