@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import tempfile
 import time
 import warnings
@@ -153,28 +154,20 @@ def kronfluence(problem: P.Problem, damping_factor: float | None) -> Tensor:
 
     from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.arguments import FactorArguments, ScoreArguments
-    from kronfluence.task import Task
     from torch.utils.data import TensorDataset
 
-    class CETask(Task):
-        def compute_train_loss(self, batch, model, sample=False):
-            inputs, labels = batch
-            outputs = model(inputs)
-            if sample:
-                with torch.no_grad():
-                    labels = torch.multinomial(torch.softmax(outputs.detach(), dim=-1), 1).flatten()
-            return nn.functional.cross_entropy(outputs, labels, reduction="sum")
+    sys.path.insert(0, str(P.BENCH / "peers"))
+    from adapters.kronfluence_ import _task_class  # the peers' Kronfluence task, one definition
 
-        def compute_measurement(self, batch, model):
-            inputs, labels = batch
-            return nn.functional.cross_entropy(model(inputs), labels, reduction="sum")
+    per_example_ce = lambda o, t: nn.functional.cross_entropy(o, t, reduction="none")  # noqa: E731
+    task = _task_class()(per_example_ce, per_example_ce)
 
     torch.manual_seed(0)
     # Wrapped: Kronfluence's module tracking recurses forever on a bare nn.Linear root module.
-    model = prepare_model(nn.Sequential(copy.deepcopy(problem.model)), CETask())
+    model = prepare_model(nn.Sequential(copy.deepcopy(problem.model)), task)
     train = TensorDataset(problem.X, problem.y)
     with tempfile.TemporaryDirectory() as out:
-        analyzer = Analyzer(analysis_name="selfinf", model=model, task=CETask(), cpu=True,
+        analyzer = Analyzer(analysis_name="selfinf", model=model, task=task, cpu=True,
                             disable_tqdm=True, output_dir=out, log_level=logging.WARNING)
         analyzer.fit_all_factors(factors_name="f", dataset=train, per_device_batch_size=512,
                                  factor_args=FactorArguments(strategy="ekfac"),
